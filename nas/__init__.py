@@ -1,0 +1,63 @@
+"""Hardware-aware neural architecture search and model compression.
+
+The core types live here; families, targets, predictors, compression methods and
+studies live in the subpackages ``nas.supernets``, ``nas.hardware``, ``nas.predictors``,
+``nas.compress`` and ``nas.studies``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas._hardware import HARDWARE, HardwareTarget, Provenance, get_hardware, list_hardware
+from nas._registry import Registry, UnknownNameError
+from nas._space import Condition, Config, Gene, SearchSpace
+from nas._supernet import (
+    SUBNET_BUILDERS,
+    SUPERNETS,
+    LayerShape,
+    SubnetShape,
+    Supernet,
+    get_supernet,
+    list_supernets,
+)
+from nas._task import TASKS, Task, Workload, get_task
+from nas._units import parse_latency_ms
+
+__all__ = [
+    "HARDWARE",
+    "SUBNET_BUILDERS",
+    "SUPERNETS",
+    "TASKS",
+    "Condition",
+    "Config",
+    "Gene",
+    "HardwareTarget",
+    "LayerShape",
+    "Provenance",
+    "Registry",
+    "SearchSpace",
+    "SubnetShape",
+    "Supernet",
+    "Task",
+    "UnknownNameError",
+    "Workload",
+    "get_hardware",
+    "get_supernet",
+    "get_task",
+    "list_hardware",
+    "list_supernets",
+    "load_subnet",
+    "parse_latency_ms",
+    "save_subnet",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Export lives with the supernet families (it needs their dense builders); import
+    # it lazily so that ``import nas`` stays light and free of cycles.
+    if name in ("load_subnet", "save_subnet"):
+        from nas.supernets import _export
+
+        return getattr(_export, name)
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -1,0 +1,65 @@
+"""The hardware target contract: latency (and memory) of a subnet on a named device."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from nas._registry import Registry
+from nas._space import Config
+from nas._supernet import Supernet
+from nas._task import Task
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a target's figures come from and how far to trust them.
+
+    ``error`` holds the measured error of a predicted target on held-out measurements
+    (``{"mape": 0.04, "rmse_ms": ..., "kendall_tau": ..., "n": ...}``); ``notes`` says in
+    plain words where the model extrapolates.
+    """
+
+    method: str  # "measured" or "predicted"
+    source: str
+    error: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class HardwareTarget(abc.ABC):
+    """A named device that gives the latency of a subnet of a supernet.
+
+    ``latency_ms`` validates the config and calls ``_latency_ms``. Results are in
+    milliseconds for one batch-1 inference of the task's :class:`~nas.Workload`.
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
+        return self._latency_ms(supernet, supernet.space.config(config), task)
+
+    @abc.abstractmethod
+    def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float: ...
+
+    @abc.abstractmethod
+    def provenance(self) -> Provenance: ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever this target's figures would change (cache key part)."""
+        return self.name
+
+
+HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.hardware",))
+
+
+def get_hardware(name: str) -> HardwareTarget:
+    """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``)."""
+    return HARDWARE.create(name)
+
+
+def list_hardware() -> list[str]:
+    return HARDWARE.names()

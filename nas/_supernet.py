@@ -1,0 +1,130 @@
+"""The supernet contract: activate a subnet by weight slicing, extract it dense.
+
+Every weight-sharing family (HAT, OFA, SortedNet, ...) subclasses :class:`Supernet`;
+so can a user's own model. The search engine only ever talks to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nas._registry import Registry
+from nas._space import Config, SearchSpace
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One layer of a subnet as hardware models and counters see it.
+
+    ``kind`` names the layer type within its family ("encoder", "decoder", ...);
+    ``dims`` holds its sizes (``embed_dim``, ``ffn_dim``, ``heads``, ...).
+    """
+
+    kind: str
+    dims: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class SubnetShape:
+    """What :meth:`Supernet.describe` returns: the per-layer shapes of one subnet.
+
+    ``dims`` holds whole-model sizes (vocabulary sizes, embedding dims, ...).
+    """
+
+    family: str
+    layers: tuple[LayerShape, ...]
+    dims: Mapping[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for layer in self.layers if layer.kind == kind)
+
+
+class Supernet(nn.Module, abc.ABC):
+    """A weight-sharing supernet over a :class:`SearchSpace`.
+
+    Subclasses set ``family`` and ``space`` and implement the protected hooks; the
+    public methods validate the config first. Not thread safe: ``activate`` changes
+    the module's state for the next forward passes.
+
+    Attributes:
+        family: registry name of the family (``"hat"``); exported subnets record it.
+        space: the search space of this supernet instance.
+        task_name: the built-in task the shipped weights were trained on, if any.
+        checkpoint_hash: sha256 of the weights file loaded, or "untrained".
+    """
+
+    family: str = ""
+    space: SearchSpace
+    task_name: str | None = None
+    checkpoint_hash: str = "untrained"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._active: Config | None = None
+
+    @property
+    def active_config(self) -> Config:
+        if self._active is None:
+            raise RuntimeError("no subnet is active; call activate(config) first")
+        return self._active
+
+    def activate(self, config: Config | Mapping[str, Any]) -> Config:
+        """Make the next forward passes run the subnet ``config`` by weight slicing.
+
+        Returns the canonical config. Raises ``ValueError`` for an invalid config.
+        """
+        canonical = self.space.config(config)
+        self._activate(canonical)
+        self._active = canonical
+        return canonical
+
+    def extract(self, config: Config | Mapping[str, Any]) -> nn.Module:
+        """A dense standalone model with copied weights, equal in output to the
+        activated subnet, that runs without any supernet code."""
+        return self._extract(self.space.config(config))
+
+    def describe(self, config: Config | Mapping[str, Any]) -> SubnetShape:
+        """The per-layer shapes of ``config`` (for latency models and counters)."""
+        return self._describe(self.space.config(config))
+
+    def architecture(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-able) that rebuild this supernet untrained."""
+        return self._architecture()
+
+    @abc.abstractmethod
+    def _activate(self, config: Config) -> None: ...
+
+    @abc.abstractmethod
+    def _extract(self, config: Config) -> nn.Module: ...
+
+    @abc.abstractmethod
+    def _describe(self, config: Config) -> SubnetShape: ...
+
+    @abc.abstractmethod
+    def _architecture(self) -> dict[str, Any]: ...
+
+
+SUPERNETS: Registry[Supernet] = Registry("supernet", plugins=("nas.supernets",))
+"""Shipped supernets: ``name -> () -> Supernet`` with trained weights loaded."""
+
+SUBNET_BUILDERS: Registry[nn.Module] = Registry("subnet family", plugins=("nas.supernets",))
+"""Dense subnet classes by family: ``family -> (**subnet_config) -> nn.Module``, used to
+rebuild an exported subnet from its ``config.json`` alone."""
+
+
+def get_supernet(name: str) -> Supernet:
+    """The shipped supernet ``name`` with its trained weights, in eval mode.
+
+    Raises:
+        UnknownNameError: no supernet of that name (the message lists the known ones).
+    """
+    return SUPERNETS.create(name)
+
+
+def list_supernets() -> list[str]:
+    return SUPERNETS.names()
