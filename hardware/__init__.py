@@ -1,0 +1,91 @@
+"""Hardware targets: latency of a subnet measured here or predicted for a device.
+
+Registered targets (``nas.get_hardware(name)``):
+
+- ``rpi4``, ``xeon``, ``titanxp``: HAT's three devices, predicted by a structured
+  latency model fitted on HAT's 2000 measurements per device and carried over to our
+  dense HAT model by an implementation calibration (see ``data/PROVENANCE.md``);
+- ``local-cpu``: measured on this machine's CPU.
+
+Also here: the MAC and parameter counters (fvcore) and the analytic MAC model the
+latency models use. Importing this package registers the targets and does no other
+work: the device models are fitted on first use and cached.
+"""
+
+from nas.hardware._calibration import (
+    ImplementationCalibration,
+    LocalTiming,
+    calibrate_implementation,
+    implementation_factors,
+    load_implementation_calibration,
+    write_calibration,
+)
+from nas.hardware._counters import count_macs, count_params
+from nas.hardware._hat_data import (
+    HAT_DEVICES,
+    HAT_QKV_DIM,
+    HAT_WMT_VOCAB,
+    HAT_WORKLOAD,
+    HATMeasurements,
+    load_hat_measurements,
+    shape_from_hat_features,
+)
+from nas.hardware._hat_latency import DeviceFit, fit_hat_device
+from nas.hardware._hat_targets import Extrapolation, HATLatencyTarget, extrapolation
+from nas.hardware._latency_model import (
+    LatencyBreakdown,
+    LatencyCoefficients,
+    fit_split_coefficients,
+    fit_total_coefficients,
+    heldout_split,
+    regression_errors,
+)
+from nas.hardware._local import LocalCPUTarget
+from nas.hardware._macs import (
+    DENSE_HAT_DECODING,
+    FAIRSEQ_INCREMENTAL,
+    DecoderLayerDims,
+    DecodingScheme,
+    EncoderLayerDims,
+    MacCount,
+    Seq2SeqShape,
+    seq2seq_macs,
+)
+
+__all__ = [
+    "DENSE_HAT_DECODING",
+    "FAIRSEQ_INCREMENTAL",
+    "HAT_DEVICES",
+    "HAT_QKV_DIM",
+    "HAT_WMT_VOCAB",
+    "HAT_WORKLOAD",
+    "DecoderLayerDims",
+    "DecodingScheme",
+    "DeviceFit",
+    "EncoderLayerDims",
+    "Extrapolation",
+    "HATLatencyTarget",
+    "HATMeasurements",
+    "ImplementationCalibration",
+    "LatencyBreakdown",
+    "LatencyCoefficients",
+    "LocalCPUTarget",
+    "LocalTiming",
+    "MacCount",
+    "Seq2SeqShape",
+    "calibrate_implementation",
+    "count_macs",
+    "count_params",
+    "extrapolation",
+    "fit_hat_device",
+    "fit_split_coefficients",
+    "fit_total_coefficients",
+    "heldout_split",
+    "implementation_factors",
+    "load_hat_measurements",
+    "load_implementation_calibration",
+    "regression_errors",
+    "seq2seq_macs",
+    "shape_from_hat_features",
+    "write_calibration",
+]

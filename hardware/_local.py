@@ -1,0 +1,76 @@
+"""The ``local-cpu`` target: latency measured on this machine's CPU."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from nas._hardware import HARDWARE, HardwareTarget, Provenance
+from nas._space import Config
+from nas._supernet import Supernet
+from nas._task import Task
+from nas.hardware._timing import cpu_model, median_ms, torch_threads
+
+logger = logging.getLogger(__name__)
+
+
+class LocalCPUTarget(HardwareTarget):
+    """Measures a subnet here: extract it dense, time ``task.latency_probe(model)``.
+
+    Batch 1 on the CPU, ``threads`` intra-op threads (restored afterwards), ``warmup``
+    untimed runs, then the median of ``repeats`` runs. Not thread safe: it changes
+    torch's process-wide thread count while it measures.
+
+    Args:
+        threads: intra-op threads while timing (1 by default: a figure that does not
+            depend on how busy the other cores are).
+        warmup: untimed runs first.
+        repeats: timed runs; the median is returned.
+    """
+
+    name = "local-cpu"
+    description = "this machine's CPU, measured (batch 1, fixed thread count)"
+
+    def __init__(self, *, threads: int = 1, warmup: int = 3, repeats: int = 10) -> None:
+        if threads < 1 or warmup < 0 or repeats < 1:
+            raise ValueError(
+                f"need threads >= 1, warmup >= 0 and repeats >= 1, got "
+                f"{threads=}, {warmup=}, {repeats=}"
+            )
+        self.threads = threads
+        self.warmup = warmup
+        self.repeats = repeats
+
+    def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
+        model = supernet.extract(config).to("cpu").eval()
+        probe = task.latency_probe(model)
+        with torch_threads(self.threads), torch.inference_mode():
+            latency = median_ms(probe, warmup=self.warmup, repeats=self.repeats)
+        logger.debug("local-cpu: %s -> %.3f ms", config.key, latency)
+        return latency
+
+    def provenance(self) -> Provenance:
+        return Provenance(
+            method="measured",
+            source=f"measured here on {cpu_model()} (torch {torch.__version__})",
+            notes=(
+                f"Each figure is the median of {self.repeats} timed runs after "
+                f"{self.warmup} warm-up runs of the task's latency probe (batch 1) with "
+                f"{self.threads} intra-op thread(s).",
+                "Other processes on this machine add noise; figures are comparable only "
+                "on the same machine and thread count (see the fingerprint).",
+            ),
+            details={"cpu": cpu_model(), "threads": self.threads, "torch": torch.__version__,
+                     "warmup": self.warmup, "repeats": self.repeats},
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}:{cpu_model()}:{self.threads}t:torch-{torch.__version__}"
+
+
+@HARDWARE.register("local-cpu", description=LocalCPUTarget.description)
+def local_cpu() -> HardwareTarget:
+    """This machine's CPU, measured."""
+    return LocalCPUTarget()

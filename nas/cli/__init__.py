@@ -1,0 +1,27 @@
+"""The ``nas`` command line: search, train, hardware, studies and export."""
+
+from __future__ import annotations
+
+import typer
+
+from nas.cli import _export, _hardware, _search, _studies, _train
+
+app = typer.Typer(
+    name="nas",
+    help="Hardware-aware neural architecture search and model compression.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("search")(_search.search)
+app.command("train")(_train.train)
+app.command("export")(_export.export)
+app.add_typer(_hardware.app, name="hw")
+app.add_typer(_studies.app, name="studies")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

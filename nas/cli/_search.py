@@ -1,0 +1,132 @@
+"""``nas search``: find the Pareto front of accuracy and latency under a budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from nas._hardware import HARDWARE
+from nas._supernet import SUPERNETS
+from nas._units import parse_latency_ms
+from nas.cli._common import (
+    JSON_HELP,
+    STORAGE_HELP,
+    configure_logging,
+    console,
+    print_json,
+    user_errors,
+)
+
+
+@user_errors
+def search(
+    supernet: str = typer.Option(..., "--supernet", help="Supernet name (see `nas supernets`)."),
+    hw: str = typer.Option(..., "--hw", help="Hardware target (see `nas hw list`)."),
+    budget: str = typer.Option(..., "--budget", help="Latency budget: '50ms', '50 ms', '0.05s'."),
+    evals: int = typer.Option(
+        120, "--evals", min=1, help="Evaluations the study should hold in total (resumes count)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search algorithm."),
+    algorithm: str = typer.Option("default", "--algorithm", help="nsga2, random or default."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: SUPERNET-HW)."),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    eval_limit: int | None = typer.Option(
+        None, "--eval-limit", min=1, help="Validate each subnet on the first N examples only."
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Search subnets of SUPERNET for HW under a latency budget; print the Pareto front."""
+    from nas._job import SearchRequest, prepare_search, run_prepared
+
+    configure_logging(verbose)
+    budget_ms = parse_latency_ms(budget)
+    SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
+    HARDWARE.entry(hw)
+    request = SearchRequest(
+        supernet=supernet,
+        hardware=hw,
+        budget_ms=budget_ms,
+        evals=evals,
+        seed=seed,
+        algorithm=algorithm,
+        study=study or f"{supernet}-{hw}",
+        storage=storage,
+        eval_limit=eval_limit,
+    )
+    prepared = prepare_search(request)
+    console.print(
+        f"study [bold]{request.study}[/] in {prepared.storage}: {supernet} on {hw}, "
+        f"latency <= {budget_ms:g} ms (smallest subnet: {prepared.min_latency_ms:.1f} ms)",
+        highlight=False,
+    )
+    result = run_prepared(prepared, progress=not json_output or console.is_terminal)
+    document = result_document(result, request)
+    if json_output:
+        print_json(document)
+    else:
+        print_front(document)
+
+
+def result_document(result: Any, request: Any) -> dict[str, Any]:
+    """The JSON document of a finished search (also the basis of the table)."""
+    return {
+        "study": result.study,
+        "storage": result.storage,
+        "supernet": request.supernet,
+        "hardware": request.hardware,
+        "budget_ms": request.budget_ms,
+        "algorithm": request.algorithm,
+        "seed": request.seed,
+        "evaluations": result.evaluations,
+        "new_evaluations": result.new_evaluations,
+        "stopped_early": result.stopped_early,
+        "hypervolume": result.hypervolume,
+        "pareto": [
+            {
+                "trial": point.trial,
+                "accuracy": point.metrics["accuracy"],
+                "latency_ms": point.metrics["latency_ms"],
+                "config": point.config,
+            }
+            for point in result.pareto
+        ],
+    }
+
+
+def print_front(document: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    table = Table(title=f"Pareto front of study {document['study']} "
+                        f"(latency <= {document['budget_ms']:g} ms on {document['hardware']})")
+    table.add_column("trial", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("latency ms", justify="right")
+    table.add_column("enc dim/layers", justify="right")
+    table.add_column("dec dim/layers", justify="right")
+    for point in document["pareto"]:
+        config = point["config"]
+        table.add_row(
+            str(point["trial"]),
+            f"{point['accuracy']:.4f}",
+            f"{point['latency_ms']:.2f}",
+            _dims(config, "encoder"),
+            _dims(config, "decoder"),
+        )
+    out = Console()
+    out.print(table)
+    out.print(
+        f"{document['evaluations']} evaluations ({document['new_evaluations']} new), "
+        f"hypervolume {document['hypervolume']:.4f}; export one with "
+        f"`nas export --study {document['study']} --trial N --out DIR`",
+        highlight=False,
+    )
+    if not document["pareto"]:
+        out.print("no evaluated subnet meets the budget yet; raise --evals or the budget")
+
+
+def _dims(config: dict[str, Any], side: str) -> str:
+    dim, layers = config.get(f"{side}.embed_dim"), config.get(f"{side}.layers")
+    return f"{dim}/{layers}" if dim is not None else "-"

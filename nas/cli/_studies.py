@@ -1,0 +1,58 @@
+"""``nas studies``: the studies in a storage and their Pareto fronts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nas.cli._common import JSON_HELP, STORAGE_HELP, print_json, user_errors
+
+app = typer.Typer(help="Study databases.", no_args_is_help=True)
+
+
+@app.command("list")
+@user_errors
+def list_command(
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List the studies in the storage."""
+    from nas.studies import default_storage, list_studies
+
+    summaries = list_studies(storage or default_storage())
+    if json_output:
+        print_json([dataclasses.asdict(s) for s in summaries])
+        return
+    table = Table("study", "trials", "supernet", "hardware")
+    for s in summaries:
+        table.add_row(s.name, str(s.trials), str(s.supernet), str(s.hardware))
+    Console().print(table)
+
+
+@app.command("show")
+@user_errors
+def show(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """A study's settings, trial count and Pareto front."""
+    from nas.studies import default_storage, describe_study
+
+    document = describe_study(name, storage or default_storage())
+    if json_output:
+        print_json(document)
+        return
+    out = Console()
+    meta = document["meta"]
+    out.print(f"[bold]{name}[/]: {document['trials']} trials; supernet {meta['supernet']} "
+              f"on {meta['hardware']}; constraints {meta['constraints']}", highlight=False)
+    table = Table("trial", "accuracy", "latency ms", title="Pareto front (feasible trials)")
+    for point in document["pareto"]:
+        table.add_row(str(point["trial"]), f"{point['accuracy']:.4f}",
+                      f"{point['latency_ms']:.2f}")
+    out.print(table)
+    out.print(f"hypervolume {document['hypervolume']:.4f}", highlight=False)

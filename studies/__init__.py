@@ -1,0 +1,55 @@
+"""The study database (an Optuna storage), Pareto fronts, hypervolume, reports and
+checkpoint export."""
+
+from nas.studies._export import export_pareto, export_trial
+from nas.studies._pareto import (
+    ParetoPoint,
+    front_of,
+    hypervolume,
+    hypervolume_defined,
+    normalised_points,
+    pareto_front,
+    pareto_points,
+    search_hypervolume,
+)
+from nas.studies._report import describe_study, study_problem
+from nas.studies._storage import default_storage, open_storage
+from nas.studies._study import (
+    Study,
+    StudyMeta,
+    StudyMismatchError,
+    StudyNotFoundError,
+    StudySummary,
+    TrialRecord,
+    delete_study,
+    list_studies,
+    load_study,
+    open_study,
+)
+
+__all__ = [
+    "ParetoPoint",
+    "Study",
+    "StudyMeta",
+    "StudyMismatchError",
+    "StudyNotFoundError",
+    "StudySummary",
+    "TrialRecord",
+    "default_storage",
+    "delete_study",
+    "describe_study",
+    "export_pareto",
+    "export_trial",
+    "front_of",
+    "hypervolume",
+    "hypervolume_defined",
+    "list_studies",
+    "load_study",
+    "normalised_points",
+    "open_storage",
+    "open_study",
+    "pareto_front",
+    "pareto_points",
+    "search_hypervolume",
+    "study_problem",
+]

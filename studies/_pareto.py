@@ -1,0 +1,209 @@
+"""Pareto fronts and hypervolume, in minimisation form.
+
+All functions take points as an ``(n, m)`` array where smaller is better in every
+column (use :meth:`nas.Problem.to_minimization`).
+
+The search reports the hypervolume in a normalised space so that figures compare across
+budgets and targets: for the main job, error ``1 - accuracy`` and ``latency / budget``,
+with the reference point ``(1, 1)`` (error 1, latency at the budget). A subnet at 0 %
+error and zero latency would score 1.0; subnets at the budget or at 0 % accuracy score 0.
+See :func:`search_hypervolume`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nas._problem import Problem
+from nas.studies._study import TrialRecord
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One subnet on a Pareto front: its study trial number, config and metrics."""
+
+    trial: int
+    config: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def pareto_front(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Indices (ascending) of the non-dominated rows of ``points`` (minimisation).
+
+    A row dominates another when it is no worse in every column and better in one.
+    Equal rows do not dominate each other, so every copy of a non-dominated point is
+    kept. Rows containing NaN are never on the front.
+
+    Args:
+        points: shape ``(n, m)``; an empty array gives an empty result.
+
+    Returns:
+        An int array of row indices.
+    """
+    pts = _as_points(points)
+    n = len(pts)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    valid = ~np.isnan(pts).any(axis=1)
+    keep = np.zeros(n, dtype=bool)
+    candidates = np.flatnonzero(valid)
+    sub = pts[candidates]
+    for i, row in enumerate(sub):
+        no_worse = (sub <= row).all(axis=1)
+        better = (sub < row).any(axis=1)
+        keep[candidates[i]] = not (no_worse & better).any()
+    return np.flatnonzero(keep)
+
+
+def hypervolume(
+    points: np.ndarray | Sequence[Sequence[float]],
+    reference: np.ndarray | Sequence[float],
+) -> float:
+    """The volume dominated by ``points`` and bounded by ``reference`` (minimisation).
+
+    Points not strictly better than the reference in every objective add nothing.
+    Exact: a sweep for one or two objectives, pymoo's HV indicator for more.
+
+    Raises:
+        ValueError: ``reference`` does not have one entry per column of ``points``.
+    """
+    ref = np.asarray(reference, dtype=float).reshape(-1)
+    pts = _as_points(points, columns=len(ref))
+    if pts.shape[1] != len(ref):
+        raise ValueError(
+            f"reference must have {pts.shape[1]} entries (one per objective), got {len(ref)}"
+        )
+    if len(pts) == 0:
+        return 0.0
+    inside = pts[(~np.isnan(pts).any(axis=1)) & (pts < ref).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    front = inside[pareto_front(inside)]
+    if len(ref) == 1:
+        return float(ref[0] - front[:, 0].min())
+    if len(ref) == 2:
+        return _hypervolume_2d(front, ref)
+    from pymoo.indicators.hv import HV
+
+    return float(HV(ref_point=ref)(front))
+
+
+def _hypervolume_2d(front: np.ndarray, ref: np.ndarray) -> float:
+    # Distinct non-dominated points sorted by the first objective have a strictly
+    # decreasing second objective; each adds the slab up to the next point's first
+    # coordinate (the last one up to the reference).
+    pts = np.unique(front, axis=0)  # sorted by the first column, then the second
+    next_x = np.append(pts[1:, 0], ref[0])
+    return float(np.sum((next_x - pts[:, 0]) * (ref[1] - pts[:, 1])))
+
+
+# -- fronts of studies -------------------------------------------------------------------
+
+
+def front_of(trials: Sequence[TrialRecord], problem: Problem) -> list[TrialRecord]:
+    """The feasible, non-dominated trials, sorted by the first minimised objective
+    (latency for the main job), ties by trial number.
+
+    Feasibility is judged against ``problem``'s budgets (not the stored flag), so a
+    study can be re-read under a tighter budget. Failed trials and trials missing an
+    objective metric are left out.
+    """
+    usable = [t for t in trials if _usable(t, problem) and problem.is_feasible(t.metrics)]
+    if not usable:
+        return []
+    points = np.array([problem.to_minimization(t.metrics) for t in usable])
+    front = [usable[i] for i in pareto_front(points)]
+    key_column = next(
+        (i for i, o in enumerate(problem.objectives) if o.direction == "minimize"), 0
+    )
+    return sorted(
+        front,
+        key=lambda t: (float(problem.to_minimization(t.metrics)[key_column]), t.number),
+    )
+
+
+def pareto_points(trials: Sequence[TrialRecord], problem: Problem) -> list[ParetoPoint]:
+    """:func:`front_of` as :class:`ParetoPoint` records."""
+    return [
+        ParetoPoint(trial=t.number, config=dict(t.config), metrics=dict(t.metrics))
+        for t in front_of(trials, problem)
+    ]
+
+
+def hypervolume_defined(problem: Problem) -> bool:
+    """Whether :func:`search_hypervolume` has a reference point for ``problem``: every
+    minimised objective needs a budget."""
+    return all(
+        o.direction == "maximize" or problem.upper_bound(o.name) is not None
+        for o in problem.objectives
+    )
+
+
+def normalised_points(metrics: Sequence[dict[str, float]], problem: Problem) -> np.ndarray:
+    """Objective values in the normalised minimisation space of :func:`search_hypervolume`.
+
+    A maximised objective (a fraction in [0, 1], such as accuracy) becomes ``1 - value``;
+    a minimised one is divided by its budget. Shape ``(len(metrics), m)``.
+
+    Raises:
+        ValueError: a minimised objective has no budget to normalise by.
+    """
+    scales = []
+    for objective in problem.objectives:
+        if objective.direction == "maximize":
+            scales.append(None)
+            continue
+        bound = problem.upper_bound(objective.name)
+        if bound is None or bound <= 0:
+            raise ValueError(
+                f"the normalised hypervolume needs a positive budget on minimised objective "
+                f"{objective.name!r}; add a constraint on it"
+            )
+        scales.append(bound)
+    rows = []
+    for values in metrics:
+        row = []
+        for objective, scale in zip(problem.objectives, scales, strict=True):
+            value = float(values[objective.name])
+            row.append(1.0 - value if scale is None else value / scale)
+        rows.append(row)
+    return np.array(rows, dtype=float).reshape(len(rows), len(problem.objectives))
+
+
+def search_hypervolume(trials: Sequence[TrialRecord], problem: Problem) -> float:
+    """The hypervolume of the feasible trials in the normalised space (reference 1 in
+    every objective): error ``1 - accuracy`` and ``latency_ms / budget`` for the main job.
+
+    In [0, 1] when maximised objectives are fractions in [0, 1]; 0 for no feasible trial.
+
+    Raises:
+        ValueError: a minimised objective has no budget (see :func:`hypervolume_defined`).
+    """
+    usable = [t.metrics for t in trials if _usable(t, problem) and problem.is_feasible(t.metrics)]
+    points = normalised_points(usable, problem)
+    return hypervolume(points, np.ones(len(problem.objectives)))
+
+
+def _usable(trial: TrialRecord, problem: Problem) -> bool:
+    if trial.failed:
+        return False
+    for name in problem.metric_names:
+        value = trial.metrics.get(name)
+        if value is None or math.isnan(value):
+            return False
+    return True
+
+
+def _as_points(points: Any, *, columns: int | None = None) -> np.ndarray:
+    pts = np.asarray(points, dtype=float)
+    if pts.size == 0:
+        width = columns if columns is not None else (pts.shape[-1] if pts.ndim == 2 else 0)
+        return pts.reshape(0, width)
+    if pts.ndim != 2:
+        raise ValueError(f"points must have shape (n, m), got {pts.shape}")
+    return pts

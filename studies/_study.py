@@ -1,0 +1,586 @@
+"""The study database: every evaluated subnet as an Optuna trial.
+
+A study records what it was run against (supernet, checkpoint hash, space, hardware
+target and its fingerprint, task, objectives, budgets, seed, algorithm) as study user
+attributes, and each evaluated subnet as a finished trial whose params are the config's
+active genes, whose values are the objectives and whose user attributes hold the config,
+every metric, feasibility and the evaluation cache key. So a study can be resumed,
+deduplicated, plotted with Optuna's own tools and exported later.
+
+What must match when a study is reopened, and why:
+
+* supernet, checkpoint hash, space (name and definition), task and evaluation limit:
+  the stored accuracies are only valid for exactly these;
+* hardware target and its fingerprint: latencies are target-specific;
+* objectives: they fix the Optuna study's directions and the stored values.
+
+What may change: the budgets (feasibility is recomputed from the stored metrics, so a
+study run at 50 ms can be continued at 40 ms), the seed and the algorithm. The stored
+metadata then records the latest run's values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas._problem import (
+    Constraint,
+    Objective,
+    Problem,
+    constraints_from_dicts,
+    objectives_from_dicts,
+)
+from nas._space import Config, SearchSpace
+from nas.studies._storage import open_storage, quiet_optuna, sqlite_path, storage_label
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+_META_ATTR = "nas.meta"
+_SPACE_ATTR = "nas.space"
+_FORMAT_ATTR = "nas.format"
+_FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+
+StorageLike = str | optuna.storages.BaseStorage
+
+
+class StudyMismatchError(ValueError):
+    """An existing study was run against another supernet, space, hardware target or task."""
+
+
+class StudyNotFoundError(ValueError):
+    """No study of that name in the storage; the message lists the ones there."""
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """What a study was run against; stored with the study, checked on every reopen.
+
+    ``objectives`` and ``constraints`` are JSON-able dicts (``{"name", "direction"}``,
+    ``{"metric", "upper"}``); :class:`~nas.Objective` and :class:`~nas.Constraint`
+    instances are converted. ``task`` and ``eval_limit`` say how accuracy was measured.
+    """
+
+    supernet: str
+    space: str
+    checkpoint_hash: str
+    hardware: str
+    hardware_fingerprint: str
+    objectives: tuple[dict[str, str], ...]
+    constraints: tuple[dict[str, Any], ...] = ()
+    seed: int | None = None
+    algorithm: str = ""
+    task: str = ""
+    eval_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        objectives = objectives_from_dicts(self.objectives)
+        constraints = constraints_from_dicts(self.constraints)
+        if not objectives:
+            raise ValueError("StudyMeta.objectives must name at least one objective")
+        object.__setattr__(self, "objectives", tuple(o.to_dict() for o in objectives))
+        object.__setattr__(self, "constraints", tuple(c.to_dict() for c in constraints))
+
+    @classmethod
+    def for_problem(
+        cls,
+        problem: Problem,
+        *,
+        supernet: str,
+        checkpoint_hash: str,
+        hardware: str,
+        hardware_fingerprint: str,
+        seed: int | None,
+        algorithm: str,
+        task: str = "",
+        eval_limit: int | None = None,
+    ) -> StudyMeta:
+        """The metadata of a search of ``problem`` (space, objectives and budgets from it)."""
+        return cls(
+            supernet=supernet,
+            space=problem.space.name,
+            checkpoint_hash=checkpoint_hash,
+            hardware=hardware,
+            hardware_fingerprint=hardware_fingerprint,
+            objectives=problem.objectives_dicts(),
+            constraints=problem.constraints_dicts(),
+            seed=seed,
+            algorithm=algorithm,
+            task=task,
+            eval_limit=eval_limit,
+        )
+
+    @property
+    def directions(self) -> list[str]:
+        return [o["direction"] for o in self.objectives]
+
+    def objective_list(self) -> tuple[Objective, ...]:
+        return objectives_from_dicts(self.objectives)
+
+    def constraint_list(self) -> tuple[Constraint, ...]:
+        return constraints_from_dicts(self.constraints)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["objectives"] = [dict(o) for o in self.objectives]
+        data["constraints"] = [dict(c) for c in self.constraints]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["objectives"] = tuple(values.get("objectives", ()))
+        values["constraints"] = tuple(values.get("constraints", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One evaluated subnet of a study.
+
+    ``feasible`` is recomputed from ``metrics`` against the study's current budgets
+    (which may differ from those the trial was evaluated under).
+    """
+
+    number: int
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    feasible: bool
+    cache_key: str = ""
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One line of :func:`list_studies`; the fields are None for non-nas Optuna studies."""
+
+    name: str
+    trials: int
+    supernet: str | None
+    space: str | None
+    hardware: str | None
+    constraints: tuple[dict[str, Any], ...] = field(default=())
+
+
+class Study:
+    """A study in an Optuna storage; build one with :func:`open_study` or :func:`load_study`.
+
+    Thread safety: one Study object per thread; several processes (or machines, with a
+    server database) may add trials to the same study at once.
+
+    Attributes:
+        name: the study name.
+        storage: the storage URL.
+        meta: what the study was run against.
+        space: the search space (from the caller, or rebuilt from the stored definition).
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        storage: str,
+        meta: StudyMeta,
+        space: SearchSpace | None,
+    ) -> None:
+        self._study = study
+        self.name = study.study_name
+        self.storage = storage
+        self.meta = meta
+        self.space = space
+        self._constraints = meta.constraint_list()
+        self._records: dict[int, TrialRecord] = {}
+        self._by_key: dict[str, TrialRecord] = {}
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, {len(self)} trials, storage={self.storage!r})"
+
+    @property
+    def optuna_study(self) -> optuna.Study:
+        """The underlying Optuna study (for Optuna's visualisation and analysis tools)."""
+        return self._study
+
+    def __len__(self) -> int:
+        """The number of evaluated subnets (finished trials)."""
+        self._refresh()
+        return len(self._records)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def trials(self) -> list[TrialRecord]:
+        """Every evaluated subnet, in trial order."""
+        self._refresh()
+        return [self._records[n] for n in sorted(self._records)]
+
+    def lookup(self, cache_key: str) -> TrialRecord | None:
+        """The trial evaluated under ``cache_key``, if any (also sees other workers' trials)."""
+        record = self._by_key.get(cache_key)
+        if record is None:
+            self._refresh()
+            record = self._by_key.get(cache_key)
+        return record
+
+    def attach_space(self, space: SearchSpace) -> None:
+        """Give the study its search space (needed to add trials); a study without a
+        stored definition records this one.
+
+        Raises:
+            ValueError: the space's name is not the study's.
+            StudyMismatchError: the study stores another definition of that space.
+        """
+        if space.name != self.meta.space:
+            raise ValueError(f"study {self.name!r} searches space {self.meta.space!r}, "
+                             f"not {space.name!r}")
+        _check_space(self.name, self._study, space)
+        if _SPACE_ATTR not in self._study.user_attrs:
+            self._study.set_user_attr(_SPACE_ATTR, space.to_spec())
+        self.space = space
+
+    def problem(self) -> Problem:
+        """The problem as stored (objectives and the current budgets) over :attr:`space`."""
+        if self.space is None:
+            raise ValueError(f"study {self.name!r} has no stored search space definition")
+        return Problem(self.space, self.meta.objective_list(), self._constraints)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(
+        self,
+        config: Config | Mapping[str, Any],
+        metrics: Mapping[str, float],
+        *,
+        feasible: bool,
+        cache_key: str,
+        eval_seconds: float | None = None,
+    ) -> int:
+        """Record one evaluated subnet at once (committed before returning).
+
+        A trial whose objective values are not all numbers (NaN) is stored as FAIL: it
+        counts as evaluated (it will not be retried) but never enters a Pareto front.
+
+        Returns:
+            The trial number.
+
+        Raises:
+            ValueError: the study has no space, the config is not in it, or an objective
+                metric is missing.
+        """
+        if self.space is None:
+            raise ValueError(f"study {self.name!r} has no search space; pass space= to open it")
+        if not cache_key:
+            raise ValueError("cache_key must be a non-empty string")
+        canonical = self.space.config(config)
+        clean = {str(k): float(v) for k, v in metrics.items()}
+        values = []
+        for objective in self.meta.objective_list():
+            if objective.name not in clean:
+                raise ValueError(
+                    f"metrics have no objective {objective.name!r}; got {sorted(clean)}"
+                )
+            values.append(clean[objective.name])
+        distributions = self.space.optuna_distributions()
+        params = canonical.to_dict()
+        user_attrs: dict[str, Any] = {
+            "config": params,
+            "metrics": {k: _json_float(v) for k, v in clean.items()},
+            "feasible": bool(feasible),
+            "cache_key": cache_key,
+        }
+        if eval_seconds is not None:
+            user_attrs["eval_seconds"] = float(eval_seconds)
+        failed = any(math.isnan(v) for v in values)
+        trial = optuna.trial.create_trial(
+            state=TrialState.FAIL if failed else TrialState.COMPLETE,
+            values=None if failed else values,
+            params=params,
+            distributions={name: distributions[name] for name in params},
+            user_attrs=user_attrs,
+        )
+        self._study.add_trial(trial)
+        new = self._refresh()
+        numbers = [r.number for r in new if r.cache_key == cache_key]
+        if not numbers:  # pragma: no cover - the storage lost a committed trial
+            raise RuntimeError(f"trial for {cache_key} was not found after adding it")
+        return max(numbers)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _refresh(self) -> list[TrialRecord]:
+        new: list[TrialRecord] = []
+        trials = self._study.get_trials(deepcopy=False, states=_FINISHED)
+        if len(trials) == len(self._records):
+            return new  # trials are never removed from a study, so nothing is new
+        for trial in trials:
+            if trial.number in self._records:
+                continue
+            record = self._from_trial(trial)
+            self._records[trial.number] = record
+            self._by_key.setdefault(record.cache_key, record)
+            new.append(record)
+        return new
+
+    def _from_trial(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        metrics = {k: float(v) for k, v in dict(attrs.get("metrics", {})).items()}
+        config = dict(attrs.get("config", trial.params))
+        failed = trial.state == TrialState.FAIL
+        return TrialRecord(
+            number=trial.number,
+            config=config,
+            metrics=metrics,
+            feasible=(not failed) and self._feasible(metrics, bool(attrs.get("feasible", False))),
+            cache_key=str(attrs.get("cache_key", "")),
+            failed=failed,
+        )
+
+    def _feasible(self, metrics: Mapping[str, float], stored: bool) -> bool:
+        if not all(c.metric in metrics for c in self._constraints):
+            return stored
+        return all(c.excess(metrics[c.metric]) <= 0.0 for c in self._constraints)
+
+
+# -- opening, listing, deleting ---------------------------------------------------------
+
+
+def open_study(
+    name: str,
+    storage: StorageLike,
+    *,
+    meta: StudyMeta,
+    space: SearchSpace | None = None,
+    create: bool = True,
+) -> Study:
+    """Open the study ``name`` for a search described by ``meta``, creating it if needed.
+
+    Args:
+        name: the study name.
+        storage: an Optuna storage URL (``sqlite:///nas-studies.db``, ``postgresql://...``)
+            or storage object.
+        meta: what this search runs against; an existing study must match (see the
+            module docstring), and its budgets, seed and algorithm are updated to these.
+        space: the search space; needed to add trials, and stored with a new study so
+            that the study can later be read without the supernet.
+        create: create the study when missing (else raise :class:`StudyNotFoundError`).
+
+    Raises:
+        StudyMismatchError: the study exists but belongs to another supernet, checkpoint,
+            space, hardware target, task or objectives; nothing is changed.
+        StudyNotFoundError: ``create`` is False and there is no such study.
+        ValueError: a bad name, storage URL, or a space whose name differs from ``meta``.
+    """
+    _check_name(name)
+    if space is not None and space.name != meta.space:
+        raise ValueError(f"space is {space.name!r} but meta.space is {meta.space!r}")
+    quiet_optuna()
+    if not create:
+        _require_file(name, storage)
+    backend = open_storage(storage)
+    label = storage_label(storage)
+    names = optuna.get_all_study_names(backend)
+    if name in names:
+        study = optuna.load_study(study_name=name, storage=backend)
+        stored = _stored_meta(study)
+        if stored is None:
+            _adopt_or_refuse(study, meta)
+        else:
+            _check_compatible(name, stored, meta)
+            _check_space(name, study, space)
+            if space is not None and _SPACE_ATTR not in study.user_attrs:
+                study.set_user_attr(_SPACE_ATTR, space.to_spec())
+            if space is None:
+                space = _stored_space(study)
+            if stored != meta:
+                if stored.constraints != meta.constraints:
+                    logger.info(
+                        "study %r: budgets changed from %s to %s; feasibility is recomputed",
+                        name, list(stored.constraints), list(meta.constraints),
+                    )
+                study.set_user_attr(_META_ATTR, meta.to_dict())
+            return Study(study, storage=label, meta=meta, space=space)
+    elif not create:
+        raise StudyNotFoundError(_not_found(name, label, names))
+    else:
+        study = optuna.create_study(
+            study_name=name, storage=backend, directions=meta.directions, load_if_exists=True
+        )
+    study.set_user_attr(_FORMAT_ATTR, _FORMAT)
+    if space is not None:
+        study.set_user_attr(_SPACE_ATTR, space.to_spec())
+    study.set_user_attr(_META_ATTR, meta.to_dict())
+    return Study(study, storage=label, meta=meta, space=space)
+
+
+def load_study(name: str, storage: StorageLike) -> Study:
+    """The existing study ``name``, with its stored metadata and space.
+
+    Raises:
+        StudyNotFoundError: no such study (the message lists the studies there).
+        ValueError: the study was not created by this platform.
+    """
+    _check_name(name)
+    quiet_optuna()
+    _require_file(name, storage)
+    backend = open_storage(storage)
+    label = storage_label(storage)
+    names = optuna.get_all_study_names(backend)
+    if name not in names:
+        raise StudyNotFoundError(_not_found(name, label, names))
+    study = optuna.load_study(study_name=name, storage=backend)
+    meta = _stored_meta(study)
+    if meta is None:
+        raise ValueError(f"study {name!r} in {label!r} was not created by nas (no metadata)")
+    return Study(study, storage=label, meta=meta, space=_stored_space(study))
+
+
+def list_studies(storage: StorageLike) -> list[StudySummary]:
+    """The studies in ``storage``, by name (an SQLite file that does not exist has none)."""
+    path = sqlite_path(storage) if isinstance(storage, str) else None
+    if path is not None and not path.exists():
+        return []
+    quiet_optuna()
+    backend = open_storage(storage)
+    summaries = []
+    for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
+        raw = summary.user_attrs.get(_META_ATTR)
+        meta = StudyMeta.from_dict(raw) if isinstance(raw, dict) else None
+        summaries.append(
+            StudySummary(
+                name=summary.study_name,
+                trials=summary.n_trials,
+                supernet=meta.supernet if meta else None,
+                space=meta.space if meta else None,
+                hardware=meta.hardware if meta else None,
+                constraints=meta.constraints if meta else (),
+            )
+        )
+    return sorted(summaries, key=lambda s: s.name)
+
+
+def delete_study(name: str, storage: StorageLike) -> None:
+    """Delete the study ``name`` and all its trials.
+
+    Raises:
+        StudyNotFoundError: no such study.
+    """
+    _check_name(name)
+    quiet_optuna()
+    _require_file(name, storage)
+    backend = open_storage(storage)
+    names = optuna.get_all_study_names(backend)
+    if name not in names:
+        raise StudyNotFoundError(_not_found(name, storage_label(storage), names))
+    optuna.delete_study(study_name=name, storage=backend)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"study name must be a non-empty string, got {name!r}")
+
+
+def _require_file(name: str, storage: StorageLike) -> None:
+    """Reading a study must not create an empty database file as a side effect."""
+    path = sqlite_path(storage) if isinstance(storage, str) else None
+    if path is not None and not path.exists():
+        raise StudyNotFoundError(
+            f"no study {name!r}: the study database '{path}' does not exist"
+        )
+
+
+def _not_found(name: str, label: str, names: Sequence[str]) -> str:
+    there = ", ".join(sorted(names)) if names else "none"
+    return f"no study {name!r} in {label!r}; studies there: {there}"
+
+
+def _stored_meta(study: optuna.Study) -> StudyMeta | None:
+    raw = study.user_attrs.get(_META_ATTR)
+    return StudyMeta.from_dict(raw) if isinstance(raw, dict) else None
+
+
+def _stored_space(study: optuna.Study) -> SearchSpace | None:
+    spec = study.user_attrs.get(_SPACE_ATTR)
+    return SearchSpace.from_spec(spec) if isinstance(spec, dict) else None
+
+
+def _check_space(name: str, study: optuna.Study, space: SearchSpace | None) -> None:
+    spec = study.user_attrs.get(_SPACE_ATTR)
+    if space is not None and isinstance(spec, dict) and spec != _jsonish(space.to_spec()):
+        raise StudyMismatchError(
+            f"study {name!r} was run on another definition of space {space.name!r} "
+            f"(its genes or choices differ)"
+        )
+
+
+def _adopt_or_refuse(study: optuna.Study, meta: StudyMeta) -> None:
+    """An Optuna study without our metadata: adopt it only if it is empty and its
+    directions match (a crash between creating a study and labelling it)."""
+    directions = [d.name.lower() for d in study.directions]
+    if study.trials or directions != meta.directions:
+        raise StudyMismatchError(
+            f"study {study.study_name!r} exists but was not created by nas; "
+            f"choose another study name"
+        )
+
+
+def _check_compatible(name: str, stored: StudyMeta, wanted: StudyMeta) -> None:
+    if (stored.supernet, stored.checkpoint_hash) != (wanted.supernet, wanted.checkpoint_hash):
+        raise StudyMismatchError(
+            f"study {name!r} belongs to supernet {stored.supernet!r} "
+            f"(checkpoint {_short(stored.checkpoint_hash)}), not {wanted.supernet!r} "
+            f"(checkpoint {_short(wanted.checkpoint_hash)})"
+        )
+    if stored.space != wanted.space:
+        raise StudyMismatchError(
+            f"study {name!r} searches space {stored.space!r}, not {wanted.space!r}"
+        )
+    if (stored.hardware, stored.hardware_fingerprint) != (
+        wanted.hardware, wanted.hardware_fingerprint
+    ):
+        raise StudyMismatchError(
+            f"study {name!r} measured latency on hardware target {stored.hardware!r} "
+            f"(fingerprint {_short(stored.hardware_fingerprint)}), not {wanted.hardware!r} "
+            f"(fingerprint {_short(wanted.hardware_fingerprint)})"
+        )
+    if (stored.task, stored.eval_limit) != (wanted.task, wanted.eval_limit):
+        raise StudyMismatchError(
+            f"study {name!r} scored subnets on task {stored.task!r} with eval limit "
+            f"{stored.eval_limit}, not task {wanted.task!r} with eval limit {wanted.eval_limit}"
+        )
+    if stored.objectives != wanted.objectives:
+        raise StudyMismatchError(
+            f"study {name!r} optimises {_objectives_text(stored)}, "
+            f"not {_objectives_text(wanted)}"
+        )
+
+
+def _objectives_text(meta: StudyMeta) -> str:
+    return ", ".join(f"{o['name']} ({o['direction']})" for o in meta.objectives)
+
+
+def _short(text: str) -> str:
+    return text[:12] if len(text) > 12 else text
+
+
+def _json_float(value: float) -> float | str:
+    """Optuna stores attributes as JSON; keep NaN and infinities readable everywhere."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _jsonish(value: Any) -> Any:
+    """What a value looks like after a JSON round trip (tuples become lists)."""
+    if isinstance(value, Mapping):
+        return {k: _jsonish(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonish(v) for v in value]
+    return value
+

@@ -1,0 +1,517 @@
+"""Training a weight-sharing supernet with the sandwich rule, and its checkpoints.
+
+Sandwich rule (Yu & Huang, "Universally Slimmable Networks", ICCV 2019; used by
+BigNAS and OFA): every step trains the largest subnet, the smallest subnet and a few
+random ones on the same batch and takes one optimiser step on their accumulated gradients.
+Training the two extremes every step is what keeps the whole space's accuracy range
+usable: without the smallest subnet its weights are rarely trained, without the largest
+the accuracy ceiling sinks.
+
+Checkpoints are two files: ``<stem>.safetensors`` (weights only: nothing loaded runs
+pickled code) and ``<stem>.json`` (the architecture that rebuilds the supernet, the task,
+the recipe and the validation metrics of the largest and smallest subnets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from nas._registry import Registry
+from nas._space import Config
+from nas._supernet import Supernet
+from nas._task import Task
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SCHEDULES = ("cosine", "inverse-sqrt")
+FLOAT16_TOLERANCE = 0.002
+"""Weights are stored in float16 when no recorded accuracy moves by more than this
+(0.2 points); otherwise in float32."""
+
+CHECK_LIMIT = 500
+"""Validation examples of the quick accuracy check recorded with every checkpoint."""
+
+REQUIRED_KEYS = (
+    "format_version",
+    "family",
+    "architecture",
+    "task",
+    "dtype",
+    "weights_sha256",
+    "recipe",
+    "metrics",
+)
+
+SUPERNET_FAMILIES: Registry[Supernet] = Registry("supernet family", plugins=("nas.supernets",))
+"""Family name -> ``(architecture: dict) -> Supernet`` (untrained), used to rebuild a
+checkpoint's supernet from its JSON. Families register their ``from_architecture``."""
+
+StepHook = Callable[[int, list[Config], float], None]
+"""``on_step(step, configs, loss)``: called after each optimiser step (step from 1)."""
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+def train_supernet(
+    supernet: Supernet,
+    task: Task,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    random_subnets: int = 2,
+    warmup: int | None = None,
+    schedule: str = "cosine",
+    weight_decay: float = 0.01,
+    clip_norm: float = 1.0,
+    progress: bool = True,
+    log_every: int = 100,
+    on_step: StepHook | None = None,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Train ``supernet`` on ``task`` with the sandwich rule; deterministic given ``seed``.
+
+    Each step draws one batch, activates the largest, the smallest and
+    ``random_subnets`` random subnets in turn, accumulates the mean of their losses'
+    gradients, clips the gradient norm and takes one AdamW step. The learning rate
+    warms up linearly for ``warmup`` steps, then follows ``schedule``: ``"cosine"``
+    (down to 0 at ``steps``) or ``"inverse-sqrt"`` (Vaswani et al.).
+
+    Args:
+        supernet: the supernet, trained in place (left in eval mode).
+        task: data and loss; its ``evaluate`` gives the final metrics.
+        steps: optimiser steps.
+        batch_size: examples per batch (one batch feeds every subnet of a step).
+        lr: peak learning rate.
+        seed: seeds the batches, the sampled subnets and dropout.
+        random_subnets: random subnets per step besides the largest and smallest.
+        warmup: warm-up steps; ``min(1000, steps // 10)`` when omitted.
+        schedule: ``"cosine"`` or ``"inverse-sqrt"``.
+        weight_decay: AdamW's decoupled weight decay.
+        clip_norm: maximal gradient norm.
+        progress: show a tqdm bar with the running loss.
+        log_every: log the running loss every this many steps.
+        on_step: called as ``on_step(step, configs, loss)`` after every step.
+        eval_limit: validate the final largest/smallest subnets on this many examples.
+
+    Returns:
+        The recipe (every argument above, torch version, threads, date, wall time) and
+        ``metrics``: the validation metrics of the ``largest`` and ``smallest`` subnets.
+
+    Raises:
+        ValueError: a non-positive ``steps``/``batch_size``/``lr``, a negative
+            ``random_subnets`` or an unknown ``schedule``.
+    """
+    warmup = min(1000, steps // 10) if warmup is None else warmup
+    _validate(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        random_subnets=random_subnets,
+        warmup=warmup,
+        schedule=schedule,
+    )
+    started = time.perf_counter()
+    torch.manual_seed(seed)  # dropout
+    rng = np.random.default_rng(seed)  # subnets
+    next_batch = task.train_batches(
+        batch_size=batch_size, generator=torch.Generator().manual_seed(seed)
+    )
+    optimizer = torch.optim.AdamW(
+        supernet.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(schedule, warmup=warmup, steps=steps)
+    )
+    largest, smallest = supernet.space.largest(), supernet.space.smallest()
+    supernet.train()
+    running = math.nan
+    bar = tqdm(range(1, steps + 1), desc="sandwich training", disable=not progress, unit="step")
+    for step in bar:
+        configs = [largest, smallest] + [supernet.space.sample(rng) for _ in range(random_subnets)]
+        loss = _sandwich_step(supernet, task, next_batch(), configs, clip_norm)
+        optimizer.step()
+        scheduler.step()
+        running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
+        bar.set_postfix(
+            loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False
+        )
+        if log_every and step % log_every == 0:
+            logger.info(
+                "step %d/%d loss %.4f lr %.3e", step, steps, running, scheduler.get_last_lr()[0]
+            )
+        if on_step is not None:
+            on_step(step, configs, loss)
+    bar.close()
+    train_s = time.perf_counter() - started
+    supernet.eval()
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "sandwich": {"largest": True, "smallest": True, "random_subnets": random_subnets},
+        "warmup": warmup,
+        "schedule": schedule,
+        "optimizer": "AdamW(betas=(0.9, 0.98))",
+        "weight_decay": weight_decay,
+        "clip_norm": clip_norm,
+        "final_loss": running,
+        "task": task.name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "wall_s": round(train_s, 1),
+        "metrics": evaluate_extremes(supernet, task, limit=eval_limit),
+    }
+
+
+def _sandwich_step(
+    supernet: Supernet,
+    task: Task,
+    batch: tuple[torch.Tensor, ...],
+    configs: list[Config],
+    clip_norm: float,
+) -> float:
+    """Accumulate the mean loss gradient of ``configs`` on one batch; clip; return the loss.
+
+    The mean (not the sum) keeps the learning rate and the clip norm independent of the
+    number of subnets per step.
+    """
+    supernet.zero_grad(set_to_none=True)
+    total = 0.0
+    for config in configs:
+        supernet.activate(config)
+        loss = task.loss(supernet, batch)
+        (loss / len(configs)).backward()
+        total += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(supernet.parameters(), clip_norm)
+    return total / len(configs)
+
+
+def _lr_lambda(schedule: str, *, warmup: int, steps: int) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate after ``step`` scheduler steps."""
+
+    def factor(step: int) -> float:
+        step += 1
+        if step <= warmup:
+            return step / max(warmup, 1)
+        if schedule == "inverse-sqrt":
+            return math.sqrt(max(warmup, 1) / step)
+        progress = (step - warmup) / max(steps - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _validate(
+    *, steps: int, batch_size: int, lr: float, random_subnets: int, warmup: int, schedule: str
+) -> None:
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if random_subnets < 0:
+        raise ValueError(f"random_subnets must be >= 0, got {random_subnets!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+
+
+def evaluate_extremes(
+    supernet: Supernet, task: Task, *, limit: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Validation metrics of the largest and smallest subnets (the accuracy range)."""
+    out = {}
+    for name, config in (
+        ("largest", supernet.space.largest()),
+        ("smallest", supernet.space.smallest()),
+    ):
+        supernet.activate(config)
+        out[name] = task.evaluate(supernet, split="validation", limit=limit)
+    supernet.activate(supernet.space.largest())
+    return out
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    supernet: Supernet,
+    path_stem: str | Path,
+    recipe: Mapping[str, Any],
+    *,
+    task: Task | None = None,
+    dtype: str = "auto",
+    eval_limit: int | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Write ``<stem>.safetensors`` and ``<stem>.json``; return the JSON written.
+
+    Args:
+        supernet: the trained supernet.
+        path_stem: the path without suffix; parent folders are created.
+        recipe: what :func:`train_supernet` returned (its ``metrics`` are the float32
+            figures); stored under ``recipe``.
+        task: validates the weights as stored: with ``dtype="auto"`` it checks that
+            float16 keeps the largest and smallest subnets' accuracy within 0.2 points,
+            and the JSON ``metrics`` (plus a quick ``check`` on
+            :data:`CHECK_LIMIT` examples) are those of the stored weights. Without a
+            task the JSON keeps the recipe's metrics.
+        dtype: ``"auto"``, ``"float16"`` or ``"float32"``. ``"auto"`` without a task
+            means float32.
+        eval_limit: validation examples of the metrics (all when ``None``).
+        command: the command line that produced the checkpoint, recorded as is.
+
+    Raises:
+        ValueError: an unknown ``dtype``.
+    """
+    if dtype not in ("auto", "float16", "float32"):
+        raise ValueError(f"dtype must be 'auto', 'float16' or 'float32', got {dtype!r}")
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors, aliases = _unique_tensors(supernet.state_dict())
+    if task is None:
+        chosen = "float32" if dtype == "auto" else dtype
+        metrics: dict[str, Any] = dict(recipe.get("metrics") or {})
+    else:
+        chosen, metrics = _choose_dtype(supernet, task, dtype, eval_limit)
+    weights = stem.with_suffix(".safetensors")
+    stored = {
+        k: v.detach()
+        .to(torch.float16 if chosen == "float16" and v.is_floating_point() else v.dtype)
+        .contiguous()
+        for k, v in tensors.items()
+    }
+    save_file(stored, str(weights), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    document = {
+        "format_version": FORMAT_VERSION,
+        "family": supernet.family,
+        "architecture": supernet.architecture(),
+        "task": recipe.get("task", task.name if task is not None else None),
+        "dtype": chosen,
+        "weights_sha256": _sha256(weights),
+        "weights_bytes": weights.stat().st_size,
+        "metrics": metrics,
+        "command": command,
+        "recipe": dict(recipe),
+    }
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    logger.info("wrote %s (%s, %.1f MB)", weights, chosen, weights.stat().st_size / 1e6)
+    return document
+
+
+def quick_check(supernet: Supernet, task: Task, *, limit: int = CHECK_LIMIT) -> dict[str, float]:
+    """Accuracy (no decoding) of both extremes on the first ``limit`` validation
+    examples: a figure cheap enough for a test to confirm a loaded checkpoint."""
+    out: dict[str, float] = {"limit": limit}
+    for name, config in (
+        ("largest", supernet.space.largest()),
+        ("smallest", supernet.space.smallest()),
+    ):
+        supernet.activate(config)
+        out[f"{name}_accuracy"] = task.evaluate(supernet, limit=limit, per=False)["accuracy"]
+    supernet.activate(supernet.space.largest())
+    return out
+
+
+def _unique_tensors(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop tied duplicates (safetensors refuses shared storage): name -> the kept name."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = tensor
+    return kept, aliases
+
+
+def _choose_dtype(
+    supernet: Supernet, task: Task, dtype: str, eval_limit: int | None
+) -> tuple[str, dict[str, Any]]:
+    """The storage dtype and the metrics of the weights as stored.
+
+    ``"auto"`` picks float16 when it keeps both extremes' accuracy within
+    :data:`FLOAT16_TOLERANCE` of float32, else float32.
+    """
+    if dtype != "auto":
+        return dtype, _stored_metrics(supernet, task, dtype, eval_limit)
+    full = _stored_metrics(supernet, task, "float32", eval_limit)
+    half = _stored_metrics(supernet, task, "float16", eval_limit)
+    worst = max(abs(half[k]["accuracy"] - full[k]["accuracy"]) for k in ("largest", "smallest"))
+    logger.info("float16 weights change accuracy by at most %.4f", worst)
+    if worst <= FLOAT16_TOLERANCE:
+        return "float16", half | {"float16_accuracy_change": worst}
+    return "float32", full | {"float16_accuracy_change": worst}
+
+
+def _stored_metrics(
+    supernet: Supernet, task: Task, dtype: str, eval_limit: int | None
+) -> dict[str, Any]:
+    """Validation metrics of both extremes and the quick check, weights in ``dtype``."""
+    with _rounded(supernet, dtype):
+        return evaluate_extremes(supernet, task, limit=eval_limit) | {
+            "limit": eval_limit,
+            "check": quick_check(supernet, task),
+        }
+
+
+@contextlib.contextmanager
+def _rounded(supernet: Supernet, dtype: str) -> Iterator[None]:
+    """Round the floating-point weights to ``dtype`` for the block (restored after),
+    so that recorded metrics are those of the weights as stored."""
+    if dtype == "float32":
+        yield
+        return
+    backup = {k: v.detach().clone() for k, v in supernet.state_dict().items()}
+    with torch.no_grad():
+        for tensor in supernet.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(getattr(torch, dtype)))
+    try:
+        yield
+    finally:
+        supernet.load_state_dict(backup)
+
+
+def load_checkpoint(path_stem: str | Path) -> Supernet:
+    """Rebuild a supernet from ``<stem>.json`` and load ``<stem>.safetensors``.
+
+    Sets ``checkpoint_hash`` (sha256 of the weights file) and ``task_name``; returns
+    the supernet in eval mode with its largest subnet active.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: invalid JSON, missing keys, an unknown family, a weights file that
+            is corrupt, does not match the recorded sha256, or whose tensor names or
+            shapes do not match the architecture. The message names the file.
+    """
+    stem = Path(path_stem)
+    if stem.suffix in (".json", ".safetensors"):
+        stem = stem.with_suffix("")
+    meta_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    meta = _read_meta(meta_path)
+    state, aliases = _read_weights(weights_path)
+    digest = _sha256(weights_path)
+    if digest != meta["weights_sha256"]:
+        raise ValueError(
+            f"{weights_path}: sha256 {digest[:12]}... does not match the "
+            f"{str(meta['weights_sha256'])[:12]}... recorded in {meta_path.name}"
+        )
+    try:
+        supernet = SUPERNET_FAMILIES.entry(meta["family"]).factory(meta["architecture"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"{meta_path}: cannot build a {meta['family']!r} supernet from its architecture: {err}"
+        ) from err
+    _check_shapes(supernet, state, aliases, weights_path, meta_path)
+    expected = supernet.state_dict()
+    full = state | {name: state[target] for name, target in aliases.items()}
+    supernet.load_state_dict({k: v.to(expected[k].dtype) for k, v in full.items()})
+    supernet.checkpoint_hash = digest
+    supernet.task_name = meta["task"]
+    supernet.eval()
+    supernet.activate(supernet.space.largest())
+    return supernet
+
+
+def read_checkpoint_meta(path_stem: str | Path) -> dict[str, Any]:
+    """The validated JSON of a checkpoint (its recipe and recorded metrics)."""
+    return _read_meta(Path(path_stem).with_suffix(".json"))
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {meta['format_version']!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    if meta["family"] not in SUPERNET_FAMILIES:
+        raise ValueError(
+            f"{path}: unknown supernet family {meta['family']!r}; "
+            f"known: {', '.join(SUPERNET_FAMILIES.names()) or 'none'}"
+        )
+    return meta
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        aliases = json.loads(metadata.get("aliases", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+    return state, aliases
+
+
+def _check_shapes(
+    supernet: Supernet,
+    state: Mapping[str, torch.Tensor],
+    aliases: Mapping[str, str],
+    weights_path: Path,
+    meta_path: Path,
+) -> None:
+    expected = {k: tuple(v.shape) for k, v in supernet.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    got |= {name: got[target] for name, target in aliases.items() if target in got}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights_path}: tensors do not match the architecture in "
+            f"{meta_path.name} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, shape in expected.items():
+        if got[name] != shape:
+            raise ValueError(
+                f"{weights_path}: tensor {name!r} has shape {list(got[name])}, the "
+                f"architecture in {meta_path.name} expects {list(shape)}"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,198 @@
+"""The zoo: shipped supernet checkpoints, how to load them and how they were trained.
+
+A zoo entry couples a supernet family, the task its weights were trained on, a
+checkpoint stem under ``supernets/zoo/`` and the recipe that produced it, so that
+``nas.get_supernet("hat")`` loads trained weights and ``nas train --supernet hat``
+reproduces them. Set ``NAS_ZOO_DIR`` to load checkpoints from another folder (a
+retrained zoo) without touching the installed package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.supernets._g2p import PAD, G2PTask
+from nas.supernets._hat_space import G2P_SPACE
+from nas.supernets._training import (
+    SUPERNET_FAMILIES,
+    load_checkpoint,
+    save_checkpoint,
+    train_supernet,
+)
+from nas.supernets.hat import HATSuperTransformer
+
+from nas._supernet import SUPERNETS, Supernet
+from nas._task import Task, get_task
+
+logger = logging.getLogger(__name__)
+
+ZOO_DIR_ENV = "NAS_ZOO_DIR"
+
+# The HAT family rebuilds from its architecture dict (what checkpoints record).
+SUPERNET_FAMILIES.register("hat", description="HAT SuperTransformer")(
+    HATSuperTransformer.from_architecture
+)
+
+
+@dataclass(frozen=True)
+class ZooRecipe:
+    """How a shipped checkpoint is built and trained (the defaults of ``nas train``).
+
+    ``eval_limit`` bounds the validation examples of the final metrics and of the
+    float16 check (``None``: the whole validation split).
+    """
+
+    name: str
+    stem: str
+    task: str
+    build: Callable[[Task], Supernet]
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    random_subnets: int = 2
+    warmup: int | None = None
+    eval_limit: int | None = None
+
+
+def _build_hat_g2p(task: Task) -> Supernet:
+    """An untrained SuperTransformer sized for the grapheme-to-phoneme task."""
+    if not isinstance(task, G2PTask):
+        raise TypeError(f"the hat zoo entry needs a G2PTask, got {type(task).__name__}")
+    return HATSuperTransformer(
+        G2P_SPACE,
+        src_vocab=task.src_vocab_size,
+        tgt_vocab=task.tgt_vocab_size,
+        max_positions=64,
+        dropout=0.1,
+        pad_index=PAD,
+    )
+
+
+ZOO_RECIPES: dict[str, ZooRecipe] = {
+    "hat": ZooRecipe(
+        name="hat",
+        stem="hat-g2p",
+        task="g2p-cmudict",
+        build=_build_hat_g2p,
+        steps=2000,
+        batch_size=128,
+        lr=3e-3,
+        seed=0,
+        random_subnets=2,
+        warmup=200,
+    ),
+}
+"""Zoo entries by supernet name; the figures are the shipped checkpoint's recipe."""
+
+
+def zoo_dir() -> Path:
+    """The folder of shipped checkpoints: ``$NAS_ZOO_DIR`` if set, else the package's."""
+    override = os.environ.get(ZOO_DIR_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent / "zoo"
+
+
+def zoo_recipe(name: str) -> ZooRecipe:
+    """The recipe of zoo entry ``name``; ``ValueError`` lists the known names."""
+    try:
+        return ZOO_RECIPES[name]
+    except KeyError:
+        raise ValueError(
+            f"supernet must be one of {sorted(ZOO_RECIPES)} to train from the zoo, got {name!r}"
+        ) from None
+
+
+@SUPERNETS.register(
+    "hat",
+    description="HAT SuperTransformer (encoder-decoder) trained on grapheme-to-phoneme "
+    "translation of CMUdict (task g2p-cmudict)",
+)
+def hat() -> Supernet:
+    """The shipped HAT SuperTransformer with its trained weights, in eval mode."""
+    return load_checkpoint(zoo_dir() / ZOO_RECIPES["hat"].stem)
+
+
+def train_and_save(
+    name: str = "hat",
+    *,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train zoo entry ``name`` from scratch and write its checkpoint into ``out``.
+
+    Options left ``None`` take the shipped recipe's values, so ``train_and_save("hat")``
+    reproduces ``supernets/zoo/hat-g2p`` (on the same torch version and thread count).
+
+    Args:
+        name: the zoo entry (``nas.supernets.ZOO_RECIPES``).
+        steps, batch_size, lr, seed: override the recipe.
+        out: the checkpoint's path stem (``checkpoints/hat-g2p`` writes
+            ``checkpoints/hat-g2p.safetensors`` and ``.json``), or an existing folder to
+            write ``<folder>/<recipe stem>.*`` into; the zoo folder when omitted.
+        progress: show a progress bar.
+        command: the command line to record; the current ``sys.argv`` when omitted.
+
+    Returns:
+        The checkpoint's JSON document plus ``"paths"`` (the two files written).
+
+    Raises:
+        ValueError: an unknown name or invalid training options.
+    """
+    recipe = zoo_recipe(name)
+    task = get_task(recipe.task)
+    supernet = recipe.build(task)
+    trained = train_supernet(
+        supernet,
+        task,
+        steps=recipe.steps if steps is None else steps,
+        batch_size=recipe.batch_size if batch_size is None else batch_size,
+        lr=recipe.lr if lr is None else lr,
+        seed=recipe.seed if seed is None else seed,
+        random_subnets=recipe.random_subnets,
+        warmup=recipe.warmup,
+        progress=progress,
+        eval_limit=recipe.eval_limit,
+    )
+    stem = _stem(out, recipe)
+    document = save_checkpoint(
+        supernet,
+        stem,
+        trained,
+        task=task,
+        eval_limit=recipe.eval_limit,
+        command=command if command is not None else _argv_command(),
+    )
+    paths = [str(stem.with_suffix(".safetensors")), str(stem.with_suffix(".json"))]
+    return document | {"paths": paths}
+
+
+def _stem(out: Path | None, recipe: ZooRecipe) -> Path:
+    """``out`` as a path stem: a folder gets the recipe's stem, a suffix is dropped."""
+    if out is None:
+        return zoo_dir() / recipe.stem
+    out = Path(out)
+    if out.is_dir():
+        return out / recipe.stem
+    return out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+
+
+def _argv_command() -> str:
+    """The running command line (program name without its folder), prefixed by the
+    thread-count variables that change the floating-point results when set."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    env = [
+        f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
+    ]
+    return shlex.join([*env, *argv]) if env else shlex.join(argv)

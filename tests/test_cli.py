@@ -1,0 +1,196 @@
+"""The `nas` command line end to end: the main job, resume, export, studies, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nas
+
+MAIN_JOB = ["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms"]
+FAST = ["--eval-limit", "300"]
+
+
+def run_nas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def trial_count(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'"
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["search"], ["train"], ["export"], ["hw"], ["hw", "show"], ["hw", "list"],
+     ["studies"], ["studies", "list"], ["studies", "show"]],
+)
+def test_help_everywhere(command, tmp_path):
+    result = run_nas(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["search", "--supernet", "nope", "--hw", "rpi4", "--budget", "50ms"],
+         ["unknown supernet 'nope'", "known: hat"]),
+        (["search", "--supernet", "hat", "--hw", "pi5", "--budget", "50ms"],
+         ["unknown hardware target 'pi5'", "rpi4"]),
+        (["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "fast"],
+         ["latency budget", "'fast'"]),
+        (["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "0.5ms"],
+         ["infeasible on rpi4", "smallest subnet"]),
+        (["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms",
+          "--algorithm", "magic"], ["unknown algorithm 'magic'", "nsga2"]),
+        (["hw", "show", "pi5"], ["unknown hardware target 'pi5'"]),
+        (["export", "--study", "none", "--trial", "0", "--out", "x"], ["none"]),
+        (["studies", "show", "none"], ["none"]),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, fragments, tmp_path):
+    result = run_nas(*args, "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path) \
+        if args[0] in ("search", "export", "studies") else run_nas(*args, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+
+
+def test_study_of_another_target_is_refused_and_left_intact(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    first = run_nas(*MAIN_JOB, "--evals", "2", *FAST, "--study", "mine", "--storage", storage,
+                    "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    other = run_nas("search", "--supernet", "hat", "--hw", "xeon", "--budget", "1s",
+                    "--study", "mine", "--storage", storage, cwd=tmp_path)
+    assert_one_line_error(other, "mine")
+    assert trial_count(tmp_path / "s.db") == 2
+
+
+@pytest.mark.slow
+def test_main_job_json_front_meets_the_budget(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = run_nas(*MAIN_JOB, "--evals", "24", *FAST, "--storage", storage, "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert {"study", "storage", "evaluations", "pareto", "hypervolume"} <= set(document)
+    assert document["study"] == "hat-rpi4" and document["evaluations"] == 24
+    assert document["pareto"], "the front is empty"
+    supernet = nas.get_supernet("hat")
+    for point in document["pareto"]:
+        assert point["latency_ms"] <= 50.0
+        assert 0.0 <= point["accuracy"] <= 1.0
+        supernet.activate(point["config"])  # the dict that activate takes
+    latencies = [p["latency_ms"] for p in document["pareto"]]
+    accuracies = [p["accuracy"] for p in document["pareto"]]
+    assert latencies == sorted(latencies) and accuracies == sorted(accuracies)
+    assert 0.0 < document["hypervolume"] <= 1.0
+
+    listed = json.loads(run_nas("studies", "list", "--storage", storage, "--json",
+                                cwd=tmp_path).stdout)
+    assert [s["name"] for s in listed] == ["hat-rpi4"]
+    shown = json.loads(run_nas("studies", "show", "hat-rpi4", "--storage", storage, "--json",
+                               cwd=tmp_path).stdout)
+    assert shown["trials"] == 24
+    assert [p["trial"] for p in shown["pareto"]] == [p["trial"] for p in document["pareto"]]
+
+    # Rerunning the finished study evaluates nothing new.
+    again = json.loads(run_nas(*MAIN_JOB, "--evals", "24", *FAST, "--storage", storage,
+                               "--json", cwd=tmp_path).stdout)
+    assert again["new_evaluations"] == 0 and again["pareto"] == document["pareto"]
+
+
+@pytest.mark.slow
+def test_export_reload_equals_the_activated_supernet(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    search = run_nas(*MAIN_JOB, "--evals", "6", *FAST, "--storage", storage, "--json",
+                     cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    point = json.loads(search.stdout)["pareto"][-1]
+    out = tmp_path / "subnet"
+    result = run_nas("export", "--study", "hat-rpi4", "--trial", str(point["trial"]),
+                     "--out", str(out), "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+    dense = nas.load_subnet(out)
+    supernet = nas.get_supernet("hat")
+    supernet.activate(point["config"])
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randint(4, 30, (3, 9), generator=generator)
+    prev = torch.randint(4, 70, (3, 7), generator=generator)
+    with torch.inference_mode():
+        expected = supernet(src, prev)
+        actual = dense(src, prev)
+    assert torch.allclose(actual, expected, atol=1e-5)
+
+    # A second export to the same place keeps the first one.
+    again = run_nas("export", "--study", "hat-rpi4", "--trial", str(point["trial"]),
+                    "--out", str(out), "--storage", storage, cwd=tmp_path)
+    assert_one_line_error(again, "already holds")
+
+
+@pytest.mark.slow
+def test_sigkill_half_way_then_resume_loses_no_finished_trial(tmp_path):
+    db = tmp_path / "s.db"
+    command = [*MAIN_JOB, "--evals", "30", *FAST, "--storage", f"sqlite:///{db}", "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", *command], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if db.exists() and _safe_count(db) >= 10:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = _trials(db)
+    assert 10 <= len(finished) < 30
+
+    result = run_nas(*command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["evaluations"] == 30
+    assert document["new_evaluations"] == 30 - len(finished)
+    after = _trials(db)
+    assert all(after[number] == config for number, config in finished.items())
+
+
+def _safe_count(db: Path) -> int:
+    try:
+        return trial_count(db)
+    except sqlite3.Error:
+        return 0
+
+
+def _trials(db: Path) -> dict[int, str]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a "
+            "ON a.trial_id = t.trial_id WHERE a.key = 'config' AND t.state = 'COMPLETE'"
+        ).fetchall()
+    return dict(rows)
