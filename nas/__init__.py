@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator
 from nas._hardware import HARDWARE, HardwareTarget, Provenance, get_hardware, list_hardware
+from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._registry import Registry, UnknownNameError
 from nas._space import Condition, Config, Gene, SearchSpace
 from nas._supernet import (
@@ -26,6 +28,15 @@ from nas._units import parse_latency_ms
 
 __all__ = [
     "HARDWARE",
+    "BaseEvaluator",
+    "Constraint",
+    "Evaluator",
+    "FunctionEvaluator",
+    "Objective",
+    "Problem",
+    "SearchResult",
+    "accuracy_latency_problem",
+    "run_search",
     "SUBNET_BUILDERS",
     "SUPERNETS",
     "TASKS",
@@ -54,10 +65,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Export lives with the supernet families (it needs their dense builders); import
-    # it lazily so that ``import nas`` stays light and free of cycles.
+    # Export lives with the supernet families (it needs their dense builders) and the
+    # search loop pulls in Optuna: import both lazily so that ``import nas`` stays light
+    # and free of cycles.
     if name in ("load_subnet", "save_subnet"):
         from nas.supernets import _export
 
         return getattr(_export, name)
+    if name in ("run_search", "SearchResult"):
+        from nas import _search
+
+        return getattr(_search, name)
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

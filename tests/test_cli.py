@@ -15,15 +15,18 @@ import pytest
 import torch
 
 import nas
+import nas.supernets
 
 MAIN_JOB = ["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms"]
 FAST = ["--eval-limit", "300"]
 
 
-def run_nas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_nas(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nas.cli", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+        timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -76,6 +79,22 @@ def test_bad_input_gives_one_line_error(args, fragments, tmp_path):
     result = run_nas(*args, "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path) \
         if args[0] in ("search", "export", "studies") else run_nas(*args, cwd=tmp_path)
     assert_one_line_error(result, *fragments)
+
+
+def test_missing_or_corrupt_checkpoint_gives_one_line_error(tmp_path):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    env = {"NAS_ZOO_DIR": str(zoo)}
+    missing = run_nas(*MAIN_JOB, "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path,
+                      env=env)
+    assert_one_line_error(missing, "hat-g2p")
+    shipped = nas.supernets.zoo_dir()
+    (zoo / "hat-g2p.json").write_text((shipped / "hat-g2p.json").read_text())
+    (zoo / "hat-g2p.safetensors").write_bytes(b"\x00" * 64)
+    corrupt = run_nas(*MAIN_JOB, "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path,
+                      env=env)
+    assert_one_line_error(corrupt, "hat-g2p.safetensors")
+    assert not (tmp_path / "s.db").exists() or trial_count(tmp_path / "s.db") == 0
 
 
 def test_study_of_another_target_is_refused_and_left_intact(tmp_path):

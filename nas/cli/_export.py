@@ -1,4 +1,4 @@
-"""``nas export``: write one trial's subnet as a standalone checkpoint."""
+"""``nas export``: write a trial's (or the whole front's) subnet as standalone checkpoints."""
 
 from __future__ import annotations
 
@@ -6,23 +6,38 @@ from pathlib import Path
 
 import typer
 
-from nas.cli._common import JSON_HELP, STORAGE_HELP, STUDY_HELP, console, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    STORAGE_HELP,
+    STUDY_HELP,
+    console,
+    fail,
+    print_json,
+    user_errors,
+)
 
 
 @user_errors
 def export(
     study: str = typer.Option(..., "--study", help=STUDY_HELP),
-    trial: int = typer.Option(..., "--trial", help="Trial number (see `nas studies show`)."),
     out: Path = typer.Option(..., "--out", help="Directory to write model.safetensors and config.json."),
+    trial: int | None = typer.Option(None, "--trial", help="Trial number (see `nas studies show`)."),
+    pareto: bool = typer.Option(False, "--pareto", help="Export every subnet of the feasible front."),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in OUT."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Extract the dense subnet of TRIAL and save it; `nas.load_subnet(OUT)` reloads it."""
-    from nas.studies import export_trial
+    """Extract dense subnets and save them; `nas.load_subnet(DIR)` reloads one."""
+    from nas.studies import export_pareto, export_trial
 
-    written = export_trial(study, trial, out, storage=storage, overwrite=overwrite)
-    if json_output:
-        print_json({"study": study, "trial": trial, "out": str(written)})
+    if (trial is None) == (not pareto):
+        fail("give exactly one of --trial N or --pareto")
+    if pareto:
+        written = export_pareto(study, out, storage=storage, overwrite=overwrite)
     else:
-        console.print(f"wrote {written}/model.safetensors and config.json", highlight=False)
+        written = [export_trial(study, trial, out, storage=storage, overwrite=overwrite)]
+    if json_output:
+        print_json({"study": study, "exports": [str(path) for path in written]})
+    else:
+        for path in written:
+            console.print(f"wrote {path}/model.safetensors and config.json", highlight=False)
