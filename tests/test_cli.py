@@ -49,7 +49,7 @@ def trial_count(db: Path) -> int:
 @pytest.mark.parametrize(
     "command",
     [[], ["search"], ["train"], ["export"], ["hw"], ["hw", "show"], ["hw", "list"],
-     ["studies"], ["studies", "list"], ["studies", "show"]],
+     ["studies"], ["studies", "list"], ["studies", "show"], ["supernets", "list"]],
 )
 def test_help_everywhere(command, tmp_path):
     result = run_nas(*command, "--help", cwd=tmp_path)
@@ -79,6 +79,16 @@ def test_bad_input_gives_one_line_error(args, fragments, tmp_path):
     result = run_nas(*args, "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path) \
         if args[0] in ("search", "export", "studies") else run_nas(*args, cwd=tmp_path)
     assert_one_line_error(result, *fragments)
+
+
+def test_supernets_and_targets_are_listed(tmp_path):
+    supernets = json.loads(run_nas("supernets", "list", "--json", cwd=tmp_path).stdout)
+    assert [row["name"] for row in supernets] == ["hat"]
+    targets = json.loads(run_nas("hw", "list", "--json", cwd=tmp_path).stdout)
+    assert {"rpi4", "xeon", "titanxp", "local-cpu"} <= {row["name"] for row in targets}
+    shown = json.loads(run_nas("hw", "show", "rpi4", "--json", cwd=tmp_path).stdout)
+    assert shown["method"] == "predicted" and 0 < shown["error"]["mape"] < 0.05
+    assert any("extrapolates" in note for note in shown["notes"])
 
 
 def test_missing_or_corrupt_checkpoint_gives_one_line_error(tmp_path):

@@ -12,17 +12,21 @@ from nas.cli._common import JSON_HELP, configure_logging, console, print_json, u
 @user_errors
 def train(
     supernet: str = typer.Option("hat", "--supernet", help="Zoo supernet to train."),
-    steps: int = typer.Option(3000, "--steps", min=1, help="Optimiser steps."),
-    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Words per batch."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seed of sampling and initialisation."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Examples per batch."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of sampling and initialisation."),
     out: Path = typer.Option(
         Path("checkpoints/hat-g2p"), "--out", help="Checkpoint path stem (.safetensors/.json)."
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train SUPERNET from scratch on its built-in task and save a checkpoint."""
+    """Train SUPERNET from scratch on its built-in task and save a checkpoint.
+
+    Options left out take the values of the recipe that produced the shipped checkpoint
+    (recorded in its JSON), so the bare command reproduces it.
+    """
     from nas.supernets import train_and_save
 
     configure_logging(verbose)
