@@ -55,11 +55,11 @@ def main() -> None:
     for label, config in configs.items():
         dense = supernet.extract(config)
 
-        def sliced() -> None:
+        def sliced(config=config) -> None:
             supernet.activate(config)
             task.evaluate(supernet, split="validation", limit=args.limit, per=False)
 
-        def extracted() -> None:
+        def extracted(dense=dense) -> None:
             task.evaluate(dense, split="validation", limit=args.limit, per=False)
 
         t_sliced = time_pass(sliced, args.repeats)

@@ -69,7 +69,9 @@ def load_subnet(path: str | Path) -> nn.Module:
     try:
         model = builder(**document["subnet_config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{folder / CONFIG}: subnet_config does not build a model: {err}") from None
+        raise ValueError(
+            f"{folder / CONFIG}: subnet_config does not build a model: {err}"
+        ) from None
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing; an export holds {WEIGHTS} and {CONFIG}")

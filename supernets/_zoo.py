@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas._supernet import SUPERNETS, Supernet
+from nas._task import Task, get_task
 from nas.supernets._g2p import PAD, G2PTask
 from nas.supernets._hat_space import G2P_SPACE
 from nas.supernets._training import (
@@ -27,9 +29,6 @@ from nas.supernets._training import (
     train_supernet,
 )
 from nas.supernets.hat import HATSuperTransformer
-
-from nas._supernet import SUPERNETS, Supernet
-from nas._task import Task, get_task
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,8 @@ def test_corrupt_weights_give_a_clear_error(exported):
 def test_weights_of_another_subnet_are_refused(supernet, exported, tmp_path):
     _, folder = exported
     nas.save_subnet(supernet.extract(supernet.space.largest()), tmp_path / "big", family="hat")
-    (folder / "model.safetensors").write_bytes((tmp_path / "big" / "model.safetensors").read_bytes())
+    big = (tmp_path / "big" / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(big)
     with pytest.raises(ValueError, match="does not match config.json"):
         nas.load_subnet(folder)
 
@@ -70,7 +71,8 @@ def test_weights_of_another_subnet_are_refused(supernet, exported, tmp_path):
         (None, FileNotFoundError, "config.json is missing"),
         ("{not json", ValueError, "not valid JSON"),
         ('{"format": "other"}', ValueError, "not a subnet export"),
-        ('{"format": "nas-subnet/1", "family": "hat"}', ValueError, "lacks the key 'subnet_config'"),
+        ('{"format": "nas-subnet/1", "family": "hat"}', ValueError,
+         "lacks the key 'subnet_config'"),
         ('{"format": "nas-subnet/1", "family": "nope", "subnet_config": {}}', ValueError,
          "unknown subnet family 'nope'"),
     ],

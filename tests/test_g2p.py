@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+import nas
 from nas.supernets._g2p import (
     BOS,
     EOS,
@@ -17,9 +20,6 @@ from nas.supernets._g2p import (
     read_lexicon,
     split_of,
 )
-from torch import nn
-
-import nas
 
 
 @pytest.fixture(scope="module")

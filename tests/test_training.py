@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import nas
+from nas import Config, Gene, SearchSpace, SubnetShape, Supernet
 from nas.supernets._g2p import BOS, EOS, PAD, G2PTask
 from nas.supernets._training import (
     SUPERNET_FAMILIES,
@@ -19,10 +23,6 @@ from nas.supernets._training import (
     save_checkpoint,
     train_supernet,
 )
-from torch import nn
-
-import nas
-from nas import Config, Gene, SearchSpace, SubnetShape, Supernet
 
 TOY_SPACE = SearchSpace("toy", [Gene("width", (8, 16, 32)), Gene("depth", (1, 2))])
 

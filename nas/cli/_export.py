@@ -20,9 +20,15 @@ from nas.cli._common import (
 @user_errors
 def export(
     study: str = typer.Option(..., "--study", help=STUDY_HELP),
-    out: Path = typer.Option(..., "--out", help="Directory to write model.safetensors and config.json."),
-    trial: int | None = typer.Option(None, "--trial", help="Trial number (see `nas studies show`)."),
-    pareto: bool = typer.Option(False, "--pareto", help="Export every subnet of the feasible front."),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory to write model.safetensors and config.json."
+    ),
+    trial: int | None = typer.Option(
+        None, "--trial", help="Trial number (see `nas studies show`)."
+    ),
+    pareto: bool = typer.Option(
+        False, "--pareto", help="Export every subnet of the feasible front."
+    ),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in OUT."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),

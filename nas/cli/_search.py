@@ -27,7 +27,9 @@ finishes in a minute or two on two cores."""
 
 @user_errors
 def search(
-    supernet: str = typer.Option(..., "--supernet", help="Supernet name (see `nas supernets list`)."),
+    supernet: str = typer.Option(
+        ..., "--supernet", help="Supernet name (see `nas supernets list`)."
+    ),
     hw: str = typer.Option(..., "--hw", help="Hardware target (see `nas hw list`)."),
     budget: str = typer.Option(..., "--budget", help="Latency budget: '50ms', '50 ms', '0.05s'."),
     evals: int = typer.Option(
