@@ -128,6 +128,7 @@ def _export(
         "supernet": meta.supernet,
         "checkpoint_hash": meta.checkpoint_hash,
         "space": meta.space,
+        "task": meta.task or supernet.task_name,
         "hardware": meta.hardware,
         "hardware_fingerprint": meta.hardware_fingerprint,
         "config": record.config,

@@ -176,6 +176,14 @@ def test_export_reload_equals_the_activated_supernet(tmp_path):
         actual = dense(src, prev)
     assert torch.allclose(actual, expected, atol=1e-5)
 
+    front = json.loads(search.stdout)["pareto"]
+    exported = run_nas("export", "--study", "hat-rpi4", "--pareto", "--out",
+                       str(tmp_path / "front"), "--storage", storage, "--json", cwd=tmp_path)
+    rows = json.loads(exported.stdout)["exports"]
+    assert len(rows) == len(front)
+    assert all(row["params"] > 0 and row["macs"] > 0 for row in rows)
+    assert rows[-1]["params"] == sum(p.numel() for p in dense.parameters())
+
     # A second export to the same place keeps the first one.
     again = run_nas("export", "--study", "hat-rpi4", "--trial", str(point["trial"]),
                     "--out", str(out), "--storage", storage, cwd=tmp_path)

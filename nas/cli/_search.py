@@ -91,7 +91,7 @@ def result_document(result: Any, request: Any) -> dict[str, Any]:
         "evaluations": result.evaluations,
         "new_evaluations": result.new_evaluations,
         "stopped_early": result.stopped_early,
-        "hypervolume": result.hypervolume,
+        "hypervolume": result.to_dict()["hypervolume"],
         "pareto": [
             {
                 "trial": point.trial,
@@ -127,7 +127,7 @@ def print_front(document: dict[str, Any]) -> None:
     out.print(table)
     out.print(
         f"{document['evaluations']} evaluations ({document['new_evaluations']} new), "
-        f"hypervolume {document['hypervolume']:.4f}; export one with "
+        f"hypervolume {document['hypervolume'] or 0:.4f}; export one with "
         f"`nas export --study {document['study']} --trial N --out DIR`",
         highlight=False,
     )
