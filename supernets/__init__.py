@@ -1,7 +1,8 @@
 """Weight-sharing supernets behind one interface, their tasks and shipped checkpoints.
 
 Importing this package registers the built-ins: the supernet ``hat`` (the shipped
-checkpoint), the task ``g2p-cmudict`` and the dense subnet family ``hat``.
+checkpoint), the task ``g2p-cmudict``, the dense subnet family ``hat`` and the tabular benchmark
+``nb201``.
 """
 
 from nas.supernets._g2p import G2PTask, Vocabulary, read_lexicon
@@ -16,6 +17,18 @@ from nas.supernets._training import (
 )
 from nas.supernets._zoo import ZOO_RECIPES, ZooRecipe, train_and_save, zoo_dir
 from nas.supernets.hat import HATSuperTransformer
+from nas.supernets.nb201 import (
+    NB201_SPACE,
+    TABLES,
+    NB201Table,
+    arch_str_to_config,
+    config_to_arch_str,
+    get_table,
+    hv_gap,
+    list_tables,
+    true_front,
+    true_front_found,
+)
 
 __all__ = [
     "G2P_SPACE",
@@ -27,13 +40,23 @@ __all__ = [
     "HATEncoderOut",
     "HATSubnet",
     "HATSuperTransformer",
+    "NB201_SPACE",
+    "NB201Table",
+    "TABLES",
     "Vocabulary",
     "ZooRecipe",
+    "arch_str_to_config",
+    "config_to_arch_str",
+    "get_table",
+    "hv_gap",
+    "list_tables",
     "load_checkpoint",
     "read_checkpoint_meta",
     "read_lexicon",
     "save_checkpoint",
     "train_and_save",
     "train_supernet",
+    "true_front",
+    "true_front_found",
     "zoo_dir",
 ]
