@@ -1,0 +1,146 @@
+"""``nas predictor``: fit a learned predictor on a CSV of measurements, and score it.
+
+A fitted predictor is a directory: the model's own files (``predictor.json``,
+``arrays.safetensors``, ...) plus ``fit.json``, which records the feature space, the
+target, the CSV's hash and the indices of the rows used for fitting, so that ``eval`` on
+the same CSV scores only the rows the model never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from nas.cli._common import JSON_HELP, console, print_json, user_errors
+
+app = typer.Typer(help="Learned predictors of accuracy, latency and memory.",
+                  no_args_is_help=True)
+
+FIT_FILE = "fit.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _split_drop(drop: str | None) -> tuple[str, ...]:
+    return tuple(c.strip() for c in (drop or "").split(",") if c.strip())
+
+
+@app.command("fit")
+@user_errors
+def fit(
+    space: str = typer.Option(..., "--space", help="Feature space: nb201 (rows keyed by "
+                              "arch_str) or table (every numeric column as a feature)."),
+    data: Path = typer.Option(..., "--data", help="CSV of measurements."),
+    target: str = typer.Option(..., "--target", help="The column to predict."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the predictor to."),
+    model: str = typer.Option("auto", "--model", help="Predictor name (auto picks by CV)."),
+    samples: int | None = typer.Option(None, "--samples", help="Fit on K rows chosen by "
+                                       "--seed (default: all rows)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the row choice and the model."),
+    drop: str | None = typer.Option(None, "--drop", help="Comma-separated columns that are "
+                                    "not features (--space table)."),
+    log_target: bool = typer.Option(False, "--log-target/--no-log-target",
+                                    help="Fit log(target) (positive targets only)."),
+    proxies: bool = typer.Option(True, "--proxies/--no-proxies",
+                                 help="nb201: add live-operation counts to the one-hot."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Fit a predictor of TARGET on (K rows of) a CSV and save it to OUT."""
+    from nas.predictors import CSVTable, create_encoder, create_predictor, read_csv
+
+    predictor = create_predictor(model, seed=seed, log_target=log_target)
+    encoder = create_encoder(space, target=target, drop=_split_drop(drop), proxies=proxies)
+    table = read_csv(data)
+    table.require(target)
+    n = len(table)
+    if samples is not None and samples > n:
+        raise ValueError(f"--samples {samples} is larger than the data: {data} has {n} rows")
+    if samples is not None and samples < 2:
+        raise ValueError(f"--samples must be at least 2, got {samples}")
+    if samples is None:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=samples, replace=False))
+    train = CSVTable(table.path, table.columns, tuple(table.rows[i] for i in rows))
+    encoder.fit(train)
+    X, y = encoder.transform(train), train.column(target)
+    predictor.fit(X, y)
+    predictor.save(out)
+    record: dict[str, Any] = {
+        "features": encoder.to_spec(),
+        "feature_names": list(encoder.feature_names),
+        "target": target,
+        "model": model,
+        "chosen": getattr(predictor, "chosen_", model),
+        "cv_scores": getattr(predictor, "cv_scores_", {}),
+        "seed": seed,
+        "log_target": log_target,
+        "data": {"path": str(data), "sha256": _sha256(data), "rows": n},
+        "train_rows": rows.tolist(),
+        "train_keys_sha256": hashlib.sha256(
+            "\n".join(sorted(encoder.row_keys(train))).encode()).hexdigest(),
+    }
+    (out / FIT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    summary = {"out": str(out), "model": model, "chosen": record["chosen"],
+               "cv_scores": record["cv_scores"], "n_train": int(rows.size),
+               "n_features": len(record["feature_names"])}
+    if json_output:
+        print_json(summary)
+        return
+    console.print(f"fitted {record['chosen']} on {rows.size} of {n} rows "
+                  f"({len(record['feature_names'])} features) -> {out}", highlight=False)
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    path: Path = typer.Argument(..., help="A directory written by `nas predictor fit`."),
+    data: Path = typer.Option(..., "--data", help="CSV of measurements."),
+    target: str = typer.Option(..., "--target", help="The column to compare with."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Score a predictor: RMSE, MAPE (fraction), Kendall tau and Spearman on the rows it
+    was not fitted on (every row when DATA is another CSV)."""
+    from nas.predictors import CSVTable, Predictor, encoder_from_spec, read_csv, score_all
+
+    record_path = path / FIT_FILE
+    if not record_path.is_file():
+        raise FileNotFoundError(f"no predictor at {path} (missing {FIT_FILE})")
+    try:
+        record = json.loads(record_path.read_text())
+        encoder = encoder_from_spec(record["features"])
+        train_rows = [int(i) for i in record["train_rows"]]
+        same_data = record["data"]["sha256"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{record_path} is not a readable predictor record: {err!r}") from None
+    predictor = Predictor.load(path)
+    table = read_csv(data)
+    table.require(target)
+    keep = np.ones(len(table), dtype=bool)
+    if _sha256(data) == same_data:
+        keep[[i for i in train_rows if i < len(table)]] = False
+    if not keep.any():
+        raise ValueError(f"every row of {data} was used for fitting; nothing left to score")
+    rows = CSVTable(table.path, table.columns,
+                    tuple(r for r, k in zip(table.rows, keep) if k))
+    scores = score_all(rows.column(target), predictor.predict(encoder.transform(rows)))
+    document = {**scores, "excluded": int((~keep).sum()), "model": record.get("chosen")}
+    if json_output:
+        print_json(document)
+        return
+    console.print(
+        f"{document['model']} on {scores['n']} rows ({document['excluded']} fitting rows "
+        f"excluded): spearman {scores['spearman']:.4f}, kendall tau "
+        f"{scores['kendall_tau']:.4f}, MAPE {scores['mape']:.4f}, RMSE {scores['rmse']:.4g}",
+        highlight=False)

@@ -1,0 +1,273 @@
+"""Feature encoders: configs, NAS-Bench-201 arch strings and plain CSV tables -> floats.
+
+An encoder is fitted on the training table (``TableFeatures`` picks its columns there),
+then ``transform`` turns any table with the same inputs into ``X`` (n, d). ``to_spec`` /
+``encoder_from_spec`` store an encoder as JSON next to a saved predictor, so ``eval``
+encodes new rows exactly as ``fit`` did.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from nas._registry import Registry
+from nas._space import Config, SearchSpace
+
+
+@dataclass(frozen=True)
+class CSVTable:
+    """A CSV read as strings: its header and its rows (in file order)."""
+
+    path: Path
+    columns: tuple[str, ...]
+    rows: tuple[dict[str, str], ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column as floats.
+
+        Raises:
+            ValueError: a missing column (listing the columns) or a non-numeric value.
+        """
+        self.require(name)
+        out = np.empty(len(self.rows))
+        for i, row in enumerate(self.rows):
+            out[i] = _as_float(row[name], name, i)
+        return out
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise ValueError(f"{self.path} has no column {', '.join(map(repr, missing))}; "
+                             f"its columns are: {', '.join(self.columns)}")
+
+    def numeric_columns(self) -> list[str]:
+        """Columns whose every value parses as a finite float."""
+        return [c for c in self.columns if all(_is_float(r[c]) for r in self.rows)]
+
+
+def _is_float(text: str | None) -> bool:
+    try:
+        return text is not None and math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _as_float(text: str, column: str, row: int) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"column {column!r} row {row} is not a finite number: {text!r}")
+    return value
+
+
+def read_csv(path: str | Path) -> CSVTable:
+    """Read a CSV with a header row.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: an empty file, no header, or rows of the wrong width.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no CSV file at {path}")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise ValueError(f"{path} is empty (no header row)")
+        columns = tuple(reader.fieldnames)
+        rows = []
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError(f"{path} line {reader.line_num} has "
+                                 f"a different number of fields than the header")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows")
+    return CSVTable(path, columns, tuple(rows))
+
+
+class Encoder(Protocol):
+    """What the CLI needs from a feature encoder."""
+
+    feature_names: tuple[str, ...]
+
+    def fit(self, table: CSVTable) -> Encoder: ...
+    def transform(self, table: CSVTable) -> np.ndarray: ...
+    def row_keys(self, table: CSVTable) -> list[str]: ...
+    def to_spec(self) -> dict[str, Any]: ...
+
+
+ENCODERS: Registry[Encoder] = Registry("space")
+"""Feature spaces of ``nas predictor fit --space``: factories ``(target, drop, **opts)``."""
+
+
+class SpaceFeatures:
+    """A search space's own features (:meth:`SearchSpace.to_features`): one-hot for
+    categorical genes, the value for numeric ones."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.space.feature_names
+
+    def transform_configs(self, configs: Iterable[Config | Mapping[str, Any]]) -> np.ndarray:
+        rows = [self.space.to_features(self.space.config(c)) for c in configs]
+        if not rows:
+            return np.zeros((0, len(self.feature_names)))
+        return np.stack(rows)
+
+
+# -- NAS-Bench-201 -----------------------------------------------------------------------
+
+NB201_KEY = "arch_str"
+
+
+def _effective_ops(ops: Sequence[str]) -> list[str]:
+    """The operations on edges that lie on an input-to-output path of non-``none`` edges
+    (the others never influence the output, nor, after pruning, the latency)."""
+    from nas.supernets.nb201 import EDGES
+
+    live = {edge: op for edge, op in zip(EDGES, ops) if op != "none"}
+    from_input = {0}
+    for to in (1, 2, 3):
+        if any((to, f) in live and f in from_input for f in range(to)):
+            from_input.add(to)
+    to_output = {3}
+    for frm in (2, 1, 0):
+        if any((t, frm) in live and t in to_output for t in range(frm + 1, 4)):
+            to_output.add(frm)
+    return [op for (t, f), op in live.items() if f in from_input and t in to_output]
+
+
+class NB201Features:
+    """NAS-Bench-201 cells from the ``arch_str`` column: one-hot per edge (30 floats),
+    plus with ``proxies`` the count of each operation on live edges (edges on an
+    input-to-output path) and whether the cell is degenerate (6 floats)."""
+
+    def __init__(self, *, proxies: bool = True) -> None:
+        self.proxies = proxies
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        from nas.supernets.nb201 import NB201_SPACE, OPERATIONS
+
+        names = NB201_SPACE.feature_names
+        if self.proxies:
+            names += tuple(f"live.{op}" for op in OPERATIONS) + ("degenerate",)
+        return names
+
+    def fit(self, table: CSVTable) -> NB201Features:
+        table.require(NB201_KEY)
+        return self
+
+    def encode(self, arch_strs: Sequence[str]) -> np.ndarray:
+        """Features of arch strings, shape (n, 30) or (n, 36) with proxies."""
+        from nas.supernets.nb201 import (
+            GENE_NAMES,
+            NB201_SPACE,
+            OPERATIONS,
+            arch_str_to_config,
+        )
+
+        out = []
+        for s in arch_strs:
+            config = arch_str_to_config(NB201_SPACE, s)
+            row = NB201_SPACE.to_features(config)
+            if self.proxies:
+                live = _effective_ops([config[g] for g in GENE_NAMES])
+                counts = [float(live.count(op)) for op in OPERATIONS]
+                row = np.concatenate([row, counts, [0.0 if live else 1.0]])
+            out.append(row)
+        return np.stack(out)
+
+    def transform(self, table: CSVTable) -> np.ndarray:
+        table.require(NB201_KEY)
+        return self.encode([r[NB201_KEY] for r in table.rows])
+
+    def row_keys(self, table: CSVTable) -> list[str]:
+        return [r[NB201_KEY] for r in table.rows]
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"space": "nb201", "proxies": self.proxies}
+
+
+class TableFeatures:
+    """Every numeric column except the target and ``drop`` (a plain feature table, e.g.
+    other devices' latencies as features of this device's latency)."""
+
+    def __init__(self, *, target: str, drop: Sequence[str] = ()) -> None:
+        self.target = target
+        self.drop = tuple(drop)
+
+    def fit(self, table: CSVTable) -> TableFeatures:
+        table.require(self.target)
+        unknown = [c for c in self.drop if c not in table.columns]
+        if unknown:
+            raise ValueError(f"--drop names columns that {table.path} lacks: "
+                             f"{', '.join(unknown)}; its columns are: {', '.join(table.columns)}")
+        skip = {self.target, *self.drop}
+        self.columns_ = tuple(c for c in table.numeric_columns() if c not in skip)
+        if not self.columns_:
+            raise ValueError(f"{table.path} has no numeric feature column besides the target "
+                             f"{self.target!r} and the dropped ones")
+        return self
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.columns_
+
+    def transform(self, table: CSVTable) -> np.ndarray:
+        table.require(*self.columns_)
+        return np.stack([table.column(c) for c in self.columns_], axis=1)
+
+    def row_keys(self, table: CSVTable) -> list[str]:
+        return [str(i) for i in range(len(table))]
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"space": "table", "target": self.target, "drop": list(self.drop),
+                "columns": list(self.columns_)}
+
+
+@ENCODERS.register("nb201", description="NAS-Bench-201 cells from the arch_str column")
+def _nb201(*, target: str, drop: Sequence[str] = (), proxies: bool = True) -> NB201Features:
+    return NB201Features(proxies=proxies)
+
+
+@ENCODERS.register("table", description="every numeric column but the target and --drop")
+def _table(*, target: str, drop: Sequence[str] = (), proxies: bool = True) -> TableFeatures:
+    return TableFeatures(target=target, drop=drop)
+
+
+def create_encoder(space: str, *, target: str, drop: Sequence[str] = (),
+                   proxies: bool = True) -> Encoder:
+    """The encoder of ``--space`` (``nb201`` or ``table``), unfitted.
+
+    Raises:
+        UnknownNameError: an unknown space (the message lists the known ones).
+    """
+    return ENCODERS.create(space, target=target, drop=drop, proxies=proxies)
+
+
+def encoder_from_spec(spec: Mapping[str, Any]) -> Encoder:
+    """Rebuild a fitted encoder from :meth:`to_spec`'s JSON."""
+    if spec.get("space") == "table":
+        enc = TableFeatures(target=spec["target"], drop=spec.get("drop", ()))
+        enc.columns_ = tuple(spec["columns"])
+        return enc
+    if spec.get("space") == "nb201":
+        return NB201Features(proxies=bool(spec.get("proxies", True)))
+    raise ValueError(f"unknown feature space in the predictor's files: {spec.get('space')!r}")
