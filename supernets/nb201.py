@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from nas._evaluator import FunctionEvaluator
-from nas._registry import Registry, UnknownNameError
+from nas._registry import UnknownNameError
 from nas._space import Config, Gene, SearchSpace
+from nas._tabular import TABLES, get_table, list_tables
 from nas.studies._pareto import hypervolume, pareto_front
 
 OPERATIONS: tuple[str, ...] = (
@@ -187,7 +188,10 @@ class NB201Table:
         sha256: the hash of that file (names the table in evaluator fingerprints).
         arch_strs: the arch string of each row.
         codes: :func:`cell_code` of each row, shape ``(n,)``.
+        default_dataset: the accuracy column used when none is named (CIFAR-10).
     """
+
+    default_dataset: str = DEFAULT_DATASET
 
     def __init__(
         self,
@@ -353,20 +357,34 @@ class NB201Table:
 
     # -- search ------------------------------------------------------------------------
 
-    def evaluator(self, device: str, dataset: str = DEFAULT_DATASET) -> FunctionEvaluator:
+    def evaluator(
+        self, device: str, dataset: str = DEFAULT_DATASET, *, missing: str = "raise"
+    ) -> FunctionEvaluator:
         """An evaluator for :func:`nas.run_search`: metrics ``accuracy`` (fraction) and
         ``latency_ms`` on ``device``, by lookup. Its fingerprint names the table's file
         hash, the dataset and the device, so studies never mix tables or devices.
 
+        Args:
+            device: the latency column.
+            dataset: the accuracy column.
+            missing: what a cell the table lacks (a user table of a subset) gets:
+                ``"raise"`` a ValueError, ``"nan"`` NaN metrics (the study stores it
+                as a failed trial, which counts as evaluated but scores nothing).
+
         Raises:
             UnknownNameError: an unknown device or dataset.
+            ValueError: ``missing`` is neither ``"raise"`` nor ``"nan"``.
         """
+        if missing not in ("raise", "nan"):
+            raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
         device = self.device(device)
         dataset = self.dataset(dataset)
         acc = self._acc[dataset] / 100.0
         lat = self._lat[device]
 
         def metrics(config: Config) -> dict[str, float]:
+            if missing == "nan" and self._row_of_code[cell_code(config)] < 0:
+                return {"accuracy": float("nan"), "latency_ms": float("nan")}
             row = int(self.rows([config])[0])
             return {"accuracy": float(acc[row]), "latency_ms": float(lat[row])}
 
@@ -387,6 +405,26 @@ class NB201Table:
         if key not in self._fronts:
             self._fronts[key] = _front_2d(self.objectives(device=key[0], dataset=key[1]))
         return self._fronts[key]
+
+    def hv_gap(
+        self,
+        found: Iterable[Mapping[str, Any] | str] | np.ndarray,
+        *,
+        device: str,
+        dataset: str = DEFAULT_DATASET,
+    ) -> float:
+        """:func:`hv_gap` of ``found`` against this table."""
+        return hv_gap(found, self, device=device, dataset=dataset)
+
+    def true_front_found(
+        self,
+        found: Iterable[Mapping[str, Any] | str] | np.ndarray,
+        *,
+        device: str,
+        dataset: str = DEFAULT_DATASET,
+    ) -> int:
+        """:func:`true_front_found` of ``found`` against this table."""
+        return true_front_found(found, self, device=device, dataset=dataset)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -590,8 +628,9 @@ def true_front_found(
 
 
 # -- registry --------------------------------------------------------------------------
-
-TABLES: Registry[NB201Table] = Registry("tabular benchmark")
+# The registry lives in the core (``nas._tabular``) so that the benchmark harness finds
+# tables by name without importing this module; ``TABLES``, ``get_table`` and
+# ``list_tables`` stay importable from here.
 
 
 @TABLES.register("nb201")
@@ -600,18 +639,18 @@ def nb201_table(data: str | Path | None = None) -> NB201Table:
     return NB201Table.default() if data is None else NB201Table.from_csv(data)
 
 
-def get_table(name: str, data: str | Path | None = None) -> NB201Table:
-    """The tabular benchmark ``name``, from its shipped table or from the CSV ``data``.
-
-    Raises:
-        UnknownNameError: no benchmark of that name; the message lists the known ones.
-        FileNotFoundError, ValueError: ``data`` is not a valid table (see
-            :meth:`NB201Table.from_csv`).
-    """
-    return TABLES.create(name, data=data)
-
-
-def list_tables() -> list[str]:
-    """Names of the registered tabular benchmarks."""
-    return TABLES.names()
-
+__all__ = [
+    "NB201_SPACE",
+    "TABLES",
+    "NB201Table",
+    "arch_str_to_config",
+    "cell_code",
+    "config_to_arch_str",
+    "get_table",
+    "hv_gap",
+    "is_degenerate",
+    "list_tables",
+    "nb201_table",
+    "true_front",
+    "true_front_found",
+]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from nas.cli import _export, _hardware, _predictor, _search, _studies, _supernets, _train
+from nas.cli import (
+    _bench,
+    _export,
+    _hardware,
+    _predictor,
+    _search,
+    _studies,
+    _supernets,
+    _train,
+)
 
 app = typer.Typer(
     name="nas",
@@ -20,6 +29,7 @@ app.add_typer(_hardware.app, name="hw")
 app.add_typer(_studies.app, name="studies")
 app.add_typer(_supernets.app, name="supernets")
 app.add_typer(_predictor.app, name="predictor")
+app.add_typer(_bench.app, name="bench")
 
 
 def main() -> None:
