@@ -23,6 +23,7 @@ from nas._supernet import (
     get_supernet,
     list_supernets,
 )
+from nas._tabular import TABLES, get_table, list_tables
 from nas._task import TASKS, Task, Workload, get_task
 from nas._units import parse_latency_ms
 
@@ -39,6 +40,7 @@ __all__ = [
     "run_search",
     "SUBNET_BUILDERS",
     "SUPERNETS",
+    "TABLES",
     "TASKS",
     "Condition",
     "Config",
@@ -55,9 +57,11 @@ __all__ = [
     "Workload",
     "get_hardware",
     "get_supernet",
+    "get_table",
     "get_task",
     "list_hardware",
     "list_supernets",
+    "list_tables",
     "load_subnet",
     "parse_latency_ms",
     "save_subnet",
