@@ -7,14 +7,32 @@ from nas.algorithms._base import (
     get_algorithm,
     list_algorithms,
 )
+from nas.algorithms.agemoea import AGEMOEASearch
+from nas.algorithms.evo import EvolutionSearch
 from nas.algorithms.nsga2 import NSGA2Search
+from nas.algorithms.nsga3 import NSGA3Search
+from nas.algorithms.optuna_samplers import (
+    OptunaGPSearch,
+    OptunaNSGA2Search,
+    OptunaNSGA3Search,
+    OptunaSearch,
+    TPESearch,
+)
 from nas.algorithms.random import RandomSearch
 
 __all__ = [
+    "AGEMOEASearch",
     "ALGORITHMS",
     "Algorithm",
+    "EvolutionSearch",
     "NSGA2Search",
+    "NSGA3Search",
+    "OptunaGPSearch",
+    "OptunaNSGA2Search",
+    "OptunaNSGA3Search",
+    "OptunaSearch",
     "RandomSearch",
+    "TPESearch",
     "algorithm_options",
     "get_algorithm",
     "list_algorithms",

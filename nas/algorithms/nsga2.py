@@ -11,25 +11,21 @@ that describe the same subnet are equal and pymoo's duplicate elimination works 
 subnets. Offspring equal to a config evaluated in an earlier generation are rejected as
 duplicates too (``skip_known``), so every ask proposes new subnets while the space has
 them. Budgets become pymoo inequality constraints ``G <= 0`` (relative excess), which
-NSGA-II's constrained domination handles.
+NSGA-II's constrained domination handles. The shared machinery is in
+:mod:`nas.algorithms._pymoo`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from nas._problem import Problem
-from nas._space import Config, SearchSpace
-from nas.algorithms._base import ALGORITHMS, Algorithm
-
-_BIG = 1e12  # stands for NaN or infinite objectives and violations inside pymoo
+from nas.algorithms._base import ALGORITHMS
+from nas.algorithms._pymoo import PymooSearch, check_ga_options
 
 
 @ALGORITHMS.register("nsga2", description="NSGA-II (pymoo) on the integer encoding")
-class NSGA2Search(Algorithm):
+class NSGA2Search(PymooSearch):
     """NSGA-II, seeded, on the integer vector encoding of the space.
 
     The first ask returns ``pop_size`` distinct uniformly random configs; every later ask
@@ -63,19 +59,10 @@ class NSGA2Search(Algorithm):
         mutation_eta: float = 3.0,
         skip_known: bool = True,
     ) -> None:
-        if isinstance(pop_size, bool) or not isinstance(pop_size, int) or pop_size < 2:
-            raise ValueError(f"pop_size must be an integer >= 2, got {pop_size!r}")
-        if n_offsprings is not None and (
-            isinstance(n_offsprings, bool) or not isinstance(n_offsprings, int) or n_offsprings < 1
-        ):
-            raise ValueError(
-                f"n_offsprings must be a positive integer or None, got {n_offsprings!r}"
-            )
-        if not 0.0 <= crossover_prob <= 1.0:
-            raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob!r}")
-        for option, value in (("crossover_eta", crossover_eta), ("mutation_eta", mutation_eta)):
-            if not value > 0:
-                raise ValueError(f"{option} must be positive, got {value!r}")
+        check_ga_options(
+            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
+            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
+        )
         super().__init__(
             problem,
             seed=seed,
@@ -92,171 +79,13 @@ class NSGA2Search(Algorithm):
         self.crossover_eta = crossover_eta
         self.mutation_eta = mutation_eta
         self.skip_known = skip_known
-        self.algorithm_: Any = None
-        self._encoding: _Encoding | None = None
-        self._infills: Any = None
-        self._only_config_asked = False
 
-    # -- ask/tell --------------------------------------------------------------------------
-
-    def _ask(self) -> Sequence[Config]:
-        encoding = self._setup()
-        if encoding.n_free == 0:  # a space of one config: nothing to evolve
-            if self._only_config_asked:
-                return []
-            self._only_config_asked = True
-            return [encoding.space.from_vector(np.zeros(len(encoding.space), dtype=int))]
-        infills = self.algorithm_.ask()
-        if infills is None or len(infills) == 0:
-            self._infills = None
-            return []
-        self._infills = infills
-        return [encoding.decode(x) for x in infills.get("X")]
-
-    def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
-        if self._infills is None or not configs:
-            return
-        from pymoo.core.evaluator import Evaluator as PymooEvaluator
-        from pymoo.problems.static import StaticProblem
-
-        F = np.array([self.problem.to_minimization(r) for r in results], dtype=float)
-        out: dict[str, np.ndarray] = {"F": np.nan_to_num(F, nan=_BIG, posinf=_BIG, neginf=-_BIG)}
-        if self.problem.constraints:
-            G = np.array([self.problem.constraint_values(r) for r in results], dtype=float)
-            out["G"] = np.nan_to_num(G, nan=_BIG, posinf=_BIG, neginf=-_BIG)
-        PymooEvaluator().eval(StaticProblem(self.algorithm_.problem, **out), self._infills)
-        self.algorithm_.tell(infills=self._infills)
-        assert self._encoding is not None
-        self._encoding.known.update(
-            tuple(int(v) for v in x) for x in self._infills.get("X")
-        )
-        self._infills = None
-
-    # -- pymoo set-up -----------------------------------------------------------------------
-
-    def _setup(self) -> _Encoding:
-        if self._encoding is not None:
-            return self._encoding
-        encoding = _Encoding(self.problem.space)
-        self._encoding = encoding
-        if encoding.n_free == 0:
-            return encoding
-
+    def _build(self, operators: dict[str, Any]) -> Any:
         from pymoo.algorithms.moo.nsga2 import NSGA2
-        from pymoo.core.problem import Problem as PymooProblem
-        from pymoo.core.termination import NoTermination
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
 
-        pymoo_problem = PymooProblem(
-            n_var=encoding.n_free,
-            n_obj=len(self.problem.objectives),
-            n_ieq_constr=len(self.problem.constraints),
-            xl=encoding.xl,
-            xu=encoding.xu,
-            vtype=int,
+        return NSGA2(
+            pop_size=self.pop_size, n_offsprings=self.n_offsprings, seed=self.seed, **operators
         )
-        algorithm = NSGA2(
-            pop_size=self.pop_size,
-            n_offsprings=self.n_offsprings,
-            sampling=_make_sampling(encoding),
-            crossover=SBX(
-                prob=self.crossover_prob, eta=self.crossover_eta, vtype=float,
-                repair=RoundingRepair(),
-            ),
-            mutation=PM(eta=self.mutation_eta, vtype=float, repair=RoundingRepair()),
-            repair=_make_repair(encoding),
-            eliminate_duplicates=_make_elimination(encoding, skip_known=self.skip_known),
-            seed=self.seed,
-        )
-        algorithm.setup(pymoo_problem, termination=NoTermination(), seed=self.seed)
-        self.algorithm_ = algorithm
-        return encoding
 
 
 ALGORITHMS.register("default", description="The default search: currently NSGA-II")(NSGA2Search)
-
-
-class _Encoding:
-    """Choice-index vectors of the genes that have more than one choice."""
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.space = space
-        lower, upper = space.bounds()
-        self.free = np.flatnonzero(upper > lower)
-        self.n_free = len(self.free)
-        self.xl = lower[self.free]
-        self.xu = upper[self.free]
-        self.known: set[tuple[int, ...]] = set()
-
-    def decode(self, x: np.ndarray) -> Config:
-        full = np.zeros(len(self.space), dtype=int)
-        full[self.free] = np.asarray(x).round().astype(int)
-        return self.space.from_vector(full)
-
-    def encode(self, config: Config) -> np.ndarray:
-        return self.space.to_vector(config)[self.free]
-
-    def canonical(self, x: np.ndarray) -> np.ndarray:
-        clipped = np.clip(np.asarray(x, dtype=float).round(), self.xl, self.xu).astype(int)
-        return self.encode(self.decode(clipped))
-
-
-def _make_sampling(encoding: _Encoding) -> Any:
-    from pymoo.core.sampling import Sampling
-
-    class SpaceSampling(Sampling):
-        """Distinct uniform configs (uniform per active gene), canonically encoded."""
-
-        def _do(self, problem: Any, n_samples: int, *args: Any, random_state: Any = None,
-                **kwargs: Any) -> np.ndarray:
-            rows: dict[tuple[int, ...], None] = {}
-            for _ in range(50 * n_samples):
-                if len(rows) == n_samples:
-                    break
-                row = tuple(int(v) for v in encoding.encode(encoding.space.sample(random_state)))
-                rows.setdefault(row, None)
-            return np.array(list(rows), dtype=int).reshape(len(rows), encoding.n_free)
-
-    return SpaceSampling()
-
-
-def _make_repair(encoding: _Encoding) -> Any:
-    from pymoo.core.repair import Repair
-
-    class CanonicalRepair(Repair):
-        """Round, clip and canonicalise: inactive genes read 0, so equal subnets are
-        equal vectors."""
-
-        def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-            return np.array([encoding.canonical(x) for x in X], dtype=int).reshape(
-                len(X), encoding.n_free
-            )
-
-    return CanonicalRepair()
-
-
-def _make_elimination(encoding: _Encoding, *, skip_known: bool) -> Any:
-    from pymoo.core.duplicate import DuplicateElimination
-
-    class KnownElimination(DuplicateElimination):
-        """Exact duplicates of each other, of the population, and (``skip_known``) of
-        every config told so far."""
-
-        def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
-            rows = [tuple(int(v) for v in x) for x in pop.get("X")]
-            if other is None:
-                seen = set(encoding.known) if skip_known else set()
-                for i, row in enumerate(rows):
-                    if row in seen:
-                        is_duplicate[i] = True
-                    seen.add(row)
-            else:
-                others = {tuple(int(v) for v in x) for x in other.get("X")}
-                for i, row in enumerate(rows):
-                    if row in others:
-                        is_duplicate[i] = True
-            return is_duplicate
-
-    return KnownElimination()

@@ -1,0 +1,242 @@
+"""Shared machinery of the pymoo genetic algorithms (NSGA-II, AGE-MOEA, NSGA-III).
+
+Genes are choice indices (``SearchSpace.to_vector``); genes with a single choice are left
+out of the encoding. Variation is SBX crossover and polynomial mutation with rounding,
+then a repair that canonicalises each vector (inactive genes read 0), so two vectors
+that describe the same subnet are equal and pymoo's duplicate elimination works on
+subnets. Offspring equal to a config evaluated in an earlier generation are rejected as
+duplicates too (``skip_known``), so every ask proposes new subnets while the space has
+them. Budgets become pymoo inequality constraints ``G <= 0`` (relative excess), which
+the algorithms' constrained domination handles.
+
+A subclass states only which pymoo algorithm to build (:meth:`PymooSearch._build`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from nas._problem import Problem
+from nas._space import Config, SearchSpace
+from nas.algorithms._base import Algorithm
+
+BIG = 1e12  # stands for NaN or infinite objectives and violations inside pymoo
+
+
+def check_ga_options(
+    *,
+    pop_size: int,
+    n_offsprings: int | None,
+    crossover_prob: float,
+    crossover_eta: float,
+    mutation_eta: float,
+) -> None:
+    """Validate the options every pymoo genetic algorithm here takes.
+
+    Raises:
+        ValueError: an option out of its range.
+    """
+    if isinstance(pop_size, bool) or not isinstance(pop_size, int) or pop_size < 2:
+        raise ValueError(f"pop_size must be an integer >= 2, got {pop_size!r}")
+    if n_offsprings is not None and (
+        isinstance(n_offsprings, bool) or not isinstance(n_offsprings, int) or n_offsprings < 1
+    ):
+        raise ValueError(
+            f"n_offsprings must be a positive integer or None, got {n_offsprings!r}"
+        )
+    if not 0.0 <= crossover_prob <= 1.0:
+        raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob!r}")
+    for option, value in (("crossover_eta", crossover_eta), ("mutation_eta", mutation_eta)):
+        if not value > 0:
+            raise ValueError(f"{option} must be positive, got {value!r}")
+
+
+class PymooSearch(Algorithm):
+    """A pymoo genetic algorithm, seeded, on the integer vector encoding of the space.
+
+    The first ask returns up to ``pop_size`` distinct uniformly random configs; every
+    later ask returns the children of the current population. Subclasses set the GA
+    options as attributes in ``__init__`` and implement :meth:`_build`.
+    """
+
+    pop_size: int
+    n_offsprings: int
+    crossover_prob: float
+    crossover_eta: float
+    mutation_eta: float
+    skip_known: bool
+
+    def __init__(self, problem: Problem, *, seed: int, **options: Any) -> None:
+        super().__init__(problem, seed=seed, **options)
+        self.algorithm_: Any = None
+        self._encoding: Encoding | None = None
+        self._infills: Any = None
+        self._only_config_asked = False
+
+    @abc.abstractmethod
+    def _build(self, operators: dict[str, Any]) -> Any:
+        """The pymoo algorithm, built with ``**operators`` (sampling, crossover, mutation,
+        repair, eliminate_duplicates) and this search's seed; ``setup`` is done here."""
+
+    # -- ask/tell --------------------------------------------------------------------------
+
+    def _ask(self) -> Sequence[Config]:
+        encoding = self._setup()
+        if encoding.n_free == 0:  # a space of one config: nothing to evolve
+            if self._only_config_asked:
+                return []
+            self._only_config_asked = True
+            return [encoding.space.from_vector(np.zeros(len(encoding.space), dtype=int))]
+        infills = self.algorithm_.ask()
+        if infills is None or len(infills) == 0:
+            self._infills = None
+            return []
+        self._infills = infills
+        return [encoding.decode(x) for x in infills.get("X")]
+
+    def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
+        if self._infills is None or not configs:
+            return
+        from pymoo.core.evaluator import Evaluator as PymooEvaluator
+        from pymoo.problems.static import StaticProblem
+
+        F = np.array([self.problem.to_minimization(r) for r in results], dtype=float)
+        out: dict[str, np.ndarray] = {"F": np.nan_to_num(F, nan=BIG, posinf=BIG, neginf=-BIG)}
+        if self.problem.constraints:
+            G = np.array([self.problem.constraint_values(r) for r in results], dtype=float)
+            out["G"] = np.nan_to_num(G, nan=BIG, posinf=BIG, neginf=-BIG)
+        PymooEvaluator().eval(StaticProblem(self.algorithm_.problem, **out), self._infills)
+        self.algorithm_.tell(infills=self._infills)
+        assert self._encoding is not None
+        self._encoding.known.update(
+            tuple(int(v) for v in x) for x in self._infills.get("X")
+        )
+        self._infills = None
+
+    # -- pymoo set-up -----------------------------------------------------------------------
+
+    def _setup(self) -> Encoding:
+        if self._encoding is not None:
+            return self._encoding
+        encoding = Encoding(self.problem.space)
+        self._encoding = encoding
+        if encoding.n_free == 0:
+            return encoding
+
+        from pymoo.core.problem import Problem as PymooProblem
+        from pymoo.core.termination import NoTermination
+        from pymoo.operators.crossover.sbx import SBX
+        from pymoo.operators.mutation.pm import PM
+        from pymoo.operators.repair.rounding import RoundingRepair
+
+        pymoo_problem = PymooProblem(
+            n_var=encoding.n_free,
+            n_obj=len(self.problem.objectives),
+            n_ieq_constr=len(self.problem.constraints),
+            xl=encoding.xl,
+            xu=encoding.xu,
+            vtype=int,
+        )
+        algorithm = self._build(
+            {
+                "sampling": make_sampling(encoding),
+                "crossover": SBX(
+                    prob=self.crossover_prob, eta=self.crossover_eta, vtype=float,
+                    repair=RoundingRepair(),
+                ),
+                "mutation": PM(eta=self.mutation_eta, vtype=float, repair=RoundingRepair()),
+                "repair": make_repair(encoding),
+                "eliminate_duplicates": make_elimination(encoding, skip_known=self.skip_known),
+            }
+        )
+        algorithm.setup(pymoo_problem, termination=NoTermination(), seed=self.seed)
+        self.algorithm_ = algorithm
+        return encoding
+
+
+class Encoding:
+    """Choice-index vectors of the genes that have more than one choice."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        lower, upper = space.bounds()
+        self.free = np.flatnonzero(upper > lower)
+        self.n_free = len(self.free)
+        self.xl = lower[self.free]
+        self.xu = upper[self.free]
+        self.known: set[tuple[int, ...]] = set()
+
+    def decode(self, x: np.ndarray) -> Config:
+        full = np.zeros(len(self.space), dtype=int)
+        full[self.free] = np.asarray(x).round().astype(int)
+        return self.space.from_vector(full)
+
+    def encode(self, config: Config) -> np.ndarray:
+        return self.space.to_vector(config)[self.free]
+
+    def canonical(self, x: np.ndarray) -> np.ndarray:
+        clipped = np.clip(np.asarray(x, dtype=float).round(), self.xl, self.xu).astype(int)
+        return self.encode(self.decode(clipped))
+
+
+def make_sampling(encoding: Encoding) -> Any:
+    from pymoo.core.sampling import Sampling
+
+    class SpaceSampling(Sampling):
+        """Distinct uniform configs (uniform per active gene), canonically encoded."""
+
+        def _do(self, problem: Any, n_samples: int, *args: Any, random_state: Any = None,
+                **kwargs: Any) -> np.ndarray:
+            rows: dict[tuple[int, ...], None] = {}
+            for _ in range(50 * n_samples):
+                if len(rows) == n_samples:
+                    break
+                row = tuple(int(v) for v in encoding.encode(encoding.space.sample(random_state)))
+                rows.setdefault(row, None)
+            return np.array(list(rows), dtype=int).reshape(len(rows), encoding.n_free)
+
+    return SpaceSampling()
+
+
+def make_repair(encoding: Encoding) -> Any:
+    from pymoo.core.repair import Repair
+
+    class CanonicalRepair(Repair):
+        """Round, clip and canonicalise: inactive genes read 0, so equal subnets are
+        equal vectors."""
+
+        def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+            return np.array([encoding.canonical(x) for x in X], dtype=int).reshape(
+                len(X), encoding.n_free
+            )
+
+    return CanonicalRepair()
+
+
+def make_elimination(encoding: Encoding, *, skip_known: bool) -> Any:
+    from pymoo.core.duplicate import DuplicateElimination
+
+    class KnownElimination(DuplicateElimination):
+        """Exact duplicates of each other, of the population, and (``skip_known``) of
+        every config told so far."""
+
+        def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
+            rows = [tuple(int(v) for v in x) for x in pop.get("X")]
+            if other is None:
+                seen = set(encoding.known) if skip_known else set()
+                for i, row in enumerate(rows):
+                    if row in seen:
+                        is_duplicate[i] = True
+                    seen.add(row)
+            else:
+                others = {tuple(int(v) for v in x) for x in other.get("X")}
+                for i, row in enumerate(rows):
+                    if row in others:
+                        is_duplicate[i] = True
+            return is_duplicate
+
+    return KnownElimination()

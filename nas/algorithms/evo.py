@@ -1,0 +1,284 @@
+"""HAT/OFA-style evolutionary search: elitist parents, gene-wise mutation and crossover.
+
+The evolution of HAT (Wang et al., "HAT: Hardware-Aware Transformers for Efficient
+Natural Language Processing", ACL 2020; ``evo_search.py`` and ``fairseq/evolution.py`` of
+mit-han-lab/hardware-aware-transformers) and of OFA (Cai et al., "Once-for-All", ICLR
+2020). As HAT does it:
+
+* a first population of ``population_size`` random configs;
+* each generation keeps the best ``parent_size`` of the population as parents and adds
+  ``mutation_size`` mutants (a uniformly chosen parent with each gene resampled with
+  probability ``mutation_prob``) and ``crossover_size`` crossovers (each gene taken from
+  one of two distinct parents with probability 1/2), so that ``population_size =
+  parent_size + mutation_size + crossover_size``;
+* children that fail the cheap constraint check (HAT's latency predictor against the
+  latency budget) are drawn again.
+
+HAT's defaults are a population of 125 with 25 parents, 50 mutants and 50 crossovers,
+``mutation_prob`` 0.3, for 30 generations; they assume thousands of cheap (predicted)
+evaluations, so the defaults here are scaled down to a population of 20 for searches of
+a few hundred measured evaluations, keeping HAT's mutation probability.
+
+Differences from HAT, for measured multi-objective search: parents are ranked by
+feasibility first (least total budget excess among the infeasible), then by
+non-dominated rank and crowding distance (Deb et al., NSGA-II, IEEE TEC 2002) of the
+minimisation vector (``Problem.to_minimization``), which for one objective is simply its
+value; each ask returns only the children (the parents were evaluated already); children
+equal to a config proposed before are drawn again; and the redraws stop after
+``max_resample`` tries (HAT loops until it succeeds), accepting the last child and
+logging it. A conditional gene that a child activates takes a fresh random value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from nas._problem import Problem
+from nas._space import Config, Value
+from nas.algorithms._base import ALGORITHMS, Algorithm
+
+logger = logging.getLogger(__name__)
+
+_BIG = 1e12  # stands for NaN objectives
+
+
+@ALGORITHMS.register("evo", description="HAT/OFA-style evolution (parents, mutation, "
+                     "crossover)")
+class EvolutionSearch(Algorithm):
+    """Elitist evolution with gene-wise mutation and uniform crossover, seeded.
+
+    The first ask returns ``population_size`` distinct random configs; every later ask
+    returns ``mutation_size + crossover_size`` children of the current parents.
+
+    Args:
+        problem: objectives and budgets.
+        seed: seeds the algorithm's numpy generator.
+        population_size: parents plus children per generation.
+        parent_size: parents kept per generation (None: a quarter of the population, at
+            least 2).
+        mutation_size: mutants per generation (None: half of the children, rounded up);
+            the crossovers are the rest.
+        mutation_prob: per-gene probability of resampling a gene in a mutant (HAT: 0.3).
+        constraint_check: an optional cheap test ``config -> bool`` (e.g. a latency
+            predictor against the budget); children and random configs failing it are
+            drawn again.
+        max_resample: draws per child before accepting one that fails the check or was
+            proposed before.
+
+    Raises:
+        ValueError: an option out of its range, or sizes that do not add up.
+        TypeError: ``constraint_check`` is not callable.
+    """
+
+    name = "evo"
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        seed: int,
+        population_size: int = 20,
+        parent_size: int | None = None,
+        mutation_size: int | None = None,
+        mutation_prob: float = 0.3,
+        constraint_check: Callable[[Config], bool] | None = None,
+        max_resample: int = 100,
+    ) -> None:
+        if (isinstance(population_size, bool) or not isinstance(population_size, int)
+                or population_size < 3):
+            raise ValueError(f"population_size must be an integer >= 3, got {population_size!r}")
+        parents = max(2, population_size // 4) if parent_size is None else parent_size
+        if isinstance(parents, bool) or not isinstance(parents, int) or not (
+            1 <= parents < population_size
+        ):
+            raise ValueError(
+                f"parent_size must be an integer in [1, population_size - 1] = "
+                f"[1, {population_size - 1}] or None, got {parent_size!r}"
+            )
+        n_children = population_size - parents
+        mutants = -(-n_children // 2) if mutation_size is None else mutation_size
+        if isinstance(mutants, bool) or not isinstance(mutants, int) or not (
+            0 <= mutants <= n_children
+        ):
+            raise ValueError(
+                f"mutation_size must be an integer in [0, population_size - parent_size] = "
+                f"[0, {n_children}] or None, got {mutation_size!r}"
+            )
+        if not 0.0 <= mutation_prob <= 1.0:
+            raise ValueError(f"mutation_prob must be in [0, 1], got {mutation_prob!r}")
+        if constraint_check is not None and not callable(constraint_check):
+            raise TypeError(
+                f"constraint_check must be a callable config -> bool or None, got "
+                f"{type(constraint_check).__name__}"
+            )
+        if isinstance(max_resample, bool) or not isinstance(max_resample, int) or (
+            max_resample < 1
+        ):
+            raise ValueError(f"max_resample must be a positive integer, got {max_resample!r}")
+        super().__init__(
+            problem, seed=seed, population_size=population_size, parent_size=parent_size,
+            mutation_size=mutation_size, mutation_prob=mutation_prob,
+            constraint_check=constraint_check, max_resample=max_resample,
+        )
+        self.population_size = population_size
+        self.parent_size = parents
+        self.mutation_size = mutants
+        self.crossover_size = n_children - mutants
+        self.mutation_prob = mutation_prob
+        self.constraint_check = constraint_check
+        self.max_resample = max_resample
+        self.rng_: np.random.Generator | None = None
+        self.parents_: list[tuple[Config, np.ndarray, float]] = []  # (config, F, violation)
+        self.proposed_: set[Config] = set()
+        self.resample_failures_ = 0
+
+    # -- ask/tell --------------------------------------------------------------------------
+
+    def _ask(self) -> Sequence[Config]:
+        if self.rng_ is None:
+            self.rng_ = np.random.default_rng(self.seed)
+        if not self.parents_:  # the first generation (or nothing evaluated yet)
+            return self._draw(self.population_size, self._random)
+        batch = self._draw(self.mutation_size, self._mutant)
+        batch += self._draw(self.crossover_size, self._crossover)
+        return batch
+
+    def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
+        population = list(self.parents_)
+        for config, metrics in zip(configs, results, strict=True):
+            F = np.nan_to_num(self.problem.to_minimization(metrics), nan=_BIG, posinf=_BIG,
+                              neginf=-_BIG)
+            violation = self.problem.violation(metrics)
+            population.append((config, F, _BIG if np.isnan(violation) else violation))
+        order = rank(np.array([p[1] for p in population]).reshape(len(population), -1),
+                     np.array([p[2] for p in population]))
+        self.parents_ = [population[i] for i in order[: self.parent_size]]
+
+    # -- variation -------------------------------------------------------------------------
+
+    def _draw(self, n: int, make: Callable[[], Config]) -> list[Config]:
+        """``n`` children from ``make``, each redrawn (up to ``max_resample`` times) while
+        it fails the constraint check or was proposed before.
+
+        After the cap the last new child that failed the check is accepted (and logged);
+        failing that, a child proposed before, except in the first generation, which then
+        ends short (the space holds no new config that ``make`` finds).
+        """
+        batch: list[Config] = []
+        for _ in range(n):
+            child: Config | None = None
+            fallback: Config | None = None  # new, but failed the check
+            for _ in range(self.max_resample):
+                child = make()
+                if child in self.proposed_:
+                    continue
+                if self.constraint_check is None or self.constraint_check(child):
+                    break
+                fallback = child
+            else:
+                self.resample_failures_ += 1
+                if fallback is not None:
+                    child = fallback
+                elif not self.parents_:
+                    break
+                logger.info(
+                    "evo: no new child passing the constraint check in %d draws; "
+                    "accepting %s", self.max_resample, child.to_json() if child else None,
+                )
+            assert child is not None
+            self.proposed_.add(child)
+            batch.append(child)
+        return batch
+
+    def _random(self) -> Config:
+        assert self.rng_ is not None
+        return self.problem.space.sample(self.rng_)
+
+    def _mutant(self) -> Config:
+        """Each gene of a random parent resampled with probability ``mutation_prob``."""
+        rng = self.rng_
+        assert rng is not None
+        parent = self.parents_[int(rng.integers(len(self.parents_)))][0]
+        values: dict[str, Value] = {}
+        for gene in self.problem.space.genes:
+            fresh = gene.choices[int(rng.integers(len(gene.choices)))]
+            keep = gene.name in parent and rng.random() >= self.mutation_prob
+            values[gene.name] = parent[gene.name] if keep else fresh
+        return self.problem.space.config(values)
+
+    def _crossover(self) -> Config:
+        """Each gene from one of two distinct parents, with probability 1/2 each."""
+        rng = self.rng_
+        assert rng is not None
+        if len(self.parents_) < 2:
+            return self._mutant()
+        i, j = rng.choice(len(self.parents_), size=2, replace=False)
+        first, second = self.parents_[int(i)][0], self.parents_[int(j)][0]
+        values: dict[str, Value] = {}
+        for gene in self.problem.space.genes:
+            fresh = gene.choices[int(rng.integers(len(gene.choices)))]
+            pick, other = (first, second) if rng.random() < 0.5 else (second, first)
+            values[gene.name] = (
+                pick[gene.name] if gene.name in pick
+                else other[gene.name] if gene.name in other else fresh
+            )
+        return self.problem.space.config(values)
+
+
+# -- ranking -----------------------------------------------------------------------------
+
+
+def rank(F: np.ndarray, violation: np.ndarray) -> np.ndarray:
+    """Indices from best to worst: feasible first (infeasible by increasing violation),
+    then by non-dominated front of ``F`` (minimisation), then by decreasing crowding
+    distance; ties keep their order.
+
+    Args:
+        F: objective values in minimisation form, shape ``(n, n_objectives)``.
+        violation: total budget excess, 0 when feasible, shape ``(n,)``.
+    """
+    n = len(F)
+    front = np.zeros(n, dtype=int)
+    crowding = np.zeros(n)
+    feasible = np.flatnonzero(violation <= 0)
+    for k, members in enumerate(non_dominated_fronts(F[feasible])):
+        idx = feasible[members]
+        front[idx] = k
+        crowding[idx] = crowding_distance(F[idx])
+    # keys: lexsort sorts by the last key first
+    return np.lexsort((np.arange(n), -crowding, front, np.where(violation > 0, violation, 0.0),
+                       violation > 0))
+
+
+def non_dominated_fronts(F: np.ndarray) -> list[np.ndarray]:
+    """Fronts of ``F`` (minimisation), best first, by repeated peeling (``O(n^2 m)`` per
+    front; populations here are small)."""
+    remaining = np.arange(len(F))
+    fronts: list[np.ndarray] = []
+    while remaining.size:
+        points = F[remaining]
+        dominated = np.array([
+            bool(np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1)))
+            for p in points
+        ])
+        fronts.append(remaining[~dominated])
+        remaining = remaining[dominated]
+    return fronts
+
+
+def crowding_distance(F: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance within one front: boundary points infinite."""
+    n, m = F.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    distance = np.zeros(n)
+    for j in range(m):
+        order = np.argsort(F[:, j], kind="stable")
+        span = F[order[-1], j] - F[order[0], j]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (F[order[2:], j] - F[order[:-2], j]) / span
+    return distance

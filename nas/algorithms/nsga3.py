@@ -1,0 +1,134 @@
+"""NSGA-III over the integer encoding of the search space, driven by ask/tell.
+
+Deb & Jain, "An Evolutionary Many-Objective Optimization Algorithm Using
+Reference-Point-Based Nondominated Sorting Approach", IEEE TEC 2014: NSGA-II's
+crowding distance replaced by niching around a set of reference directions. The
+implementation is pymoo's ``NSGA3`` with Das-Dennis reference directions, used through
+its ask/tell interface on the same encoding, canonical repair, duplicate elimination
+and constraint handling as ``nsga2`` (:mod:`nas.algorithms._pymoo`).
+"""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Any
+
+import numpy as np
+
+from nas._problem import Problem
+from nas.algorithms._base import ALGORITHMS
+from nas.algorithms._pymoo import PymooSearch, check_ga_options
+
+
+def default_partitions(n_obj: int, pop_size: int) -> int:
+    """The most Das-Dennis partitions whose reference directions (``C(p + m - 1, m - 1)``
+    of them for ``m`` objectives) still fit in ``pop_size``, at least 1.
+
+    Two objectives and a population of 20 give 19 partitions: 20 directions, one per
+    member, evenly spread along the front.
+    """
+    partitions = 1
+    while comb(partitions + 1 + n_obj - 1, n_obj - 1) <= pop_size:
+        partitions += 1
+    return partitions
+
+
+@ALGORITHMS.register("nsga3", description="NSGA-III (pymoo) on the integer encoding")
+class NSGA3Search(PymooSearch):
+    """NSGA-III, seeded, on the integer vector encoding of the space.
+
+    The first ask returns ``pop_size`` distinct uniformly random configs; every later ask
+    returns ``n_offsprings`` children of the current population.
+
+    Args:
+        problem: objectives and budgets (two or more objectives).
+        seed: seeds pymoo's generator (the global numpy generator is never touched).
+        pop_size: the population size (20 suits searches of a few hundred evaluations);
+            at least the number of reference directions.
+        n_partitions: Das-Dennis partitions of the reference directions (None: the most
+            whose directions fit in ``pop_size``, see :func:`default_partitions`).
+        n_offsprings: children per generation (``pop_size`` if None).
+        crossover_prob: probability that a pair of parents is crossed over (SBX).
+        crossover_eta: SBX distribution index (small values spread children further).
+        mutation_eta: polynomial mutation distribution index.
+        skip_known: never propose a config evaluated in an earlier generation.
+
+    Raises:
+        ValueError: an option out of its range, more reference directions than
+            ``pop_size``, or a single-objective problem.
+    """
+
+    name = "nsga3"
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        seed: int,
+        pop_size: int = 20,
+        n_partitions: int | None = None,
+        n_offsprings: int | None = None,
+        crossover_prob: float = 0.9,
+        crossover_eta: float = 3.0,
+        mutation_eta: float = 3.0,
+        skip_known: bool = True,
+    ) -> None:
+        check_ga_options(
+            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
+            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
+        )
+        if n_partitions is not None and (
+            isinstance(n_partitions, bool) or not isinstance(n_partitions, int)
+            or n_partitions < 1
+        ):
+            raise ValueError(
+                f"n_partitions must be a positive integer or None, got {n_partitions!r}"
+            )
+        super().__init__(
+            problem,
+            seed=seed,
+            pop_size=pop_size,
+            n_partitions=n_partitions,
+            n_offsprings=n_offsprings,
+            crossover_prob=crossover_prob,
+            crossover_eta=crossover_eta,
+            mutation_eta=mutation_eta,
+            skip_known=skip_known,
+        )
+        n_obj = len(problem.objectives)
+        if n_obj < 2:
+            raise ValueError(
+                f"nsga3 needs a problem with two or more objectives, got {n_obj}; use "
+                "'nsga2' or 'evo' for one objective"
+            )
+        partitions = n_partitions or default_partitions(n_obj, pop_size)
+        n_dirs = comb(partitions + n_obj - 1, n_obj - 1)
+        if n_dirs > pop_size:
+            raise ValueError(
+                f"n_partitions={partitions} gives {n_dirs} reference directions for {n_obj} "
+                f"objectives, more than pop_size={pop_size}; lower n_partitions or raise "
+                "pop_size"
+            )
+        self.pop_size = pop_size
+        self.n_partitions = partitions
+        self.n_offsprings = n_offsprings or pop_size
+        self.crossover_prob = crossover_prob
+        self.crossover_eta = crossover_eta
+        self.mutation_eta = mutation_eta
+        self.skip_known = skip_known
+
+    def ref_dirs(self) -> np.ndarray:
+        """The Das-Dennis reference directions, shape ``(n_dirs, n_objectives)``."""
+        from pymoo.util.ref_dirs import get_reference_directions
+
+        return get_reference_directions(
+            "das-dennis", len(self.problem.objectives), n_partitions=self.n_partitions
+        )
+
+    def _build(self, operators: dict[str, Any]) -> Any:
+        from pymoo.algorithms.moo.nsga3 import NSGA3
+
+        return NSGA3(
+            ref_dirs=self.ref_dirs(), pop_size=self.pop_size, n_offsprings=self.n_offsprings,
+            seed=self.seed, **operators
+        )
