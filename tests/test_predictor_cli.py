@@ -74,7 +74,6 @@ def test_auto_is_the_default_model(table_csv, tmp_path):
     assert summary["model"] == "auto" and summary["chosen"] in summary["cv_scores"]
 
 
-@pytest.mark.skipif(not NB201_CSV.is_file(), reason="nb201 table not shipped")
 def test_nb201_twenty_samples(tmp_path):
     out = tmp_path / "nb"
     result = nas("predictor", "fit", "--space", "nb201", "--data", str(NB201_CSV), "--target",
@@ -86,7 +85,6 @@ def test_nb201_twenty_samples(tmp_path):
     assert scores["spearman"] > 0.5
 
 
-@pytest.mark.skipif(not NB201_CSV.is_file(), reason="nb201 table not shipped")
 def test_nb201_transfer_from_other_devices_reaches_the_target(tmp_path):
     """The issue's target: 20 measured cells on a device, Spearman > 0.89 on the rest,
     using the other devices' latencies as features."""

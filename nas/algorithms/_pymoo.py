@@ -59,8 +59,8 @@ class PymooSearch(Algorithm):
     """A pymoo genetic algorithm, seeded, on the integer vector encoding of the space.
 
     The first ask returns up to ``pop_size`` distinct uniformly random configs; every
-    later ask returns the children of the current population. Subclasses set the GA
-    options as attributes in ``__init__`` and implement :meth:`_build`.
+    later ask returns the children of the current population. This ``__init__`` validates
+    and stores the options every GA here shares; subclasses implement :meth:`_build`.
     """
 
     pop_size: int
@@ -70,8 +70,42 @@ class PymooSearch(Algorithm):
     mutation_eta: float
     skip_known: bool
 
-    def __init__(self, problem: Problem, *, seed: int, **options: Any) -> None:
-        super().__init__(problem, seed=seed, **options)
+    multi_objective_only: bool = False
+    """Reject single-objective problems (NSGA-III and AGE-MOEA need two objectives)."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        seed: int,
+        pop_size: int = 20,
+        n_offsprings: int | None = None,
+        crossover_prob: float = 0.9,
+        crossover_eta: float = 3.0,
+        mutation_eta: float = 3.0,
+        skip_known: bool = True,
+    ) -> None:
+        check_ga_options(
+            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
+            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
+        )
+        super().__init__(
+            problem, seed=seed, pop_size=pop_size, n_offsprings=n_offsprings,
+            crossover_prob=crossover_prob, crossover_eta=crossover_eta,
+            mutation_eta=mutation_eta, skip_known=skip_known,
+        )
+        n_obj = len(problem.objectives)
+        if self.multi_objective_only and n_obj < 2:
+            raise ValueError(
+                f"{self.name} needs a problem with two or more objectives, got {n_obj}; "
+                "use 'nsga2' or 'evo' for one objective"
+            )
+        self.pop_size = pop_size
+        self.n_offsprings = n_offsprings or pop_size
+        self.crossover_prob = crossover_prob
+        self.crossover_eta = crossover_eta
+        self.mutation_eta = mutation_eta
+        self.skip_known = skip_known
         self.algorithm_: Any = None
         self._encoding: Encoding | None = None
         self._infills: Any = None

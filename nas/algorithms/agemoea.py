@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas._problem import Problem
 from nas.algorithms._base import ALGORITHMS
-from nas.algorithms._pymoo import PymooSearch, check_ga_options
+from nas.algorithms._pymoo import PymooSearch
 
 
 @ALGORITHMS.register("agemoea", description="AGE-MOEA (pymoo) on the integer encoding")
@@ -40,44 +39,7 @@ class AGEMOEASearch(PymooSearch):
     """
 
     name = "agemoea"
-
-    def __init__(
-        self,
-        problem: Problem,
-        *,
-        seed: int,
-        pop_size: int = 20,
-        n_offsprings: int | None = None,
-        crossover_prob: float = 0.9,
-        crossover_eta: float = 3.0,
-        mutation_eta: float = 3.0,
-        skip_known: bool = True,
-    ) -> None:
-        check_ga_options(
-            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
-            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
-        )
-        super().__init__(
-            problem,
-            seed=seed,
-            pop_size=pop_size,
-            n_offsprings=n_offsprings,
-            crossover_prob=crossover_prob,
-            crossover_eta=crossover_eta,
-            mutation_eta=mutation_eta,
-            skip_known=skip_known,
-        )
-        if len(problem.objectives) < 2:
-            raise ValueError(
-                "agemoea needs a problem with two or more objectives, got "
-                f"{len(problem.objectives)}; use 'nsga2' or 'evo' for one objective"
-            )
-        self.pop_size = pop_size
-        self.n_offsprings = n_offsprings or pop_size
-        self.crossover_prob = crossover_prob
-        self.crossover_eta = crossover_eta
-        self.mutation_eta = mutation_eta
-        self.skip_known = skip_known
+    multi_objective_only = True
 
     def _build(self, operators: dict[str, Any]) -> Any:
         try:

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas._problem import Problem
 from nas.algorithms._base import ALGORITHMS
-from nas.algorithms._pymoo import PymooSearch, check_ga_options
+from nas.algorithms._pymoo import PymooSearch
 
 
 @ALGORITHMS.register("nsga2", description="NSGA-II (pymoo) on the integer encoding")
@@ -46,39 +45,6 @@ class NSGA2Search(PymooSearch):
     """
 
     name = "nsga2"
-
-    def __init__(
-        self,
-        problem: Problem,
-        *,
-        seed: int,
-        pop_size: int = 20,
-        n_offsprings: int | None = None,
-        crossover_prob: float = 0.9,
-        crossover_eta: float = 3.0,
-        mutation_eta: float = 3.0,
-        skip_known: bool = True,
-    ) -> None:
-        check_ga_options(
-            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
-            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
-        )
-        super().__init__(
-            problem,
-            seed=seed,
-            pop_size=pop_size,
-            n_offsprings=n_offsprings,
-            crossover_prob=crossover_prob,
-            crossover_eta=crossover_eta,
-            mutation_eta=mutation_eta,
-            skip_known=skip_known,
-        )
-        self.pop_size = pop_size
-        self.n_offsprings = n_offsprings or pop_size
-        self.crossover_prob = crossover_prob
-        self.crossover_eta = crossover_eta
-        self.mutation_eta = mutation_eta
-        self.skip_known = skip_known
 
     def _build(self, operators: dict[str, Any]) -> Any:
         from pymoo.algorithms.moo.nsga2 import NSGA2

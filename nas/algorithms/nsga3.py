@@ -17,7 +17,7 @@ import numpy as np
 
 from nas._problem import Problem
 from nas.algorithms._base import ALGORITHMS
-from nas.algorithms._pymoo import PymooSearch, check_ga_options
+from nas.algorithms._pymoo import PymooSearch
 
 
 def default_partitions(n_obj: int, pop_size: int) -> int:
@@ -59,6 +59,7 @@ class NSGA3Search(PymooSearch):
     """
 
     name = "nsga3"
+    multi_objective_only = True
 
     def __init__(
         self,
@@ -73,10 +74,6 @@ class NSGA3Search(PymooSearch):
         mutation_eta: float = 3.0,
         skip_known: bool = True,
     ) -> None:
-        check_ga_options(
-            pop_size=pop_size, n_offsprings=n_offsprings, crossover_prob=crossover_prob,
-            crossover_eta=crossover_eta, mutation_eta=mutation_eta,
-        )
         if n_partitions is not None and (
             isinstance(n_partitions, bool) or not isinstance(n_partitions, int)
             or n_partitions < 1
@@ -88,7 +85,6 @@ class NSGA3Search(PymooSearch):
             problem,
             seed=seed,
             pop_size=pop_size,
-            n_partitions=n_partitions,
             n_offsprings=n_offsprings,
             crossover_prob=crossover_prob,
             crossover_eta=crossover_eta,
@@ -96,11 +92,6 @@ class NSGA3Search(PymooSearch):
             skip_known=skip_known,
         )
         n_obj = len(problem.objectives)
-        if n_obj < 2:
-            raise ValueError(
-                f"nsga3 needs a problem with two or more objectives, got {n_obj}; use "
-                "'nsga2' or 'evo' for one objective"
-            )
         partitions = n_partitions or default_partitions(n_obj, pop_size)
         n_dirs = comb(partitions + n_obj - 1, n_obj - 1)
         if n_dirs > pop_size:
@@ -109,13 +100,7 @@ class NSGA3Search(PymooSearch):
                 f"objectives, more than pop_size={pop_size}; lower n_partitions or raise "
                 "pop_size"
             )
-        self.pop_size = pop_size
         self.n_partitions = partitions
-        self.n_offsprings = n_offsprings or pop_size
-        self.crossover_prob = crossover_prob
-        self.crossover_eta = crossover_eta
-        self.mutation_eta = mutation_eta
-        self.skip_known = skip_known
 
     def ref_dirs(self) -> np.ndarray:
         """The Das-Dennis reference directions, shape ``(n_dirs, n_objectives)``."""
