@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas._registry import Registry
+
 if TYPE_CHECKING:
     import optuna
 
@@ -328,3 +330,22 @@ class SearchSpace:
 
     def _controls(self, name: str) -> bool:
         return any(g.active_if is not None and g.active_if.gene == name for g in self.genes)
+
+
+SPACE_FEATURES: Registry[Any] = Registry("space features")
+"""Richer predictor features for a space, by space name: ``configs -> (n, d) floats``.
+
+A space's own :meth:`SearchSpace.to_features` is one-hot per gene; a space that knows
+more about its configs (NAS-Bench-201's live edges and operation counts) registers a
+function here, and the predictor-guided searches use it.
+"""
+
+
+def space_features(space: SearchSpace, configs: Sequence[Config]) -> np.ndarray:
+    """The (n, d) predictor features of ``configs``: those registered for the space's
+    name in :data:`SPACE_FEATURES`, else :meth:`SearchSpace.to_features` of each."""
+    if space.name in SPACE_FEATURES:
+        return np.asarray(SPACE_FEATURES.entry(space.name).factory(configs), dtype=float)
+    if not configs:
+        return np.zeros((0, len(space.feature_names)))
+    return np.stack([space.to_features(c) for c in configs])

@@ -35,7 +35,7 @@ SPACE = SearchSpace(
 )  # 78 distinct configs
 BUDGET = 20.0
 NEW = {"agemoea", "nsga3", "tpe", "optuna-tpe", "optuna-nsga2", "optuna-nsga3", "optuna-gp",
-       "evo"}
+       "evo", "linas", "ehvi"}
 # small populations so that a few dozen evaluations span several generations
 SMALL = {
     "random": {"batch_size": 4},
@@ -44,6 +44,8 @@ SMALL = {
     "optuna-nsga2": {"population_size": 8}, "optuna-nsga3": {"population_size": 8},
     "evo": {"population_size": 8},
     "optuna-gp": {"n_startup_trials": 3},
+    "linas": {"population": 8, "inner_evals": 160},
+    "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
 }
 SLOW = {"optuna-gp"}  # a GP fit per suggestion
 

@@ -8,7 +8,9 @@ from nas.algorithms._base import (
     list_algorithms,
 )
 from nas.algorithms.agemoea import AGEMOEASearch
+from nas.algorithms.ehvi import EHVISearch
 from nas.algorithms.evo import EvolutionSearch
+from nas.algorithms.linas import LINASSearch
 from nas.algorithms.nsga2 import NSGA2Search
 from nas.algorithms.nsga3 import NSGA3Search
 from nas.algorithms.optuna_samplers import (
@@ -24,7 +26,9 @@ __all__ = [
     "AGEMOEASearch",
     "ALGORITHMS",
     "Algorithm",
+    "EHVISearch",
     "EvolutionSearch",
+    "LINASSearch",
     "NSGA2Search",
     "NSGA3Search",
     "OptunaGPSearch",
