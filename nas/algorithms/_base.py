@@ -115,6 +115,12 @@ def algorithm_options(name: str) -> list[str]:
     ]
 
 
+def check_int(option: str, value: Any, *, least: int) -> None:
+    """Raise ValueError unless ``value`` is an int (not a bool) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{option} must be an integer >= {least}, got {value!r}")
+
+
 def _takes_any_keyword(factory: Any) -> bool:
     return any(
         p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()

@@ -163,9 +163,6 @@ class PymooSearch(Algorithm):
 
         from pymoo.core.problem import Problem as PymooProblem
         from pymoo.core.termination import NoTermination
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
 
         pymoo_problem = PymooProblem(
             n_var=encoding.n_free,
@@ -175,18 +172,10 @@ class PymooSearch(Algorithm):
             xu=encoding.xu,
             vtype=int,
         )
-        algorithm = self._build(
-            {
-                "sampling": make_sampling(encoding),
-                "crossover": SBX(
-                    prob=self.crossover_prob, eta=self.crossover_eta, vtype=float,
-                    repair=RoundingRepair(),
-                ),
-                "mutation": PM(eta=self.mutation_eta, vtype=float, repair=RoundingRepair()),
-                "repair": make_repair(encoding),
-                "eliminate_duplicates": make_elimination(encoding, skip_known=self.skip_known),
-            }
-        )
+        algorithm = self._build(ga_operators(
+            encoding, crossover_prob=self.crossover_prob, crossover_eta=self.crossover_eta,
+            mutation_eta=self.mutation_eta, skip_known=self.skip_known,
+        ))
         algorithm.setup(pymoo_problem, termination=NoTermination(), seed=self.seed)
         self.algorithm_ = algorithm
         return encoding
@@ -215,6 +204,24 @@ class Encoding:
     def canonical(self, x: np.ndarray) -> np.ndarray:
         clipped = np.clip(np.asarray(x, dtype=float).round(), self.xl, self.xu).astype(int)
         return self.encode(self.decode(clipped))
+
+
+def ga_operators(encoding: Encoding, *, crossover_prob: float, crossover_eta: float,
+                 mutation_eta: float, skip_known: bool) -> dict[str, Any]:
+    """The keyword operators of a pymoo GA on ``encoding``: uniform distinct sampling,
+    SBX and polynomial mutation with rounding, canonical repair, duplicate elimination."""
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+
+    return {
+        "sampling": make_sampling(encoding),
+        "crossover": SBX(prob=crossover_prob, eta=crossover_eta, vtype=float,
+                         repair=RoundingRepair()),
+        "mutation": PM(eta=mutation_eta, vtype=float, repair=RoundingRepair()),
+        "repair": make_repair(encoding),
+        "eliminate_duplicates": make_elimination(encoding, skip_known=skip_known),
+    }
 
 
 def make_sampling(encoding: Encoding) -> Any:

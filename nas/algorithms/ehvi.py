@@ -33,7 +33,7 @@ from nas.algorithms._acquisition import (
     expected_hv_improvement,
     expected_scalar_improvement,
 )
-from nas.algorithms._base import ALGORITHMS, Algorithm
+from nas.algorithms._base import ALGORITHMS, Algorithm, check_int
 from nas.algorithms._surrogate import (
     History,
     Prediction,
@@ -88,8 +88,7 @@ class EHVISearch(Algorithm):
                                      ("n_samples", n_samples, 1),
                                      ("max_enumerate", max_enumerate, 0),
                                      ("n_random", n_random, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{option} must be an integer >= {least}, got {value!r}")
+            check_int(option, value, least=least)
         if model not in PREDICTORS or not PREDICTORS.entry(model).factory.has_std:
             with_std = [n for n in PREDICTORS.names() if PREDICTORS.entry(n).factory.has_std]
             raise ValueError(f"model must be a predictor with an uncertainty "

@@ -19,8 +19,8 @@ import numpy as np
 
 from nas._problem import Problem
 from nas._space import Config, space_features
-from nas.algorithms._base import ALGORITHMS, Algorithm
-from nas.algorithms._pymoo import BIG, Encoding, make_repair, make_sampling
+from nas.algorithms._base import ALGORITHMS, Algorithm, check_int
+from nas.algorithms._pymoo import BIG, Encoding, ga_operators
 from nas.algorithms._surrogate import History, MetricModels, fit_metric_models, random_unseen
 
 
@@ -46,10 +46,8 @@ class LINASSearch(Algorithm):
                  inner_evals: int = 5_000, model: str = "svr") -> None:
         from nas.predictors import PREDICTORS
 
-        for option, value, least in (("population", population, 2),
-                                     ("inner_evals", inner_evals, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{option} must be an integer >= {least}, got {value!r}")
+        check_int("population", population, least=2)
+        check_int("inner_evals", inner_evals, least=1)
         if model not in PREDICTORS:
             raise ValueError(f"model must be a predictor ({', '.join(PREDICTORS.names())}), "
                              f"got {model!r}")
@@ -81,9 +79,6 @@ class LINASSearch(Algorithm):
         """The final population of NSGA-II run on the predictors alone."""
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.core.problem import Problem as PymooProblem
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
         from pymoo.optimize import minimize
 
         encoding = Encoding(self.problem.space)
@@ -106,12 +101,10 @@ class LINASSearch(Algorithm):
             n_var=encoding.n_free, n_obj=len(problem.objectives),
             n_ieq_constr=len(problem.constraints), xl=encoding.xl, xu=encoding.xu, vtype=int,
         )
-        algorithm = NSGA2(
-            pop_size=self.population, sampling=make_sampling(encoding),
-            crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
-            mutation=PM(eta=3.0, vtype=float, repair=RoundingRepair()),
-            repair=make_repair(encoding), eliminate_duplicates=True,
-        )
+        algorithm = NSGA2(pop_size=self.population, **ga_operators(
+            encoding, crossover_prob=0.9, crossover_eta=3.0, mutation_eta=3.0,
+            skip_known=False,
+        ))
         n_gen = max(1, self.inner_evals // self.population)
         result = minimize(pymoo_problem, algorithm, termination=("n_gen", n_gen),
                           seed=self.seed + len(self.history_), verbose=False)

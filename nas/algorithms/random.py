@@ -13,6 +13,7 @@ import numpy as np
 from nas._problem import Problem
 from nas._space import Config
 from nas.algorithms._base import ALGORITHMS, Algorithm
+from nas.algorithms._surrogate import random_unseen
 
 
 @ALGORITHMS.register("random", description="Uniform random configs, never one twice")
@@ -47,14 +48,9 @@ class RandomSearch(Algorithm):
     def _ask(self) -> Sequence[Config]:
         if self.rng_ is None:
             self.rng_ = np.random.default_rng(self.seed)
-        batch: list[Config] = []
-        for _ in range(self.max_draws):
-            if len(batch) == self.batch_size:
-                break
-            config = self.problem.space.sample(self.rng_)
-            if config not in self.seen_:
-                self.seen_.add(config)
-                batch.append(config)
+        batch = random_unseen(self.problem.space, self.rng_, self.seen_, self.batch_size,
+                              max_draws=self.max_draws)
+        self.seen_.update(batch)
         return batch
 
     def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
