@@ -88,6 +88,8 @@ class SearchBenchmark:
         summary: one :class:`CheckpointSummary` per algorithm and checkpoint.
         stopped_early: ``"algorithm/seed"`` of runs that ended before ``evals``.
         seconds: wall time of all runs.
+        implementations: what each name ran (``{"default": "ehvi", ...}``), since
+            ``default`` changes as better algorithms land.
     """
 
     space: str
@@ -104,6 +106,7 @@ class SearchBenchmark:
     summary: tuple[CheckpointSummary, ...]
     stopped_early: tuple[str, ...] = field(default=())
     seconds: float = 0.0
+    implementations: dict[str, str] = field(default_factory=dict)
 
     def median(self, algorithm: str, evals: int) -> CheckpointSummary:
         """The summary of ``algorithm`` at checkpoint ``evals``.
@@ -129,6 +132,7 @@ class SearchBenchmark:
                 "objectives": [o.to_dict() for o in _OBJECTIVES],
                 "reference_point": 1.1,
                 "algorithms": list(self.algorithms),
+                "implementations": dict(self.implementations),
                 "seeds": list(self.seeds),
                 "evals": self.evals,
                 "checkpoints": list(self.checkpoints),
@@ -323,6 +327,7 @@ def bench_search(
         summary=tuple(summarise(results)),
         stopped_early=tuple(stopped),
         seconds=time.perf_counter() - start,
+        implementations={n: ALGORITHMS.entry(n).factory.name for n in names},
     )
 
 

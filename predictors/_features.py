@@ -44,6 +44,25 @@ class CSVTable:
             out[i] = _as_float(row[name], name, i)
         return out
 
+    def target_columns(self, expr: str) -> tuple[str, ...]:
+        """The columns a target names: ``expr`` itself where it is a column, else the
+        ``+``-separated names of a sum (``latency_mean_encoder+latency_mean_decoder``).
+
+        Raises:
+            ValueError: a named column is missing (listing the columns).
+        """
+        names = (expr,) if expr in self.columns else tuple(n.strip() for n in expr.split("+"))
+        self.require(*names)
+        return names
+
+    def target(self, expr: str) -> np.ndarray:
+        """A target as floats: one numeric column, or the sum of the columns ``a+b+...``.
+
+        Raises:
+            ValueError: a missing column (listing the columns) or a non-numeric value.
+        """
+        return np.sum([self.column(c) for c in self.target_columns(expr)], axis=0)
+
     def require(self, *names: str) -> None:
         missing = [n for n in names if n not in self.columns]
         if missing:
@@ -206,20 +225,21 @@ class NB201Features:
 
 
 class TableFeatures:
-    """Every numeric column except the target and ``drop`` (a plain feature table, e.g.
-    other devices' latencies as features of this device's latency)."""
+    """Every numeric column except the target's (every column of a sum ``a+b``) and
+    ``drop`` (a plain feature table, e.g. other devices' latencies as features of this
+    device's latency)."""
 
     def __init__(self, *, target: str, drop: Sequence[str] = ()) -> None:
         self.target = target
         self.drop = tuple(drop)
 
     def fit(self, table: CSVTable) -> TableFeatures:
-        table.require(self.target)
+        target_columns = table.target_columns(self.target)
         unknown = [c for c in self.drop if c not in table.columns]
         if unknown:
             raise ValueError(f"--drop names columns that {table.path} lacks: "
                              f"{', '.join(unknown)}; its columns are: {', '.join(table.columns)}")
-        skip = {self.target, *self.drop}
+        skip = {*target_columns, *self.drop}
         self.columns_ = tuple(c for c in table.numeric_columns() if c not in skip)
         if not self.columns_:
             raise ValueError(f"{table.path} has no numeric feature column besides the target "
@@ -247,7 +267,7 @@ def _nb201(*, target: str, drop: Sequence[str] = (), proxies: bool = True) -> NB
     return NB201Features(proxies=proxies)
 
 
-@ENCODERS.register("table", description="every numeric column but the target and --drop")
+@ENCODERS.register("table", description="every numeric column but the target's and --drop")
 def _table(*, target: str, drop: Sequence[str] = (), proxies: bool = True) -> TableFeatures:
     return TableFeatures(target=target, drop=drop)
 

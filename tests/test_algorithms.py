@@ -39,7 +39,7 @@ NEW = {"agemoea", "nsga3", "tpe", "optuna-tpe", "optuna-nsga2", "optuna-nsga3", 
 # small populations so that a few dozen evaluations span several generations
 SMALL = {
     "random": {"batch_size": 4},
-    "nsga2": {"pop_size": 8}, "default": {"pop_size": 8}, "agemoea": {"pop_size": 8},
+    "nsga2": {"pop_size": 8}, "agemoea": {"pop_size": 8},
     "nsga3": {"pop_size": 8},
     "optuna-nsga2": {"population_size": 8}, "optuna-nsga3": {"population_size": 8},
     "evo": {"population_size": 8},
@@ -47,6 +47,7 @@ SMALL = {
     "linas": {"population": 8, "inner_evals": 160},
     "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
 }
+SMALL["default"] = SMALL["ehvi"]
 SLOW = {"optuna-gp"}  # a GP fit per suggestion
 
 

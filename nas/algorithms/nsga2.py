@@ -53,5 +53,3 @@ class NSGA2Search(PymooSearch):
             pop_size=self.pop_size, n_offsprings=self.n_offsprings, seed=self.seed, **operators
         )
 
-
-ALGORITHMS.register("default", description="The default search: currently NSGA-II")(NSGA2Search)

@@ -42,7 +42,8 @@ def fit(
     space: str = typer.Option(..., "--space", help="Feature space: nb201 (rows keyed by "
                               "arch_str) or table (every numeric column as a feature)."),
     data: Path = typer.Option(..., "--data", help="CSV of measurements."),
-    target: str = typer.Option(..., "--target", help="The column to predict."),
+    target: str = typer.Option(..., "--target", help="The column to predict, or a "
+                               "sum of columns a+b (latency_mean_encoder+latency_mean_decoder)."),
     out: Path = typer.Option(..., "--out", help="Directory to write the predictor to."),
     model: str = typer.Option("auto", "--model", help="Predictor name (auto picks by CV)."),
     samples: int | None = typer.Option(None, "--samples", help="Fit on K rows chosen by "
@@ -62,7 +63,7 @@ def fit(
     predictor = create_predictor(model, seed=seed, log_target=log_target)
     encoder = create_encoder(space, target=target, drop=_split_drop(drop), proxies=proxies)
     table = read_csv(data)
-    table.require(target)
+    table.target_columns(target)  # fail early on a missing column
     n = len(table)
     if samples is not None and samples > n:
         raise ValueError(f"--samples {samples} is larger than the data: {data} has {n} rows")
@@ -74,7 +75,7 @@ def fit(
         rows = np.sort(np.random.default_rng(seed).choice(n, size=samples, replace=False))
     train = CSVTable(table.path, table.columns, tuple(table.rows[i] for i in rows))
     encoder.fit(train)
-    X, y = encoder.transform(train), train.column(target)
+    X, y = encoder.transform(train), train.target(target)
     predictor.fit(X, y)
     predictor.save(out)
     record: dict[str, Any] = {
@@ -107,7 +108,8 @@ def fit(
 def evaluate(
     path: Path = typer.Argument(..., help="A directory written by `nas predictor fit`."),
     data: Path = typer.Option(..., "--data", help="CSV of measurements."),
-    target: str = typer.Option(..., "--target", help="The column to compare with."),
+    target: str = typer.Option(..., "--target", help="The column to compare with, or "
+                               "a sum of columns a+b."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score a predictor: RMSE, MAPE (fraction), Kendall tau and Spearman on the rows it
@@ -126,7 +128,7 @@ def evaluate(
         raise ValueError(f"{record_path} is not a readable predictor record: {err!r}") from None
     predictor = Predictor.load(path)
     table = read_csv(data)
-    table.require(target)
+    table.target_columns(target)  # fail early on a missing column
     keep = np.ones(len(table), dtype=bool)
     if _sha256(data) == same_data:
         keep[[i for i in train_rows if i < len(table)]] = False
@@ -134,7 +136,7 @@ def evaluate(
         raise ValueError(f"every row of {data} was used for fitting; nothing left to score")
     rows = CSVTable(table.path, table.columns,
                     tuple(r for r, k in zip(table.rows, keep) if k))
-    scores = score_all(rows.column(target), predictor.predict(encoder.transform(rows)))
+    scores = score_all(rows.target(target), predictor.predict(encoder.transform(rows)))
     document = {**scores, "excluded": int((~keep).sum()), "model": record.get("chosen")}
     if json_output:
         print_json(document)

@@ -36,7 +36,11 @@ def search(
         120, "--evals", min=1, help="Evaluations the study should hold in total (resumes count)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the search algorithm."),
-    algorithm: str = typer.Option("default", "--algorithm", help="nsga2, random or default."),
+    algorithm: str = typer.Option(
+        "default", "--algorithm",
+        help="Search algorithm: default (= ehvi), nsga2, random, linas, evo, tpe, ... "
+             "(an unknown name lists them all).",
+    ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: SUPERNET-HW)."),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     eval_limit: int = typer.Option(
