@@ -10,7 +10,11 @@ total latency ``latency_mean_encoder + latency_mean_decoder`` (ms) of held-out r
 - ``linear``: ridge on the 10 architecture features;
 - ``quadratic-ridge``: degree-2 polynomial of the standardised features, standardised
   again, ridge with alpha chosen by leave-one-out CV on the training rows;
-- ``xgboost``: gradient-boosted trees (``nas.predictors``' ``xgb``).
+- ``xgboost``: gradient-boosted trees (``nas.predictors``' ``xgb``);
+- ``structured+residual`` (a candidate default): the structured model times
+  ``exp(r)``, with ``r`` a quadratic ridge of the features fitted to
+  ``log(measured / structured)`` on the same cleaned rows: the physics extrapolates,
+  the ridge corrects what the physics misses.
 
 Why: the issue asks that the default predictor beat the best of the three baselines on
 every file (and aim at a MAPE of 4 % or less), and that with only 200 measured rows it
@@ -54,8 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "hardware" / "data"
 OUT = ROOT / "benchmarks" / "results" / "latency_models_hat.json"
 TARGET = "latency_mean_encoder+latency_mean_decoder"
-MODELS = ("structured", "linear", "quadratic-ridge", "xgboost")
-BASELINES = MODELS[1:]
+MODELS = ("structured", "linear", "quadratic-ridge", "xgboost", "structured+residual")
+BASELINES = ("linear", "quadratic-ridge", "xgboost")
+CANDIDATES = ("structured+residual",)  # measured beside the default, not yet the default
 SMALL = 200
 TRAIN_SIZES: tuple[str | int, ...] = ("full", SMALL)
 GOAL_MAPE = 0.04
@@ -137,47 +142,55 @@ def predict(model: str, data: HATFile, train: np.ndarray, test: np.ndarray,
             seed: int) -> np.ndarray:
     """``model`` fitted on rows ``train``, predicting the total latency of rows ``test``."""
     y = data.total_ms
-    if model == "structured":
+    if model.startswith("structured"):
         rows = clean_rows(data, train)
         coef = fit_split_coefficients([data.shapes[i] for i in rows], HAT_WORKLOAD,
                                       data.encoder_ms[rows], data.decoder_ms[rows])
-        return np.array([coef.breakdown(data.shapes[i], HAT_WORKLOAD).total_ms for i in test])
+
+        def physics(index: np.ndarray) -> np.ndarray:
+            return np.array([coef.breakdown(data.shapes[i], HAT_WORKLOAD).total_ms
+                             for i in index])
+
+        if model == "structured":
+            return physics(test)
+        ratio = np.log(y[rows] / physics(rows))
+        correction = _quadratic_ridge().fit(data.X[rows], ratio)
+        return physics(test) * np.exp(correction.predict(data.X[test]))
     if model == "quadratic-ridge":
         return _quadratic_ridge().fit(data.X[train], y[train]).predict(data.X[test])
     name = {"linear": "ridge", "xgboost": "xgb"}[model]
     return create_predictor(name, seed=seed).fit(data.X[train], y[train]).predict(data.X[test])
 
 
-def verdict(full: Mapping[str, list[float]], small: Mapping[str, list[float]]) -> dict:
+def verdict(full: Mapping[str, list[float]], small: Mapping[str, list[float]],
+            cleaned: Mapping[str, list[float]], model: str = "structured") -> dict:
     """The issue's checks from per-seed MAPEs by model, with all training rows (``full``)
-    and with 200 (``small``): does ``structured`` beat the best baseline (medians over
-    seeds; and on how many seeds), and by what ratio does its error grow with 200 rows."""
+    and with 200 (``small``): does ``model`` beat the best baseline (medians over seeds;
+    and on how many seeds), also when the baselines fit its cleaned rows (``cleaned``,
+    empty on devices that drop nothing), and by what ratio does its error grow with 200
+    rows."""
     median = {m: float(np.median(v)) for m, v in full.items()}
     best = min(BASELINES, key=median.__getitem__)
-    ratio = float(np.median(small["structured"])) / median["structured"]
-    wins = sum(a < b for a, b in zip(full["structured"], full[best], strict=True))
-    return {
+    ratio = float(np.median(small[model])) / median[model]
+    wins = sum(a < b for a, b in zip(full[model], full[best], strict=True))
+    document = {
         "best_baseline": best,
         "best_baseline_mape": median[best],
-        "default_mape": median["structured"],
-        "default_beats_best_baseline": bool(median["structured"] < median[best]),
+        "default_mape": median[model],
+        "default_beats_best_baseline": bool(median[model] < median[best]),
         "default_beats_best_baseline_seeds": f"{wins} of {len(full[best])}",
-        "default_at_most_4pct": bool(median["structured"] <= GOAL_MAPE),
+        "default_at_most_4pct": bool(median[model] <= GOAL_MAPE),
         "default_200_over_full": ratio,
         "default_200_within_1.2x": bool(ratio <= GOAL_SMALL_RATIO),
+        "baselines_on_cleaned_training_rows": None,
     }
-
-
-def _cleaned_check(cleaned: Mapping[str, list[float]],
-                   full: Mapping[str, list[float]]) -> dict | None:
-    """Fairness check where the structured model drops noisy training rows: the baselines
-    fitted on the same cleaned rows (``None`` on a device that drops nothing)."""
-    if not all(cleaned.values()):
-        return None
-    median = {m: float(np.median(v)) for m, v in cleaned.items()}
-    best = min(median, key=median.__getitem__)
-    return {"median_mape": median, "best": best,
-            "default_beats_best": bool(np.median(full["structured"]) < median[best])}
+    if cleaned and all(cleaned.values()):  # the fairness check where ``model`` drops noisy rows
+        on_clean = {m: float(np.median(v)) for m, v in cleaned.items()}
+        best_clean = min(on_clean, key=on_clean.__getitem__)
+        document["baselines_on_cleaned_training_rows"] = {
+            "median_mape": on_clean, "best": best_clean,
+            "default_beats_best": bool(median[model] < on_clean[best_clean])}
+    return document
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -226,8 +239,9 @@ def compare(device: str, seeds: Iterable[int]) -> dict:
         "heldout_rows": len(split(n, 0, "full")[1]),
         "noise_floor": float(np.median(floors)),
         "structured_training_rows_dropped": int(np.median(dropped)),
-        **verdict(mape["full"], mape[str(SMALL)]),
-        "baselines_on_cleaned_training_rows": _cleaned_check(cleaned, mape["full"]),
+        **verdict(mape["full"], mape[str(SMALL)], cleaned),
+        "candidates": {c: verdict(mape["full"], mape[str(SMALL)], cleaned, c)
+                       for c in CANDIDATES},
         "results": results,
     }
 
@@ -277,15 +291,20 @@ def print_table(document: dict) -> None:
                   + " ".join(f"{by_model[m]['median_mape']:>15.2%}" for m in MODELS)
                   + f" {f['noise_floor']:>7.2%}")
     for f in document["files"]:
-        print(f"{f['device']}: structured {f['default_mape']:.2%} vs best baseline "
-              f"{f['best_baseline']} {f['best_baseline_mape']:.2%} -> beats: "
-              f"{f['default_beats_best_baseline']} (seeds: "
-              f"{f['default_beats_best_baseline_seeds']}); <= 4 %: {f['default_at_most_4pct']}; "
-              f"200/full {f['default_200_over_full']:.2f}")
-        if check := f["baselines_on_cleaned_training_rows"]:
-            print(f"  {f['device']} baselines on the same cleaned training rows: best "
-                  f"{check['best']} {check['median_mape'][check['best']]:.2%} -> structured "
-                  f"beats it: {check['default_beats_best']}")
+        _print_verdict(f["device"], "structured", f)
+        for name, candidate in f["candidates"].items():
+            _print_verdict(f["device"], name, candidate)
+
+
+def _print_verdict(device: str, model: str, v: dict) -> None:
+    print(f"{device}: {model} {v['default_mape']:.2%} vs best baseline {v['best_baseline']} "
+          f"{v['best_baseline_mape']:.2%} -> beats: {v['default_beats_best_baseline']} "
+          f"(seeds: {v['default_beats_best_baseline_seeds']}); <= 4 %: "
+          f"{v['default_at_most_4pct']}; 200/full {v['default_200_over_full']:.2f}")
+    if check := v["baselines_on_cleaned_training_rows"]:
+        print(f"  baselines on the same cleaned training rows: best {check['best']} "
+              f"{check['median_mape'][check['best']]:.2%} -> {model} beats it: "
+              f"{check['default_beats_best']}")
 
 
 def main() -> None:

@@ -57,7 +57,12 @@ HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.h
 
 
 def get_hardware(name: str) -> HardwareTarget:
-    """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``)."""
+    """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``), or
+    ``remote:HOST:PORT`` for a device running ``nas agent``."""
+    if name.startswith("remote:"):  # a parameterised name, so not a registry entry
+        from nas.hardware._remote import RemoteTarget
+
+        return RemoteTarget.from_spec(name)
     return HARDWARE.create(name)
 
 

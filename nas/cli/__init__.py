@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from nas.cli import (
+    _agent,
     _bench,
     _export,
     _hardware,
     _predictor,
+    _profile,
     _search,
     _studies,
     _supernets,
@@ -25,6 +27,8 @@ app = typer.Typer(
 app.command("search")(_search.search)
 app.command("train")(_train.train)
 app.command("export")(_export.export)
+app.command("profile")(_profile.profile)
+app.command("agent")(_agent.agent)
 app.add_typer(_hardware.app, name="hw")
 app.add_typer(_studies.app, name="studies")
 app.add_typer(_supernets.app, name="supernets")

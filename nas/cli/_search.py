@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from nas._hardware import HARDWARE
+from nas._hardware import get_hardware
 from nas._supernet import SUPERNETS
 from nas._units import parse_latency_ms
 from nas.cli._common import (
@@ -56,7 +56,7 @@ def search(
     configure_logging(verbose)
     budget_ms = parse_latency_ms(budget)
     SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
-    HARDWARE.entry(hw)
+    get_hardware(hw)  # unknown or malformed targets fail here too
     request = SearchRequest(
         supernet=supernet,
         hardware=hw,

@@ -1,0 +1,134 @@
+"""ONNX export and ONNX Runtime latency: the same model as a deployment runtime runs it.
+
+``onnx`` and ``onnxruntime`` are the optional extra ``nas-platform[onnx]``; they are
+imported on first use, so the rest of the package works without them.
+
+Known limit: the HAT dense model (``supernets/_hat_dense.py``) does not export. Its
+positions are ``cumsum`` over a boolean mask, which the TorchScript exporter emits as
+an ONNX ``CumSum`` on booleans, a type ONNX does not allow; :func:`export_onnx` reports
+that as a one-line error. Its ``greedy_decode`` loop would also be unrolled by tracing.
+Single layers (``EncoderLayer``) and plain MLPs export and run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.hardware._profile import Measurement, measure_latency
+
+OPSET = 17
+"""ONNX opset of exported models (ONNX Runtime 1.14 and later run it)."""
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    path: str | Path,
+    *,
+    opset: int = OPSET,
+) -> Path:
+    """Export ``model`` (in eval mode) to an ONNX file and check the graph.
+
+    Uses the TorchScript exporter (``dynamo=False``): the dynamo exporter needs
+    ``onnxscript``, which is not a dependency. Inputs are named ``input0``, ``input1``,
+    ... with fixed shapes, those of ``example_inputs``.
+
+    Raises:
+        ValueError: the exported graph is not valid ONNX (e.g. an op on a type ONNX
+            does not allow).
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # We chose the TorchScript exporter (see above): its deprecation is known.
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, inputs, str(path), dynamo=False, opset_version=opset,
+                input_names=[f"input{i}" for i in range(len(inputs))],
+            )
+    finally:
+        model.train(was_training)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{type(model).__name__} exports to an invalid ONNX graph: "
+                         f"{first}") from None
+    return path
+
+
+def onnx_session(path: str | Path, *, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session of the model at ``path`` with ``threads`` intra-op
+    threads and one inter-op thread (sequential execution): a pinned thread count, as
+    for torch, makes figures comparable."""
+    import onnxruntime as ort
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session: Any, inputs: Sequence[torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
+    names = [i.name for i in session.get_inputs()]
+    if len(inputs) != len(names):
+        raise ValueError(f"the ONNX model takes {len(names)} input(s) ({', '.join(names)}), "
+                         f"got {len(inputs)}")
+    return {name: x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            for name, x in zip(names, inputs)}
+
+
+def run_onnx(session: Any, inputs: Sequence[torch.Tensor | np.ndarray]) -> list[np.ndarray]:
+    """The outputs of one run of ``session`` on positional ``inputs``."""
+    return session.run(None, _feeds(session, inputs))
+
+
+def measure_onnx(
+    path: str | Path,
+    inputs: Sequence[torch.Tensor | np.ndarray],
+    *,
+    threads: int = 1,
+    warmup: int = 3,
+    min_repeats: int = 10,
+    max_repeats: int = 200,
+    rel_ci: float = 0.02,
+) -> Measurement:
+    """Latency of one ONNX Runtime run of the model at ``path``, ms, with the stopping
+    rule of :func:`~nas.hardware._profile.measure_latency`.
+
+    The session and its input arrays are made once, outside the timed calls; the
+    environment adds the runtime's version and provider.
+
+    Raises:
+        ValueError: the wrong number of inputs, or a budget out of range.
+    """
+    import onnxruntime as ort
+
+    session = onnx_session(path, threads=threads)
+    feeds = _feeds(session, inputs)
+    measurement = measure_latency(
+        lambda: session.run(None, feeds), threads=threads, warmup=warmup,
+        min_repeats=min_repeats, max_repeats=max_repeats, rel_ci=rel_ci,
+    )
+    env = {**measurement.environment, "runtime": f"onnxruntime {ort.__version__}",
+           "providers": ",".join(session.get_providers())}
+    return dataclasses.replace(measurement, environment=env)
