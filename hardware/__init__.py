@@ -5,7 +5,16 @@ Registered targets (``nas.get_hardware(name)``):
 - ``rpi4``, ``xeon``, ``titanxp``: HAT's three devices, predicted by a structured
   latency model fitted on HAT's 2000 measurements per device and carried over to our
   dense HAT model by an implementation calibration (see ``data/PROVENANCE.md``);
-- ``local-cpu``: measured on this machine's CPU.
+- ``local-cpu``: measured on this machine's CPU;
+- ``local-cpu-model``: this CPU predicted by the structured per-layer model calibrated
+  on its own measurements (``nas hw calibrate local-cpu-model``);
+- ``remote:HOST:PORT``: measured on a device running ``nas agent`` (``_agent.py``,
+  ``_remote.py``).
+
+Also here: profilers with a stopping rule on the median's confidence interval
+(``_profile.py``), memory (``_memory.py``), ONNX Runtime timing (``_onnx.py``), the
+latency datasets ``nas profile`` writes (``_latency_dataset.py``) and few-shot
+adaptation of latency to a new device (:class:`FewShotLatency`).
 
 Also here: the MAC and parameter counters (fvcore) and the analytic MAC model the
 latency models use. Importing this package registers the targets and does no other
@@ -21,6 +30,7 @@ from nas.hardware._calibration import (
     write_calibration,
 )
 from nas.hardware._counters import count_macs, count_params
+from nas.hardware._fewshot import FewShotLatency
 from nas.hardware._hat_data import (
     HAT_DEVICES,
     HAT_QKV_DIM,
@@ -41,6 +51,14 @@ from nas.hardware._latency_model import (
     regression_errors,
 )
 from nas.hardware._local import LocalCPUTarget
+from nas.hardware._local_model import (
+    LocalCalibration,
+    LocalModelTarget,
+    calibrate_local,
+    load_calibration,
+    roofline_ms,
+    save_calibration,
+)
 from nas.hardware._macs import (
     DENSE_HAT_DECODING,
     FAIRSEQ_INCREMENTAL,
@@ -64,16 +82,20 @@ __all__ = [
     "DeviceFit",
     "EncoderLayerDims",
     "Extrapolation",
+    "FewShotLatency",
     "HATLatencyTarget",
     "HATMeasurements",
     "ImplementationCalibration",
     "LatencyBreakdown",
     "LatencyCoefficients",
     "LocalCPUTarget",
+    "LocalCalibration",
+    "LocalModelTarget",
     "LocalTiming",
     "MacCount",
     "Seq2SeqShape",
     "calibrate_implementation",
+    "calibrate_local",
     "count_macs",
     "count_params",
     "extrapolation",
@@ -83,8 +105,11 @@ __all__ = [
     "heldout_split",
     "implementation_factors",
     "load_hat_measurements",
+    "load_calibration",
     "load_implementation_calibration",
     "regression_errors",
+    "roofline_ms",
+    "save_calibration",
     "seq2seq_macs",
     "shape_from_hat_features",
     "write_calibration",

@@ -260,7 +260,7 @@ def plan_dataset(
         table = read_latency_csv(path, space=space)
         _check_identity(table, identity)
         done = table.keys(space)
-    todo = tuple(_new_configs(space, seed, done, samples - len(done)))
+    todo = tuple(sample_new_configs(space, seed, done, samples - len(done)))
     return DatasetPlan(path, columns, identity, len(done), todo)
 
 
@@ -273,7 +273,8 @@ def _check_identity(table: LatencyTable, identity: Mapping[str, str]) -> None:
                     f"with {value!r}; use another --out")
 
 
-def _new_configs(space: SearchSpace, seed: int, done: set[str], count: int) -> Iterator[Config]:
+def sample_new_configs(space: SearchSpace, seed: int, done: set[str],
+                       count: int) -> Iterator[Config]:
     """The next ``count`` configs of the seed's stream whose keys are not in ``done``."""
     rng, seen = np.random.default_rng(seed), set(done)
     while count > 0:

@@ -21,7 +21,7 @@ class Provenance:
     plain words where the model extrapolates.
     """
 
-    method: str  # "measured" or "predicted"
+    method: str  # "measured", "predicted", or "calibrated" (a model fitted to this machine)
     source: str
     error: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()

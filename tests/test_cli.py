@@ -49,6 +49,7 @@ def trial_count(db: Path) -> int:
 @pytest.mark.parametrize(
     "command",
     [[], ["search"], ["train"], ["export"], ["hw"], ["hw", "show"], ["hw", "list"],
+     ["hw", "check"], ["profile"], ["agent"], ["bench", "search"], ["predictor", "fit"],
      ["studies"], ["studies", "list"], ["studies", "show"], ["supernets", "list"]],
 )
 def test_help_everywhere(command, tmp_path):
@@ -86,6 +87,10 @@ def test_supernets_and_targets_are_listed(tmp_path):
     assert [row["name"] for row in supernets] == ["hat"]
     targets = json.loads(run_nas("hw", "list", "--json", cwd=tmp_path).stdout)
     assert {"rpi4", "xeon", "titanxp", "local-cpu"} <= {row["name"] for row in targets}
+    by_name = {row["name"]: row for row in targets}
+    assert by_name["local-cpu"]["kind"] == "measured"
+    assert by_name["local-cpu"]["heldout_mape"] is None
+    assert by_name["xeon"]["kind"] == "predicted" and 0 < by_name["xeon"]["heldout_mape"] < 0.1
     shown = json.loads(run_nas("hw", "show", "rpi4", "--json", cwd=tmp_path).stdout)
     assert shown["method"] == "predicted" and 0 < shown["error"]["mape"] < 0.05
     assert any("extrapolates" in note for note in shown["notes"])

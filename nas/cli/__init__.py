@@ -7,6 +7,7 @@ import typer
 from nas.cli import (
     _agent,
     _bench,
+    _calibrate,
     _export,
     _hardware,
     _predictor,
@@ -29,6 +30,7 @@ app.command("train")(_train.train)
 app.command("export")(_export.export)
 app.command("profile")(_profile.profile)
 app.command("agent")(_agent.agent)
+_hardware.app.command("calibrate")(_calibrate.calibrate)
 app.add_typer(_hardware.app, name="hw")
 app.add_typer(_studies.app, name="studies")
 app.add_typer(_supernets.app, name="supernets")

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from nas._hardware import HARDWARE, get_hardware
-from nas.cli._common import JSON_HELP, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    STORAGE_HELP,
+    STUDY_HELP,
+    console,
+    print_json,
+    user_errors,
+)
+
+if TYPE_CHECKING:
+    from nas._hw_check import HardwareCheck
 
 app = typer.Typer(help="Hardware targets.", no_args_is_help=True)
 
@@ -17,15 +28,34 @@ app = typer.Typer(help="Hardware targets.", no_args_is_help=True)
 @app.command("list")
 @user_errors
 def list_targets(json_output: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List the hardware targets."""
-    rows = [{"name": n, "description": HARDWARE.entry(n).description} for n in HARDWARE.names()]
+    """List the hardware targets: measured or predicted, and the predicted ones' error on
+    held-out measurements (``nas hw show NAME`` says where each figure comes from)."""
+    rows = [_summary(name) for name in HARDWARE.names()]
     if json_output:
         print_json(rows)
         return
-    table = Table("target", "description")
+    table = Table("target", "kind", "held-out MAPE", "description")
     for row in rows:
-        table.add_row(row["name"], row["description"])
+        mape = row["heldout_mape"]
+        table.add_row(row["name"], row["kind"], "-" if mape is None else f"{mape:.1%}",
+                      row["description"] + (f" ({row['unavailable']})"
+                                            if row["unavailable"] else ""))
     Console().print(table)
+
+
+def _summary(name: str) -> dict[str, Any]:
+    """One row of ``nas hw list``; a target that cannot describe itself here (e.g. not
+    calibrated on this machine) is listed with the reason instead of failing the list."""
+    row: dict[str, Any] = {"name": name, "description": HARDWARE.entry(name).description,
+                           "kind": None, "heldout_mape": None, "unavailable": None}
+    try:
+        provenance = get_hardware(name).provenance()
+    except (ValueError, OSError) as err:
+        row["unavailable"] = str(err)
+        return row
+    row["kind"] = provenance.method
+    row["heldout_mape"] = provenance.error.get("mape")
+    return row
 
 
 @app.command("show")
@@ -52,3 +82,72 @@ def show(
             for k, v in provenance.error.items()), highlight=False)
     for note in provenance.notes:
         out.print(f"- {note}", highlight=False)
+
+
+@app.command("check")
+@user_errors
+def check(
+    study: str = typer.Option(..., "--study", help=STUDY_HELP),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    on: str = typer.Option("local-cpu", "--on", help="Where to measure: local-cpu (this CPU) "
+                           "or remote:HOST:PORT (a device running `nas agent`)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads while "
+                                "timing."),
+    rel_ci: float = typer.Option(0.05, "--rel-ci", help="Stop timing a subnet once the 95% "
+                                 "interval of its median is within ±this fraction."),
+    min_repeats: int = typer.Option(10, "--min-repeats", help="Timed runs per round (>= 6); "
+                                    "on a remote device, the runs per subnet."),
+    max_repeats: int = typer.Option(100, "--max-repeats", help="Most timed runs per subnet."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs per subnet first."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Measure the Pareto subnets of a study and compare with the latency the search used.
+
+    Per subnet: predicted (stored) and measured latency, their ratio and the budget; over
+    the front: Spearman and Kendall rank correlation, absolute percentage error and the
+    scale between the devices. The result is also stored in the study as the user
+    attribute hw_check/<fingerprint of the measuring target>.
+    """
+    from nas._hw_check import check_study
+    from nas.hardware._latency_dataset import ProfileSettings
+
+    settings = ProfileSettings(threads=threads, warmup=warmup, min_repeats=min_repeats,
+                               max_repeats=max_repeats, rel_ci=rel_ci)
+    result = check_study(study, storage=storage, on=on, settings=settings,
+                         progress=not json_output or console.is_terminal)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    _print_check(result)
+
+
+def _print_check(result: HardwareCheck) -> None:
+    """The per-subnet table, the summary over the front and what it means."""
+    budget = result.budget_ms
+    table = Table(title=f"study {result.study}: predicted on {result.predicted_on}, "
+                        f"measured on {result.measured_on}")
+    for column in ("trial", "predicted ms", "measured ms", "95% CI ms", "ratio"):
+        table.add_column(column, justify="right")
+    if budget is not None:
+        table.add_column(f"<= {budget:g} ms predicted / measured", justify="right")
+    for row in result.subnets:
+        cells = [str(row.trial), f"{row.predicted_ms:.2f}", f"{row.measured_ms:.2f}",
+                 f"{row.ci_low_ms:.2f}-{row.ci_high_ms:.2f}", f"{row.ratio:.3g}"]
+        if budget is not None:
+            cells.append(f"{_yes(row.within_budget_predicted)} / "
+                         f"{_yes(row.within_budget_measured)}")
+        table.add_row(*cells)
+    out = Console()
+    out.print(table)
+    a = result.agreement
+    ranks = ("rank correlation needs two subnets" if a.spearman is None else
+             f"Spearman {a.spearman:.3f}, Kendall tau {a.kendall_tau:.3f}")
+    out.print(f"{a.n} subnets: {ranks}; absolute error median {a.median_ape:.1%}, max "
+              f"{a.max_ape:.1%}; scale (median measured/predicted) {a.scale:.3g}",
+              highlight=False)
+    out.print(result.note, highlight=False)
+    out.print(f"stored in study {result.study} as {result.attribute}", highlight=False)
+
+
+def _yes(flag: bool | None) -> str:
+    return "yes" if flag else "no"
