@@ -8,6 +8,7 @@ Registered targets (``nas.get_hardware(name)``):
 - ``local-cpu``: measured on this machine's CPU;
 - ``local-cpu-model``: this CPU predicted by the structured per-layer model calibrated
   on its own measurements (``nas hw calibrate local-cpu-model``);
+- ``cuda``: measured on this machine's CUDA GPU (CUDA events);
 - ``remote:HOST:PORT``: measured on a device running ``nas agent`` (``_agent.py``,
   ``_remote.py``).
 
@@ -30,6 +31,7 @@ from nas.hardware._calibration import (
     write_calibration,
 )
 from nas.hardware._counters import count_macs, count_params
+from nas.hardware._cuda import CUDATarget
 from nas.hardware._fewshot import FewShotLatency
 from nas.hardware._hat_data import (
     HAT_DEVICES,
@@ -71,6 +73,7 @@ from nas.hardware._macs import (
 )
 
 __all__ = [
+    "CUDATarget",
     "DENSE_HAT_DECODING",
     "FAIRSEQ_INCREMENTAL",
     "HAT_DEVICES",

@@ -32,16 +32,6 @@ from nas.hardware._remote import AgentError, RemoteTarget, export_bytes
 TOKEN = "test-token"
 
 
-@pytest.fixture(scope="module")
-def supernet() -> nas.Supernet:
-    return nas.get_supernet("hat")
-
-
-@pytest.fixture(scope="module")
-def task() -> nas.Task:
-    return nas.get_task("g2p-cmudict")
-
-
 @pytest.fixture
 def start_agent() -> Iterator[Callable[..., int]]:
     """Starts agents on free loopback ports in background threads; returns the port."""
