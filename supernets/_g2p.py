@@ -435,7 +435,8 @@ class G2PTask(Task):
         """Greedy-decode the representative validation word for exactly its real
         output length (phonemes + eos), batch 1: the inference latency targets time."""
         src, _ = self.example_inputs()
-        src = src.to(next(model.parameters()).device)  # a GPU target moves the model
+        weight = next(model.parameters(), None)  # a GPU target moves the model there
+        src = src if weight is None else src.to(weight.device)
         steps = self.probe_steps
 
         def probe() -> None:
