@@ -8,6 +8,8 @@ Registered targets (``nas.get_hardware(name)``):
 - ``local-cpu``: measured on this machine's CPU;
 - ``local-cpu-model``: this CPU predicted by the structured per-layer model calibrated
   on its own measurements (``nas hw calibrate local-cpu-model``);
+- ``pixel3``, ``gold6226``: NAS-Bench-201 cells' latencies as HW-NAS-Bench measured them
+  (the ``nb201`` supernet only);
 - ``cuda``: measured on this machine's CUDA GPU (CUDA events);
 - ``remote:HOST:PORT``: measured on a device running ``nas agent`` (``_agent.py``,
   ``_remote.py``).
@@ -71,6 +73,7 @@ from nas.hardware._macs import (
     Seq2SeqShape,
     seq2seq_macs,
 )
+from nas.hardware._nb201_targets import NB201TableTarget
 
 __all__ = [
     "CUDATarget",
@@ -96,6 +99,7 @@ __all__ = [
     "LocalModelTarget",
     "LocalTiming",
     "MacCount",
+    "NB201TableTarget",
     "Seq2SeqShape",
     "calibrate_implementation",
     "calibrate_local",

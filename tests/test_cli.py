@@ -84,7 +84,7 @@ def test_bad_input_gives_one_line_error(args, fragments, tmp_path):
 
 def test_supernets_and_targets_are_listed(tmp_path):
     supernets = json.loads(run_nas("supernets", "list", "--json", cwd=tmp_path).stdout)
-    assert [row["name"] for row in supernets] == ["hat"]
+    assert [row["name"] for row in supernets] == ["hat", "nb201"]
     targets = json.loads(run_nas("hw", "list", "--json", cwd=tmp_path).stdout)
     assert {"rpi4", "xeon", "titanxp", "local-cpu"} <= {row["name"] for row in targets}
     by_name = {row["name"]: row for row in targets}

@@ -116,16 +116,14 @@ def print_front(document: dict[str, Any]) -> None:
     table.add_column("trial", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("latency ms", justify="right")
-    table.add_column("enc dim/layers", justify="right")
-    table.add_column("dec dim/layers", justify="right")
+    table.add_column("subnet")
     for point in document["pareto"]:
         config = point["config"]
         table.add_row(
             str(point["trial"]),
             f"{point['accuracy']:.4f}",
             f"{point['latency_ms']:.2f}",
-            _dims(config, "encoder"),
-            _dims(config, "decoder"),
+            _summary(config),
         )
     out = Console()
     out.print(table)
@@ -139,6 +137,11 @@ def print_front(document: dict[str, Any]) -> None:
         out.print("no evaluated subnet meets the budget yet; raise --evals or the budget")
 
 
-def _dims(config: dict[str, Any], side: str) -> str:
-    dim, layers = config.get(f"{side}.embed_dim"), config.get(f"{side}.layers")
-    return f"{dim}/{layers}" if dim is not None else "-"
+def _summary(config: dict[str, Any]) -> str:
+    """A subnet in a few words: encoder and decoder width/depth for encoder-decoder
+    supernets (HAT), else every gene's value in order (a NAS-Bench-201 cell's six ops)."""
+    sides = [(side, config.get(f"{side}.embed_dim"), config.get(f"{side}.layers"))
+             for side in ("encoder", "decoder")]
+    if all(dim is not None for _, dim, _ in sides):
+        return ", ".join(f"{side[:3]} {dim}/{layers}" for side, dim, layers in sides)
+    return ", ".join(str(value) for value in config.values())
