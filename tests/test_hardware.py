@@ -124,7 +124,7 @@ def test_target_predicts_held_out_hat_rows(device: str) -> None:
     data = load_hat_measurements(device)
     _, test = heldout_split(len(data))
     shapes = data.shapes()
-    predicted = np.array([target.predict_hat_workload(shapes[i]).total_ms for i in test])
+    predicted = np.array([target.predict_hat_workload_ms(shapes[i]) for i in test])
     errors = regression_errors(data.total_ms[test], predicted)
     assert errors["mape"] < HELDOUT_BOUNDS[device][0]
 

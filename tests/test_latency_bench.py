@@ -117,7 +117,7 @@ def test_verdict_beats_the_best_baseline_and_the_200_row_ratio() -> None:
     full = {"structured": [0.03, 0.05, 0.04], "linear": [0.06, 0.06, 0.06],
             "quadratic-ridge": [0.05, 0.04, 0.045], "xgboost": [0.07, 0.07, 0.07]}
     small = {"structured": [0.045, 0.05, 0.044]}
-    v = bench.verdict(full, small, cleaned={})
+    v = bench.verdict(full, small, cleaned={}, model="structured")
     assert v["best_baseline"] == "quadratic-ridge" and v["best_baseline_mape"] == 0.045
     assert v["default_mape"] == 0.04 and v["default_beats_best_baseline"]
     assert v["default_beats_best_baseline_seeds"] == "2 of 3"  # 0.03<0.05, 0.04<0.045
@@ -127,7 +127,7 @@ def test_verdict_beats_the_best_baseline_and_the_200_row_ratio() -> None:
     worse = bench.verdict({**full, "structured": [0.05, 0.05, 0.05]},
                           {"structured": [0.07, 0.07, 0.07]},
                           cleaned={"linear": [0.02], "quadratic-ridge": [0.06],
-                                   "xgboost": [0.06]})
+                                   "xgboost": [0.06]}, model="structured")
     assert not worse["default_beats_best_baseline"] and not worse["default_at_most_4pct"]
     assert worse["default_200_over_full"] == pytest.approx(1.4)
     assert not worse["default_200_within_1.2x"]
@@ -176,4 +176,4 @@ def test_quick_comparison_on_one_file() -> None:
     assert 0 < f["noise_floor"] < 0.05
     assert f["structured_training_rows_dropped"] > 0  # the Raspberry Pi's noisy rows
     assert set(f["baselines_on_cleaned_training_rows"]["median_mape"]) == set(bench.BASELINES)
-    assert set(f["candidates"]) == set(bench.CANDIDATES)
+    assert set(f["also_reported"]) == set(bench.ALSO_REPORTED)
