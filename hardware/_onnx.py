@@ -3,11 +3,11 @@
 ``onnx`` and ``onnxruntime`` are the optional extra ``nas-platform[onnx]``; they are
 imported on first use, so the rest of the package works without them.
 
-Known limit: the HAT dense model (``supernets/_hat_dense.py``) does not export. Its
-positions are ``cumsum`` over a boolean mask, which the TorchScript exporter emits as
-an ONNX ``CumSum`` on booleans, a type ONNX does not allow; :func:`export_onnx` reports
-that as a one-line error. Its ``greedy_decode`` loop would also be unrolled by tracing.
-Single layers (``EncoderLayer``) and plain MLPs export and run.
+What exports: a HAT dense subnet's teacher-forced forward pass (source and previous
+tokens in, logits out) and any plain network (NAS-Bench-201's). Greedy decoding does
+not: tracing would unroll its loop for one output length; deploying it takes an encoder
+graph plus a one-step decoder graph with the cache as inputs, which is not built yet.
+A graph ONNX rejects is a one-line error from :func:`export_onnx`.
 """
 
 from __future__ import annotations

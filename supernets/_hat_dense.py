@@ -71,7 +71,7 @@ def sinusoidal_table(max_positions: int, dim: int) -> Tensor:
 
 def token_positions(tokens: Tensor, pad_index: int) -> Tensor:
     """fairseq's ``make_positions``: 1, 2, ... over non-pad tokens, 0 at padding."""
-    keep = tokens.ne(pad_index)
+    keep = tokens.ne(pad_index).long()  # integers: ONNX has no CumSum over booleans
     return torch.cumsum(keep, dim=1) * keep  # (B, T)
 
 

@@ -183,8 +183,10 @@ class EncoderLayerWithoutMask(nn.Module):
         return self.layer(x, None)
 
 
-def test_onnx_export_of_a_hat_encoder_layer(hat_subnet, tmp_path: Path) -> None:
-    """A HAT layer exports and runs; the whole dense model does not (boolean cumsum)."""
+def test_onnx_export_of_a_hat_encoder_layer_and_the_whole_subnet(hat_subnet,
+                                                                   tmp_path: Path) -> None:
+    """A HAT layer and the whole dense subnet (teacher forced) export, run in ONNX
+    Runtime and agree with torch."""
     pytest.importorskip("onnxruntime")
     from nas.hardware._onnx import export_onnx, onnx_session, run_onnx
 
@@ -196,5 +198,20 @@ def test_onnx_export_of_a_hat_encoder_layer(hat_subnet, tmp_path: Path) -> None:
     with torch.no_grad():
         np.testing.assert_allclose(out, layer(x).numpy(), atol=1e-5, rtol=0)
     src = torch.randint(4, 33, (1, 8))
-    with pytest.raises(ValueError, match="HATSubnet exports to an invalid ONNX graph.*CumSum"):
-        export_onnx(model, (src, src[:, :5]), tmp_path / "hat.onnx")
+    path = export_onnx(model, (src, src[:, :5]), tmp_path / "hat.onnx")
+    (logits,) = run_onnx(onnx_session(path), (src, src[:, :5]))
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(src, src[:, :5]).numpy(), atol=1e-4, rtol=0)
+
+
+class BooleanCumsum(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x > 0, dim=1)
+
+
+def test_a_graph_onnx_rejects_is_a_one_line_error(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from nas.hardware._onnx import export_onnx
+
+    with pytest.raises(ValueError, match="BooleanCumsum exports to an invalid ONNX graph"):
+        export_onnx(BooleanCumsum(), (torch.randn(1, 4),), tmp_path / "bad.onnx")
