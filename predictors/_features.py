@@ -23,14 +23,26 @@ from nas._space import Config, SearchSpace
 
 @dataclass(frozen=True)
 class CSVTable:
-    """A CSV read as strings: its header and its rows (in file order)."""
+    """A CSV read as strings: its header, its rows (in file order) and the file line of
+    each row (for error messages; row ``i`` is line ``i + 2`` when not given)."""
 
     path: Path
     columns: tuple[str, ...]
     rows: tuple[dict[str, str], ...]
+    lines: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def line(self, i: int) -> int:
+        """The file line of row ``i``."""
+        return self.lines[i] if self.lines else i + 2
+
+    def subset(self, indices: Iterable[int]) -> CSVTable:
+        """The rows ``indices`` as a table that still names their file lines."""
+        indices = list(indices)
+        return CSVTable(self.path, self.columns, tuple(self.rows[i] for i in indices),
+                        tuple(self.line(i) for i in indices))
 
     def column(self, name: str) -> np.ndarray:
         """A numeric column as floats.
@@ -41,7 +53,7 @@ class CSVTable:
         self.require(name)
         out = np.empty(len(self.rows))
         for i, row in enumerate(self.rows):
-            out[i] = _as_float(row[name], name, i)
+            out[i] = _as_float(row[name], f"{self.path} line {self.line(i)}: column {name!r}")
         return out
 
     def target_columns(self, expr: str) -> tuple[str, ...]:
@@ -70,8 +82,22 @@ class CSVTable:
                              f"its columns are: {', '.join(self.columns)}")
 
     def numeric_columns(self) -> list[str]:
-        """Columns whose every value parses as a finite float."""
-        return [c for c in self.columns if all(_is_float(r[c]) for r in self.rows)]
+        """Columns whose every value parses as a finite float (the others hold text).
+
+        Raises:
+            ValueError: a column of numbers with a value that is not one, naming its line.
+        """
+        numeric = []
+        for column in self.columns:
+            ok = [_is_float(row[column]) for row in self.rows]
+            if all(ok):
+                numeric.append(column)
+            elif any(ok):
+                i = ok.index(False)
+                raise ValueError(f"{self.path} line {self.line(i)}: column {column!r} holds "
+                                 f"{self.rows[i][column]!r}, not a finite number like its "
+                                 "other values")
+        return numeric
 
 
 def _is_float(text: str | None) -> bool:
@@ -81,13 +107,13 @@ def _is_float(text: str | None) -> bool:
         return False
 
 
-def _as_float(text: str, column: str, row: int) -> float:
+def _as_float(text: str, where: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"column {column!r} row {row} is not a finite number: {text!r}")
+        raise ValueError(f"{where} is not a finite number: {text!r}")
     return value
 
 
@@ -106,15 +132,16 @@ def read_csv(path: str | Path) -> CSVTable:
         if not reader.fieldnames:
             raise ValueError(f"{path} is empty (no header row)")
         columns = tuple(reader.fieldnames)
-        rows = []
+        rows, lines = [], []
         for row in reader:
             if None in row or any(v is None for v in row.values()):
                 raise ValueError(f"{path} line {reader.line_num} has "
                                  f"a different number of fields than the header")
             rows.append(row)
+            lines.append(reader.line_num)
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
-    return CSVTable(path, columns, tuple(rows))
+    return CSVTable(path, columns, tuple(rows), tuple(lines))
 
 
 class Encoder(Protocol):

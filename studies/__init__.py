@@ -26,6 +26,7 @@ from nas.studies._study import (
     load_study,
     open_study,
 )
+from nas.studies._tables import study_dataframe, write_study_table
 
 __all__ = [
     "ParetoPoint",
@@ -51,5 +52,7 @@ __all__ = [
     "pareto_front",
     "pareto_points",
     "search_hypervolume",
+    "study_dataframe",
     "study_problem",
+    "write_study_table",
 ]

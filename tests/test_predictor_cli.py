@@ -126,6 +126,19 @@ def test_bad_inputs(table_csv, tmp_path):
                    "not a readable predictor record")
 
 
+def test_a_value_that_is_not_a_number_is_named_by_its_line(tmp_path):
+    out = str(tmp_path / "p")
+    feature = tmp_path / "feature.csv"
+    feature.write_text("a,b,y\n1,2,3\n1,x,4\n2,3,5\n")
+    one_line_error(nas("predictor", "fit", "--space", "table", "--data", str(feature),
+                       "--target", "y", "--out", out), "feature.csv line 3", "'b'", "'x'")
+    target = tmp_path / "target.csv"
+    target.write_text("a,y\n1,3\n2,4\n3,\n")
+    one_line_error(nas("predictor", "fit", "--space", "table", "--data", str(target),
+                       "--target", "y", "--out", out), "target.csv line 4", "'y'")
+    assert not (tmp_path / "p").exists()  # nothing written
+
+
 def test_help():
     for command in (["predictor"], ["predictor", "fit"], ["predictor", "eval"]):
         result = nas(*command, "--help")

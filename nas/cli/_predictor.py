@@ -58,7 +58,7 @@ def fit(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit a predictor of TARGET on (K rows of) a CSV and save it to OUT."""
-    from nas.predictors import CSVTable, create_encoder, create_predictor, read_csv
+    from nas.predictors import create_encoder, create_predictor, read_csv
 
     predictor = create_predictor(model, seed=seed, log_target=log_target)
     encoder = create_encoder(space, target=target, drop=_split_drop(drop), proxies=proxies)
@@ -73,7 +73,7 @@ def fit(
         rows = np.arange(n)
     else:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=samples, replace=False))
-    train = CSVTable(table.path, table.columns, tuple(table.rows[i] for i in rows))
+    train = table.subset(rows)
     encoder.fit(train)
     X, y = encoder.transform(train), train.target(target)
     predictor.fit(X, y)
@@ -114,7 +114,7 @@ def evaluate(
 ) -> None:
     """Score a predictor: RMSE, MAPE (fraction), Kendall tau and Spearman on the rows it
     was not fitted on (every row when DATA is another CSV)."""
-    from nas.predictors import CSVTable, Predictor, encoder_from_spec, read_csv, score_all
+    from nas.predictors import Predictor, encoder_from_spec, read_csv, score_all
 
     record_path = path / FIT_FILE
     if not record_path.is_file():
@@ -134,8 +134,7 @@ def evaluate(
         keep[[i for i in train_rows if i < len(table)]] = False
     if not keep.any():
         raise ValueError(f"every row of {data} was used for fitting; nothing left to score")
-    rows = CSVTable(table.path, table.columns,
-                    tuple(r for r, k in zip(table.rows, keep) if k))
+    rows = table.subset(np.flatnonzero(keep))
     scores = score_all(rows.target(target), predictor.predict(encoder.transform(rows)))
     document = {**scores, "excluded": int((~keep).sum()), "model": record.get("chosen")}
     if json_output:

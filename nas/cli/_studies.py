@@ -1,14 +1,15 @@
-"""``nas studies``: the studies in a storage and their Pareto fronts."""
+"""``nas studies``: the studies in a storage, their Pareto fronts and their tables."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from nas.cli._common import JSON_HELP, STORAGE_HELP, print_json, user_errors
+from nas.cli._common import JSON_HELP, STORAGE_HELP, fail, print_json, user_errors
 
 app = typer.Typer(help="Study databases.", no_args_is_help=True)
 
@@ -56,3 +57,25 @@ def show(
                       f"{point['latency_ms']:.2f}")
     out.print(table)
     out.print(f"hypervolume {document['hypervolume']:.4f}", highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    fmt: str = typer.Option(..., "--format", help="Table format: csv or parquet."),
+    out: Path | None = typer.Option(
+        None, "--out", help="File to write (default: NAME.csv or NAME.parquet here)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write a study as a table: one row per trial, one column per gene and metric."""
+    from nas.studies import default_storage, study_dataframe, write_study_table
+
+    path = out or Path(f"{name}.{fmt}")
+    if path.exists() and not path.is_dir() and not force:  # before reading the study
+        fail(f"'{path}' already exists; choose another --out or pass --force")
+    table = study_dataframe(name, storage or default_storage())
+    write_study_table(table, path, fmt, overwrite=force)
+    typer.echo(f"wrote {len(table)} trials to {path}")
