@@ -2,6 +2,7 @@
 checkpoint export."""
 
 from nas.studies._export import export_pareto, export_trial
+from nas.studies._html_report import build_report
 from nas.studies._pareto import (
     ParetoPoint,
     front_of,
@@ -36,6 +37,7 @@ __all__ = [
     "StudyNotFoundError",
     "StudySummary",
     "TrialRecord",
+    "build_report",
     "default_storage",
     "delete_study",
     "describe_study",

@@ -12,6 +12,7 @@ from nas.cli import (
     _hardware,
     _predictor,
     _profile,
+    _report,
     _search,
     _studies,
     _supernets,
@@ -30,6 +31,7 @@ app.command("train")(_train.train)
 app.command("export")(_export.export)
 app.command("profile")(_profile.profile)
 app.command("agent")(_agent.agent)
+app.command("report")(_report.report)
 _hardware.app.command("calibrate")(_calibrate.calibrate)
 app.add_typer(_hardware.app, name="hw")
 app.add_typer(_studies.app, name="studies")
