@@ -2,20 +2,65 @@
 
 The study records the supernet's name and checkpoint hash; export loads that supernet,
 refuses one whose weights differ (the stored accuracy would not describe the export),
-extracts each dense subnet and saves it with the study's figures as metadata.
+extracts each dense subnet, re-estimates its BatchNorm statistics where the task can
+give training batches, and writes one folder per subnet: the weights in the formats
+asked for, ``config.json`` (architecture, metrics, hardware, supernet hash, seed, input
+spec), a ``MODEL_CARD.md``, and for graph formats the example inputs and the torch
+outputs they were checked against, so a user can check them again without our package.
+
+A folder is built in a hidden sibling and moved into place only once every format has
+passed its check, so a failed export leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from nas._supernet import Supernet, get_supernet
+from nas._task import TASKS, Task, get_task
+from nas.studies._graphs import FILES, INPUTS, OUTPUTS, input_spec, write_graphs
+from nas.studies._model_card import model_card
 from nas.studies._pareto import front_of
 from nas.studies._report import study_problem
 from nas.studies._storage import default_storage
 from nas.studies._study import Study, StudyMismatchError, TrialRecord, load_study
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+"""Export formats, in the order they are written."""
+
+CONFIG = "config.json"
+CARD = "MODEL_CARD.md"
+EXPORT_FILES = (*FILES.values(), CONFIG, CARD, INPUTS, OUTPUTS)
+"""Every file an export may write; ``overwrite`` removes the stale ones of an earlier export."""
+
+
+RECALIBRATION_BATCHES = 20
+RECALIBRATION_BATCH_SIZE = 32
+
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Export formats from a comma list (``"safetensors,onnx"``) or a sequence of names.
+
+    Raises:
+        ValueError: an unknown or missing name.
+    """
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [n.strip().lower() for n in names if n.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        what = f"unknown export format {unknown[0]!r}" if unknown else "no export format given"
+        raise ValueError(f"{what}; choose a comma list of {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in names)
 
 
 def export_trial(
@@ -26,31 +71,40 @@ def export_trial(
     storage: str | None = None,
     overwrite: bool = False,
     supernet: Supernet | None = None,
+    formats: str | Sequence[str] = ("safetensors",),
 ) -> Path:
-    """Write the dense subnet of ``trial`` to ``out`` (``model.safetensors`` + ``config.json``).
+    """Write the dense subnet of ``trial`` to ``out`` in ``formats``, with ``config.json``
+    and ``MODEL_CARD.md``.
 
     Args:
         study: a study name or an open study.
         trial: the trial number.
         out: the directory to write.
         storage: the storage URL (default :func:`default_storage`).
-        overwrite: replace an existing export in ``out``.
+        overwrite: write into ``out`` although it already holds files (``--force``).
         supernet: the supernet to extract from (default: the shipped supernet the study
             names, loaded through the registry).
+        formats: names from :data:`FORMATS`; ``onnx`` and ``torchscript`` need a task
+            with example inputs.
 
     Returns:
         ``out`` as a path.
 
     Raises:
         StudyNotFoundError: no such study.
-        ValueError: no such trial, or the trial failed.
+        ValueError: no such trial, the trial failed, an unknown format, or a graph format
+            whose outputs differ from torch's by more than
+            :data:`nas.studies._graphs.TOLERANCE`.
         StudyMismatchError: the supernet's checkpoint is not the study's.
-        FileExistsError: ``out`` holds an export and ``overwrite`` is false.
+        FileExistsError: ``out`` holds files and ``overwrite`` is false.
     """
+    chosen = parse_formats(formats)
     opened = _open(study, storage)
     record = _trial(opened, trial)
+    target = Path(out)
+    _refuse_nonempty(target, overwrite)
     net = _supernet(opened, supernet)
-    return _export(opened, record, net, Path(out), overwrite=overwrite)
+    return _export(opened, record, net, target, formats=chosen, task=_task(opened, net, chosen))
 
 
 def export_pareto(
@@ -60,6 +114,7 @@ def export_pareto(
     storage: str | None = None,
     overwrite: bool = False,
     supernet: Supernet | None = None,
+    formats: str | Sequence[str] = ("safetensors",),
 ) -> list[Path]:
     """Export every subnet of the study's feasible Pareto front to ``out/trial-<n>``,
     and write ``out/pareto.json`` listing them with their metrics.
@@ -67,14 +122,17 @@ def export_pareto(
     Raises:
         the same as :func:`export_trial`; ValueError when the front is empty.
     """
+    chosen = parse_formats(formats)
     opened = _open(study, storage)
     front = front_of(opened.trials(), study_problem(opened))
     if not front:
         raise ValueError(f"study {opened.name!r} has no feasible trial to export")
-    net = _supernet(opened, supernet)
     root = Path(out)
+    _refuse_nonempty(root, overwrite)
+    net = _supernet(opened, supernet)
+    task = _task(opened, net, chosen)
     written = [
-        _export(opened, record, net, root / f"trial-{record.number}", overwrite=overwrite)
+        _export(opened, record, net, root / f"trial-{record.number}", formats=chosen, task=task)
         for record in front
     ]
     index = [
@@ -85,6 +143,51 @@ def export_pareto(
         json.dumps({"study": opened.name, "subnets": index}, indent=2) + "\n"
     )
     return written
+
+
+def recalibrate_batchnorm(
+    model: nn.Module,
+    task: Task | None,
+    *,
+    batches: int = RECALIBRATION_BATCHES,
+    batch_size: int = RECALIBRATION_BATCH_SIZE,
+    seed: int = 0,
+) -> str:
+    """Re-estimate the running statistics of ``model``'s BatchNorm layers on task data.
+
+    A subnet's BN statistics were accumulated in the supernet over other subnets'
+    activations, so they do not describe this one's. The statistics are reset and
+    re-estimated as a cumulative average (``momentum=None``) over ``batches`` training
+    batches in train mode without gradients (Yu et al., "Universally Slimmable
+    Networks", ICCV 2019); the model is left in eval mode.
+
+    Returns:
+        what was done, for ``config.json``: ``"none"`` (no BatchNorm), ``"recalibrated:
+        ..."``, or ``"not recalibrated: <reason>"`` (no task, or a task without data).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return "none"
+    if task is None:
+        return "not recalibrated: the study names no task to draw training batches from"
+    try:
+        next_batch = task.train_batches(batch_size=batch_size,
+                                        generator=torch.Generator().manual_seed(seed))
+    except ValueError as err:
+        return f"not recalibrated: {str(err).strip().splitlines()[0]}"
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            task.loss(model, next_batch())  # the forward pass updates the statistics
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    model.eval()
+    return (f"recalibrated: running statistics re-estimated on {batches} training "
+            f"batches of {batch_size} from task {task.name}")
 
 
 def _open(study: str | Study, storage: str | None) -> Study:
@@ -115,14 +218,83 @@ def _supernet(study: Study, supernet: Supernet | None) -> Supernet:
     return supernet
 
 
+def _task(study: Study, supernet: Supernet, formats: tuple[str, ...]) -> Task | None:
+    """The study's task (None where it names none or, for weights only, an unknown one:
+    BatchNorm is then left as is); graph formats need its example inputs."""
+    name = study.meta.task or supernet.task_name
+    graphs = [f for f in formats if f != "safetensors"]
+    if not graphs and name not in TASKS.names():
+        return None
+    if not name:
+        raise ValueError(f"study {study.name!r} names no task, so {graphs[0]} export has "
+                         "no example inputs to trace and check with")
+    return get_task(name)
+
+
+def _refuse_nonempty(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that already holds files: a new export would mix with them."""
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out} already holds files; choose an empty directory "
+                              "or pass --force to write into it")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a directory")
+
+
 def _export(
-    study: Study, record: TrialRecord, supernet: Supernet, out: Path, *, overwrite: bool
+    study: Study,
+    record: TrialRecord,
+    supernet: Supernet,
+    out: Path,
+    *,
+    formats: tuple[str, ...],
+    task: Task | None,
 ) -> Path:
+    """Build the export in a hidden sibling of ``out`` and move it in once all checks pass."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        _build(study, record, supernet, stage, formats=formats, task=task)
+        _commit(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out
+
+
+def _build(
+    study: Study,
+    record: TrialRecord,
+    supernet: Supernet,
+    folder: Path,
+    *,
+    formats: tuple[str, ...],
+    task: Task | None,
+) -> None:
     from nas import save_subnet  # the core's lazy re-export of the supernets' exporter
 
-    model = supernet.extract(supernet.space.config(record.config))
+    model = supernet.extract(supernet.space.config(record.config)).eval()
+    batchnorm = recalibrate_batchnorm(model, task, seed=study.meta.seed or 0)
+    save_subnet(model, folder, family=supernet.family, metadata=_metadata(study, record,
+                                                                          supernet))
+    if "safetensors" not in formats:
+        (folder / FILES["safetensors"]).unlink()
+    document = json.loads((folder / CONFIG).read_text())
+    document.update(_summary(study, record))
+    document["batchnorm"] = batchnorm
+    document["formats"] = {"safetensors": {"file": FILES["safetensors"]}} \
+        if "safetensors" in formats else {}
+    graphs = [f for f in formats if f != "safetensors"]
+    if graphs:
+        assert task is not None  # _task refuses graph formats without one
+        inputs = tuple(task.example_inputs())
+        document["inputs"] = input_spec(model, inputs)
+        document["formats"].update(write_graphs(model, inputs, folder, graphs))
+    (folder / CONFIG).write_text(json.dumps(document, indent=2) + "\n")
+    (folder / CARD).write_text(model_card(document))
+
+
+def _metadata(study: Study, record: TrialRecord, supernet: Supernet) -> dict[str, Any]:
     meta = study.meta
-    metadata: dict[str, Any] = {
+    return {
         "study": study.name,
         "trial": record.number,
         "supernet": meta.supernet,
@@ -134,5 +306,40 @@ def _export(
         "config": record.config,
         "metrics": record.metrics,
     }
-    return Path(save_subnet(model, out, family=supernet.family, metadata=metadata,
-                            overwrite=overwrite))
+
+
+def _summary(study: Study, record: TrialRecord) -> dict[str, Any]:
+    """The top-level keys a user reads first: figures, target, weights and seed."""
+    meta = study.meta
+    return {
+        "metrics": record.metrics,
+        "hardware": {"name": meta.hardware, "fingerprint": meta.hardware_fingerprint,
+                     **_latency_provenance(meta.hardware)},
+        "supernet_hash": meta.checkpoint_hash,
+        "seed": meta.seed,
+        "eval_limit": meta.eval_limit,
+    }
+
+
+def _latency_provenance(hardware: str) -> dict[str, str]:
+    """Whether the target's latencies are measured or predicted, and from what.
+
+    A remote target is not asked: that would need its device to be up.
+    """
+    from nas import get_hardware
+
+    if hardware.startswith("remote:"):
+        return {"latency_method": "measured", "latency_source": f"the device at {hardware}"}
+    provenance = get_hardware(hardware).provenance()
+    return {"latency_method": provenance.method, "latency_source": provenance.source}
+
+
+def _commit(stage: Path, out: Path) -> None:
+    """Move the staged files into ``out``, removing an earlier export's stale files."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged = {p.name for p in stage.iterdir()}
+    for name in EXPORT_FILES:
+        if name not in staged:
+            (out / name).unlink(missing_ok=True)
+    for name in sorted(staged):
+        os.replace(stage / name, out / name)

@@ -169,7 +169,8 @@ def test_export_reload_equals_the_activated_supernet(tmp_path):
     result = run_nas("export", "--study", "hat-rpi4", "--trial", str(point["trial"]),
                      "--out", str(out), "--storage", storage, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "config.json",
+                                                     "model.safetensors"]
 
     dense = nas.load_subnet(out)
     supernet = nas.get_supernet("hat")
