@@ -61,13 +61,13 @@ def build_report(
         ValueError: no study, or two studies with the same name.
     """
     _check_studies(studies)
-    data = [_StudyData.of(study) for study in studies]
+    data = [StudyData.of(study) for study in studies]
     counter = _SubnetCounter(supernets or {})
     sections = [
         "<h2>Pareto fronts</h2>",
-        _figure_html(_front_figure(data), include_plotlyjs=True),
+        figure_html(front_figure(data), include_plotlyjs=True),
         "<h2>Hypervolume over evaluations</h2>",
-        _hypervolume_section(data),
+        hypervolume_section(data),
         *(_pareto_section(d, counter) for d in data),
         "<h2>Settings and provenance</h2>",
         _settings_table(data),
@@ -94,7 +94,7 @@ def _check_studies(studies: Sequence[Study]) -> None:
 
 
 @dataclass(frozen=True)
-class _StudyData:
+class StudyData:
     """A study read once: its trials, problem and front (reading costs a database query)."""
 
     study: Study
@@ -103,7 +103,7 @@ class _StudyData:
     front: list[TrialRecord]
 
     @classmethod
-    def of(cls, study: Study) -> _StudyData:
+    def of(cls, study: Study) -> StudyData:
         trials = study.trials()
         problem = study_problem(study)
         return cls(study, trials, problem, front_of(trials, problem))
@@ -117,7 +117,7 @@ class _StudyData:
 # -- figures ------------------------------------------------------------------------------
 
 
-def _figure_html(figure: Any, *, include_plotlyjs: bool) -> str:
+def figure_html(figure: Any, *, include_plotlyjs: bool) -> str:
     """The figure as a ``<div>``; only the first figure carries plotly.js (inline)."""
     import plotly.io as pio
 
@@ -133,7 +133,7 @@ def _colours() -> list[str]:
     return list(plotly.colors.qualitative.Plotly)
 
 
-def _front_figure(data: Sequence[_StudyData]) -> Any:
+def front_figure(data: Sequence[StudyData]) -> Any:
     """Accuracy against latency: every trial faint, the front bold, budgets dashed."""
     import plotly.graph_objects as go
 
@@ -176,7 +176,7 @@ def _scatter(trials: Sequence[TrialRecord], label: str, colour: str, *, faint: b
     )
 
 
-def _hypervolume_section(data: Sequence[_StudyData]) -> str:
+def hypervolume_section(data: Sequence[StudyData]) -> str:
     """The curve of each study with a defined hypervolume; a note for the others."""
     import plotly.graph_objects as go
 
@@ -199,7 +199,7 @@ def _hypervolume_section(data: Sequence[_StudyData]) -> str:
         "objective has no budget to normalise it by.</p>"
         if skipped else ""
     )
-    return _figure_html(figure, include_plotlyjs=False) + note
+    return figure_html(figure, include_plotlyjs=False) + note
 
 
 def hypervolume_curve(trials: Sequence[TrialRecord], problem: Problem) -> list[float]:
@@ -281,7 +281,7 @@ class _SubnetCounter:
         return self._supernets.get(name)
 
 
-def _pareto_section(data: _StudyData, counter: _SubnetCounter) -> str:
+def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
     """The study's Pareto subnets as a table, with numbered footnotes for missing counts."""
     name = escape(data.study.name)
     memory = _memory_metric(data.front)
@@ -335,7 +335,7 @@ def _footnote(note: str, notes: list[str]) -> str:
 # -- settings -----------------------------------------------------------------------------
 
 
-def _settings_table(data: Sequence[_StudyData]) -> str:
+def _settings_table(data: Sequence[StudyData]) -> str:
     """One column per study, so that settings compare side by side."""
     columns = [_settings(d) for d in data]
     header = "".join(f"<th>{escape(d.study.name)}</th>" for d in data)
@@ -348,7 +348,7 @@ def _settings_table(data: Sequence[_StudyData]) -> str:
     return f"<table>\n<tr><th></th>{header}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
-def _settings(data: _StudyData) -> dict[str, str]:
+def _settings(data: StudyData) -> dict[str, str]:
     """Everything the study records about how it was run, as text."""
     meta = data.study.meta
     hv = (

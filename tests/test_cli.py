@@ -50,7 +50,7 @@ def trial_count(db: Path) -> int:
     "command",
     [[], ["search"], ["train"], ["export"], ["hw"], ["hw", "show"], ["hw", "list"],
      ["hw", "check"], ["profile"], ["agent"], ["bench", "search"], ["predictor", "fit"],
-     ["report"], ["studies", "export"],
+     ["report"], ["dashboard"], ["studies", "export"],
      ["studies"], ["studies", "list"], ["studies", "show"], ["supernets", "list"]],
 )
 def test_help_everywhere(command, tmp_path):

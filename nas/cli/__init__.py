@@ -8,6 +8,7 @@ from nas.cli import (
     _agent,
     _bench,
     _calibrate,
+    _dashboard,
     _export,
     _hardware,
     _predictor,
@@ -32,6 +33,7 @@ app.command("export")(_export.export)
 app.command("profile")(_profile.profile)
 app.command("agent")(_agent.agent)
 app.command("report")(_report.report)
+app.command("dashboard")(_dashboard.dashboard)
 _hardware.app.command("calibrate")(_calibrate.calibrate)
 app.add_typer(_hardware.app, name="hw")
 app.add_typer(_studies.app, name="studies")

@@ -1,0 +1,197 @@
+"""`nas dashboard`: the live study view over real studies, in HTTP and in a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from nas.cli._dashboard import dashboard
+from nas.studies import describe_study, load_study, open_storage
+from nas.studies._dashboard import make_server
+
+PIXEL = "pixel3"
+GOLD = "gold<&>"  # a name that must be escaped in HTML and quoted in URLs and commands
+SEARCHES = {
+    PIXEL: ["--hw", "pixel3", "--budget", "5ms"],
+    GOLD: ["--hw", "gold6226", "--budget", "20ms"],
+}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else (
+    shutil.which("chromedriver")
+)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> str:
+    """Two small real searches (random, tabular accuracy: seconds), run at once."""
+    root = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{root / 's.db'}"
+    open_storage(url)  # create the schema first: two processes creating it would race
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nas.cli", "search", "--supernet", "nb201", *target,
+             "--evals", "12", "--algorithm", "random", "--study", name, "--storage", url],
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        for name, target in SEARCHES.items()
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(storage):
+    server = make_server(storage, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8")
+
+
+def _compare_url(server, *names: str) -> str:
+    return server.url + "compare?" + "&".join(f"study={quote(n, safe='')}" for n in names)
+
+
+def _pareto_trials(storage: str, name: str) -> list[int]:
+    return [p["trial"] for p in describe_study(load_study(name, storage))["pareto"]]
+
+
+def test_binds_to_loopback_by_default(server):
+    assert server.server_address[0] == "127.0.0.1"
+
+
+def test_index_lists_the_studies(server):
+    status, html = _get(server.url)
+    assert status == 200
+    assert f'href="/compare?study={quote(PIXEL)}"' in html
+    assert "gold&lt;&amp;&gt;" in html and GOLD not in html
+    assert html.count('type="checkbox" name="study"') == 2
+    assert "<td>nb201</td><td>pixel3</td>" in html and "<td>gold6226</td>" in html
+    assert "optuna-dashboard" in html
+
+
+def test_compare_shows_fronts_and_export_commands(server, storage):
+    status, html = _get(_compare_url(server, PIXEL, GOLD))
+    assert status == 200
+    assert '<script src="/plotly.min.js"></script>' in html
+    assert "https://" not in html and "cdn" not in html.lower()
+    assert html.count("Plotly.newPlot") == 2  # the fronts and the hypervolume curves
+    assert GOLD not in html
+    for name in SEARCHES:
+        for trial in _pareto_trials(storage, name):
+            assert f'<tr data-trial="{trial}">' in html
+    first = _pareto_trials(storage, PIXEL)[0]
+    assert (f"nas export --study pixel3 --trial {first} --out exports/pixel3-trial{first} "
+            f"--format safetensors,onnx --storage {storage}") in html
+    assert "nas export --study &#x27;gold&lt;&amp;&gt;&#x27;" in html  # shell-quoted, escaped
+
+    status, js = _get(server.url + "plotly.min.js")
+    assert status == 200 and len(js) > 1_000_000
+
+
+def test_unknown_study_is_a_404_naming_the_known_ones(server):
+    status, html = _get(_compare_url(server, PIXEL, "nope"))
+    assert status == 404
+    assert "No study &#x27;nope&#x27;" in html
+    assert "Known studies: gold&lt;&amp;&gt;, pixel3." in html
+    assert _get(server.url + "compare")[0] == 400
+    assert _get(server.url + "elsewhere")[0] == 404
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(dashboard)
+    return app
+
+
+def _one_line_error(result) -> str:
+    text = result.stderr if result.stderr else result.output
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2, text
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_port_taken_is_a_one_line_error(storage):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            _cli(), ["--storage", storage, "--port", str(port)], env={"COLUMNS": "200"}
+        )
+    line = _one_line_error(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "--port" in line
+
+
+def test_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database")
+    result = CliRunner().invoke(
+        _cli(), ["--storage", f"sqlite:///{bad}", "--port", "0"], env={"COLUMNS": "200"}
+    )
+    assert "cannot open study storage" in _one_line_error(result)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+)
+def test_compare_renders_in_a_real_browser(server, storage, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1400,2000"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(_compare_url(server, PIXEL, GOLD))
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace"
+        ))
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert PIXEL in text and GOLD in text
+        trial = _pareto_trials(storage, PIXEL)[0]
+        assert driver.find_elements(By.CSS_SELECTOR, f'table[data-study="{PIXEL}"] '
+                                                     f'tr[data-trial="{trial}"]')
+        assert f"--trial {trial} " in text
+        shot = tmp_path / "dashboard.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("NAS_TEST_ARTIFACTS"):
+        artifacts = Path(os.environ["NAS_TEST_ARTIFACTS"])
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, artifacts / "dashboard.png")
