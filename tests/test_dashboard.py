@@ -158,16 +158,18 @@ def test_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     assert "cannot open study storage" in _one_line_error(result)
 
 
-@pytest.mark.skipif(
+needs_browser = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
 )
-def test_compare_renders_in_a_real_browser(server, storage, tmp_path):
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium driven by selenium, closed after the test."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = Options()
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
@@ -175,23 +177,53 @@ def test_compare_renders_in_a_real_browser(server, storage, tmp_path):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.get(_compare_url(server, PIXEL, GOLD))
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements(
-            By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace"
-        ))
-        text = driver.find_element(By.TAG_NAME, "body").text
-        assert PIXEL in text and GOLD in text
-        trial = _pareto_trials(storage, PIXEL)[0]
-        assert driver.find_elements(By.CSS_SELECTOR, f'table[data-study="{PIXEL}"] '
-                                                     f'tr[data-trial="{trial}"]')
-        assert f"--trial {trial} " in text
-        shot = tmp_path / "dashboard.png"
-        assert driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
-    assert shot.stat().st_size > 10_000
+    yield driver
+    driver.quit()
+
+
+def _rendered_text(driver, url: str) -> str:
+    """Open ``url``, wait until plotly has drawn a trace, return the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements(
+        By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace"
+    ))
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _keep_screenshot(driver, path: Path) -> None:
+    """Save a screenshot as a test artifact (also under $NAS_TEST_ARTIFACTS if set)."""
+    assert driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
     if os.environ.get("NAS_TEST_ARTIFACTS"):
         artifacts = Path(os.environ["NAS_TEST_ARTIFACTS"])
         artifacts.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, artifacts / "dashboard.png")
+        shutil.copy(path, artifacts / path.name)
+
+
+@needs_browser
+def test_compare_renders_in_a_real_browser(server, storage, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    text = _rendered_text(browser, _compare_url(server, PIXEL, GOLD))
+    assert PIXEL in text and GOLD in text
+    trial = _pareto_trials(storage, PIXEL)[0]
+    assert browser.find_elements(By.CSS_SELECTOR, f'table[data-study="{PIXEL}"] '
+                                                  f'tr[data-trial="{trial}"]')
+    assert f"--trial {trial} " in text
+    _keep_screenshot(browser, tmp_path / "dashboard.png")
+
+
+@needs_browser
+def test_the_report_opens_offline_in_a_real_browser(storage, browser, tmp_path):
+    """The report file, opened from disk with no server and no network, draws its plots."""
+    from nas.studies import build_report
+
+    report = tmp_path / "report.html"
+    report.write_text(build_report([load_study(PIXEL, storage), load_study(GOLD, storage)]))
+    text = _rendered_text(browser, report.as_uri())
+    assert PIXEL in text and GOLD in text
+    assert str(_pareto_trials(storage, PIXEL)[0]) in text
+    _keep_screenshot(browser, tmp_path / "report.png")
