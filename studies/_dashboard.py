@@ -30,17 +30,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from nas.studies._html_report import (
-    _STYLE,
-    ACCURACY,
-    LATENCY,
+    STYLE,
     StudyData,
-    _compact_config,
-    _memory_metric,
-    _number,
-    _one_line,
     figure_html,
     front_figure,
     hypervolume_section,
+    memory_metric,
+    one_line,
+    subnet_cells,
 )
 from nas.studies._storage import default_storage, storage_label
 from nas.studies._study import StudyNotFoundError, list_studies, load_study
@@ -80,6 +77,7 @@ class DashboardServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], storage: str) -> None:
         self.storage = storage
+        self.optuna_url: str | None = None  # optuna-dashboard beside us, when serving
         super().__init__(address, _Handler)
 
     @property
@@ -128,7 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query)
         try:
             if parts.path == "/":
-                self._send(HTTPStatus.OK, index_page(self.server.storage))
+                self._send(HTTPStatus.OK, index_page(self.server.storage,
+                                                        self.server.optuna_url))
             elif parts.path == "/compare":
                 self._send(HTTPStatus.OK, compare_page(self.server.storage, query.get("study", [])))
             elif parts.path == _PLOTLY_PATH:
@@ -143,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # a page must never take the server down
             log.exception("dashboard page %s failed", self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, _document(
-                "Error", f'<p class="error">{escape(_one_line(err))}</p>'
+                "Error", f'<p class="error">{escape(one_line(err))}</p>'
             ))
 
     def _send(self, status: HTTPStatus, body: str, content_type: str = "text/html; charset=utf-8",
@@ -163,8 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
 # -- pages --------------------------------------------------------------------------------
 
 
-def index_page(storage: str) -> str:
-    """The studies in ``storage`` with checkboxes to compare them."""
+def index_page(storage: str, optuna_url: str | None = None) -> str:
+    """The studies in ``storage`` with checkboxes to compare them, and a link to
+    optuna-dashboard's per-study views when it runs beside us (``optuna_url``)."""
     summaries = list_studies(storage)
     rows = []
     for s in summaries:
@@ -182,13 +182,20 @@ def index_page(storage: str) -> str:
     body = "\n".join(rows) or '<tr><td colspan="5">no studies yet</td></tr>'
     return _document("NAS studies", (
         f'<p class="note">Storage <code>{escape(storage_label(storage))}</code>; reload for '
-        "the latest trials. For Optuna's own per-study views run "
-        f"<code>optuna-dashboard {escape(shlex.quote(storage))}</code>.</p>\n"
+        f"the latest trials. {_optuna_note(storage, optuna_url)}</p>\n"
         '<form action="/compare" method="get">\n'
         "<table>\n<tr><th></th><th>study</th><th>trials</th><th>supernet</th>"
         f"<th>hardware</th></tr>\n{body}\n</table>\n"
         '<button type="submit">Compare selected</button>\n</form>'
     ), nav=False)
+
+
+def _optuna_note(storage: str, optuna_url: str | None) -> str:
+    if optuna_url:
+        return (f'Optuna\'s own per-study views: <a href="{escape(optuna_url)}">'
+                "optuna-dashboard</a>.")
+    return ("For Optuna's own per-study views run "
+            f"<code>optuna-dashboard {escape(shlex.quote(storage))}</code>.")
 
 
 def compare_page(storage: str, names: Sequence[str]) -> str:
@@ -215,11 +222,11 @@ def compare_page(storage: str, names: Sequence[str]) -> str:
         data = [StudyData.of(load_study(name, storage)) for name in names]
     except StudyNotFoundError as err:  # deleted between the two reads
         raise _Page(HTTPStatus.NOT_FOUND, _document(
-            "Unknown study", f'<p class="error">{escape(_one_line(err))}</p>'
+            "Unknown study", f'<p class="error">{escape(one_line(err))}</p>'
         )) from err
     except ValueError as err:
         raise _Page(HTTPStatus.BAD_REQUEST, _document(
-            "Cannot show study", f'<p class="error">{escape(_one_line(err))}</p>'
+            "Cannot show study", f'<p class="error">{escape(one_line(err))}</p>'
         )) from err
     title = ", ".join(names)
     sections = [
@@ -244,16 +251,12 @@ def export_command(study: str, trial: int, storage: str) -> str:
 
 def _pareto_table(data: StudyData, storage: str) -> str:
     name = escape(data.study.name)
-    memory = _memory_metric(data.front)
+    memory = memory_metric(data.front)
     rows = []
     for trial in data.front:
         command = export_command(data.study.name, trial.number, storage)
         rows.append(
-            f'<tr data-trial="{trial.number}"><td class="num">{trial.number}</td>'
-            f"<td><code>{escape(_compact_config(trial.config))}</code></td>"
-            f'<td class="num">{_number(trial.metrics.get(ACCURACY), ".4f")}</td>'
-            f'<td class="num">{_number(trial.metrics.get(LATENCY), ".3f")}</td>'
-            f'<td class="num">{_number(trial.metrics.get(memory) if memory else None, ".4g")}</td>'
+            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
             f'<td><div class="cmd"><button type="button" data-copy="{escape(command)}">copy'
             f"</button><code>{escape(command)}</code></div></td></tr>"
         )
@@ -273,7 +276,7 @@ def _document(title: str, body: str, *, plotly: bool = False, nav: bool = True) 
     back = '<nav><a href="/">all studies</a></nav>\n' if nav else ""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape(title)}</title>\n<style>{_STYLE}{_EXTRA_STYLE}</style>\n{script}"
+        f"<title>{escape(title)}</title>\n<style>{STYLE}{_EXTRA_STYLE}</style>\n{script}"
         f"</head>\n<body>\n{back}<h1>{escape(title)}</h1>\n{body}\n{_COPY_SCRIPT}</body>\n</html>\n"
     )
 

@@ -34,7 +34,7 @@ ACCURACY = "accuracy"
 LATENCY = "latency_ms"
 _DASH = "\u2014"
 _PACKAGE = "nas-platform"
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
@@ -76,7 +76,7 @@ def build_report(
     created = datetime.now(UTC).isoformat(timespec="seconds")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>NAS report: {escape(names)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<title>NAS report: {escape(names)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>NAS report: {escape(names)}</h1>\n"
         f'<p class="note">Created {escape(created)} by {_PACKAGE} {escape(_version())}.</p>\n'
         + "\n".join(sections)
@@ -260,7 +260,7 @@ class _SubnetCounter:
         try:
             model = supernet.extract(config)
         except Exception as err:
-            return _Counts(None, None, f"the subnet could not be rebuilt: {_one_line(err)}")
+            return _Counts(None, None, f"the subnet could not be rebuilt: {one_line(err)}")
         params = count_params(model)
         task = meta.task or supernet.task_name
         if not task:
@@ -270,32 +270,41 @@ class _SubnetCounter:
                 self._inputs[task] = get_task(task).example_inputs()
             return _Counts(params, count_macs(model, self._inputs[task]))
         except Exception as err:
-            return _Counts(params, None, f"MACs could not be counted: {_one_line(err)}")
+            return _Counts(params, None, f"MACs could not be counted: {one_line(err)}")
 
     def _supernet(self, name: str) -> Supernet | None:
         if name not in self._supernets and name not in self._unavailable:
             try:
                 self._supernets[name] = get_supernet(name)
             except Exception as err:  # unknown name, missing or corrupt checkpoint, ...
-                self._unavailable[name] = f"supernet {name!r} is unavailable: {_one_line(err)}"
+                self._unavailable[name] = f"supernet {name!r} is unavailable: {one_line(err)}"
         return self._supernets.get(name)
+
+
+def subnet_cells(trial: TrialRecord, memory: str | None) -> str:
+    """The cells every Pareto table starts a row with: trial, config, accuracy, latency
+    and memory (the report and the dashboard show the same figures the same way)."""
+    value = trial.metrics.get(memory) if memory else None
+    return (
+        f'<td class="num">{trial.number}</td>'
+        f"<td><code>{escape(compact_config(trial.config))}</code></td>"
+        f'<td class="num">{format_number(trial.metrics.get(ACCURACY), ".4f")}</td>'
+        f'<td class="num">{format_number(trial.metrics.get(LATENCY), ".3f")}</td>'
+        f'<td class="num">{format_number(value, ".4g")}</td>'
+    )
 
 
 def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
     """The study's Pareto subnets as a table, with numbered footnotes for missing counts."""
     name = escape(data.study.name)
-    memory = _memory_metric(data.front)
+    memory = memory_metric(data.front)
     notes: list[str] = []
     rows = []
     for trial in data.front:
         counts = counter.counts(data.study.meta, trial.config)
         mark = _footnote(counts.note, notes)
         rows.append(
-            f'<tr data-trial="{trial.number}"><td class="num">{trial.number}</td>'
-            f"<td><code>{escape(_compact_config(trial.config))}</code></td>"
-            f'<td class="num">{_number(trial.metrics.get(ACCURACY), ".4f")}</td>'
-            f'<td class="num">{_number(trial.metrics.get(LATENCY), ".3f")}</td>'
-            f'<td class="num">{_number(trial.metrics.get(memory) if memory else None, ".4g")}</td>'
+            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
             f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}</tr>"
         )
     memory_header = f"memory ({escape(memory)})" if memory else "memory"
@@ -316,7 +325,7 @@ def _count_cell(value: int | None, mark: str) -> str:
     return f'<td class="num">{_DASH + mark if value is None else format(value, ",")}</td>'
 
 
-def _memory_metric(trials: Sequence[TrialRecord]) -> str | None:
+def memory_metric(trials: Sequence[TrialRecord]) -> str | None:
     """The stored metric that measures memory, if the trials have one (none do yet
     unless a memory objective or constraint was searched)."""
     names = sorted({m for t in trials for m in t.metrics if "memory" in m})
@@ -380,7 +389,7 @@ def _settings(data: StudyData) -> dict[str, str]:
 # -- formatting ---------------------------------------------------------------------------
 
 
-def _compact_config(config: Mapping[str, Any]) -> str:
+def compact_config(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_compact_value(v)}" for k, v in config.items())
 
 
@@ -399,11 +408,11 @@ def _hover_config(config: Mapping[str, Any], per_line: int = 3) -> str:
     )
 
 
-def _number(value: float | int | None, spec: str) -> str:
+def format_number(value: float | int | None, spec: str) -> str:
     return _DASH if value is None else format(value, spec)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,7 +20,8 @@ from typer.testing import CliRunner
 
 from nas.cli._dashboard import dashboard
 from nas.studies import describe_study, load_study, open_storage
-from nas.studies._dashboard import make_server
+from nas.studies._dashboard import index_page, make_server
+from nas.studies._optuna_dashboard import optuna_dashboard_url, start_optuna_dashboard
 
 PIXEL = "pixel3"
 GOLD = "gold<&>"  # a name that must be escaped in HTML and quoted in URLs and commands
@@ -227,3 +229,45 @@ def test_the_report_opens_offline_in_a_real_browser(storage, browser, tmp_path):
     assert PIXEL in text and GOLD in text
     assert str(_pareto_trials(storage, PIXEL)[0]) in text
     _keep_screenshot(browser, tmp_path / "report.png")
+
+
+@pytest.fixture(scope="module")
+def optuna_dashboard(storage):
+    """optuna-dashboard over the same database, as ``nas dashboard`` starts it."""
+    server = start_optuna_dashboard(storage, "127.0.0.1", 0)
+    yield optuna_dashboard_url(server)
+    server.shutdown()
+    server.server_close()
+
+
+def test_optuna_dashboard_serves_our_studies(optuna_dashboard, storage):
+    status, body = _get(optuna_dashboard.replace("/dashboard", "/api/studies"))
+    assert status == 200
+    names = {s["study_name"] for s in json.loads(body)["study_summaries"]}
+    assert {PIXEL, GOLD} <= names
+    assert f'href="{optuna_dashboard}"' in index_page(storage, optuna_dashboard)
+
+
+def test_optuna_port_taken_is_a_one_line_error(storage):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            _cli(), ["--storage", storage, "--port", "0", "--optuna-port", str(port)],
+            env={"COLUMNS": "200"},
+        )
+    line = _one_line_error(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "--optuna-port" in line
+
+
+@needs_browser
+def test_optuna_dashboard_renders_our_study_in_a_real_browser(optuna_dashboard, browser,
+                                                              tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(optuna_dashboard)
+    WebDriverWait(browser, 30).until(
+        lambda d: PIXEL in d.find_element(By.TAG_NAME, "body").text)
+    _keep_screenshot(browser, tmp_path / "optuna-dashboard.png")

@@ -15,22 +15,35 @@ def dashboard(
         help="Address to listen on; the default serves this machine only.",
     ),
     port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
+    optuna: bool = typer.Option(True, "--optuna/--no-optuna",
+                                help="Also serve optuna-dashboard's per-study views."),
+    optuna_port: int = typer.Option(8081, "--optuna-port",
+                                    help="Port of optuna-dashboard (0: any free port)."),
 ) -> None:
     """Serve the studies in the browser: Pareto fronts and hypervolume of the studies
-    you select on one plot, and the `nas export` command of each Pareto subnet.
+    you select on one plot, and the `nas export` command of each Pareto subnet; beside
+    it, optuna-dashboard's own per-study views on the same database.
 
     Pages are rebuilt on every request, so reloading shows a running search's new
-    trials. For Optuna's own per-study views, run `optuna-dashboard <storage>`.
+    trials.
     """
     from nas.studies._dashboard import make_server
+    from nas.studies._optuna_dashboard import optuna_dashboard_url, start_optuna_dashboard
 
     server = make_server(storage, host, port)
-    console.print(
-        f"serving {server.storage} at {server.url} (Ctrl+C to stop)", highlight=False
-    )
+    optuna_server = None
     try:
+        if optuna:
+            optuna_server = start_optuna_dashboard(server.storage, host, optuna_port)
+            server.optuna_url = optuna_dashboard_url(optuna_server)
+        console.print(f"serving {server.storage} at {server.url}"
+                      + (f" (optuna-dashboard: {server.optuna_url})" if optuna_server else "")
+                      + " (Ctrl+C to stop)", highlight=False)
         server.serve_forever()
     except KeyboardInterrupt:
         console.print("stopped")
     finally:
         server.server_close()
+        if optuna_server is not None:
+            optuna_server.shutdown()
+            optuna_server.server_close()
