@@ -52,6 +52,8 @@ nav { margin-bottom: 1em; }
 .cmd { display: flex; gap: 0.4em; align-items: flex-start; }
 .cmd code { user-select: all; word-break: break-all; }
 .error { color: #a00; }
+#selected { margin: 0.5em 0 1.5em; padding: 0.5em; background: #f4f6fa; min-height: 1.2em; }
+tr.picked td { background: #fff3c4; }
 """
 _COPY_SCRIPT = """
 <script>
@@ -62,6 +64,33 @@ document.addEventListener("click", function (event) {
   if (navigator.clipboard) {
     navigator.clipboard.writeText(text).then(function () { button.textContent = "copied"; });
   }
+});
+</script>
+"""
+
+_SELECT_SCRIPT = """
+<script>
+// A click on a point of the fronts plot shows that subnet below the plot: its study,
+// trial and config, and for a Pareto subnet its row (highlighted) and export command.
+document.querySelectorAll(".js-plotly-plot").forEach(function (plot) {
+  if (!plot.on) return;
+  plot.on("plotly_click", function (event) {
+    var data = event.points[0].customdata;
+    if (!data || data.length < 3) return;
+    var panel = document.getElementById("selected");
+    var config = document.createElement("div");
+    config.innerHTML = String(data[1]).split("<br>").join(", ");
+    panel.textContent = "study " + data[2] + ", trial " + data[0] + ": " + config.textContent;
+    document.querySelectorAll("tr.picked").forEach(function (r) { r.classList.remove("picked"); });
+    var row = document.querySelector('table[data-study="' + CSS.escape(data[2]) +
+                                     '"] tr[data-trial="' + data[0] + '"]');
+    if (!row) return;
+    row.classList.add("picked");
+    var command = document.createElement("code");
+    command.textContent = row.querySelector(".cmd code").textContent;
+    panel.appendChild(document.createElement("br"));
+    panel.appendChild(command);
+  });
 });
 </script>
 """
@@ -232,11 +261,12 @@ def compare_page(storage: str, names: Sequence[str]) -> str:
     sections = [
         "<h2>Pareto fronts</h2>",
         figure_html(front_figure(data), include_plotlyjs=False),
+        '<div id="selected">Click a point to see its subnet.</div>',
         "<h2>Hypervolume over evaluations</h2>",
         hypervolume_section(data),
         *(_pareto_table(d, storage) for d in data),
     ]
-    return _document(f"Compare {title}", "\n".join(sections), plotly=True)
+    return _document(f"Compare {title}", "\n".join([*sections, _SELECT_SCRIPT]), plotly=True)
 
 
 def export_command(study: str, trial: int, storage: str) -> str:

@@ -142,8 +142,10 @@ def front_figure(data: Sequence[StudyData]) -> Any:
     for i, d in enumerate(data):
         colour = colours[i % len(colours)]
         name = escape(d.study.name)
-        figure.add_trace(_scatter(d.plotted, f"{name}: all trials", colour, faint=True))
-        figure.add_trace(_scatter(d.front, f"{name}: Pareto front", colour, faint=False))
+        figure.add_trace(_scatter(d.plotted, d.study.name, f"{name}: all trials", colour,
+                                  faint=True))
+        figure.add_trace(_scatter(d.front, d.study.name, f"{name}: Pareto front", colour,
+                                  faint=False))
         budget = d.problem.upper_bound(LATENCY)
         if budget is not None:
             figure.add_vline(
@@ -158,13 +160,16 @@ def front_figure(data: Sequence[StudyData]) -> Any:
     return figure
 
 
-def _scatter(trials: Sequence[TrialRecord], label: str, colour: str, *, faint: bool) -> Any:
+def _scatter(trials: Sequence[TrialRecord], study: str, label: str, colour: str, *,
+             faint: bool) -> Any:
+    """One trace; each point carries (trial, config for the hover, study) so a page can
+    tell which subnet was clicked."""
     import plotly.graph_objects as go
 
     return go.Scatter(
         x=[t.metrics[LATENCY] for t in trials],
         y=[t.metrics[ACCURACY] for t in trials],
-        customdata=[[t.number, _hover_config(t.config)] for t in trials],
+        customdata=[[t.number, _hover_config(t.config), study] for t in trials],
         name=label,
         mode="markers" if faint else "lines+markers",
         line={"color": colour, "width": 2, "shape": "hv"},

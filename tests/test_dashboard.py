@@ -271,3 +271,22 @@ def test_optuna_dashboard_renders_our_study_in_a_real_browser(optuna_dashboard, 
     WebDriverWait(browser, 30).until(
         lambda d: PIXEL in d.find_element(By.TAG_NAME, "body").text)
     _keep_screenshot(browser, tmp_path / "optuna-dashboard.png")
+
+
+@needs_browser
+def test_clicking_a_front_point_shows_its_subnet_and_export_command(server, storage,
+                                                                     browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _rendered_text(browser, _compare_url(server, PIXEL))
+    front = browser.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace")[1]
+    point = front.find_elements(By.CSS_SELECTOR, "path.point")[0]
+    ActionChains(browser).move_to_element(point).pause(0.3).click().perform()
+    panel = browser.find_element(By.ID, "selected")
+    WebDriverWait(browser, 10).until(lambda d: "trial" in panel.text and "nas export" in panel.text)
+    trial = int(panel.text.split("trial ")[1].split(":")[0])
+    assert trial in _pareto_trials(storage, PIXEL)
+    picked = browser.find_elements(By.CSS_SELECTOR, "tr.picked")
+    assert [row.get_attribute("data-trial") for row in picked] == [str(trial)]
