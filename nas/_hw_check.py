@@ -32,7 +32,7 @@ import torch
 
 from nas._hardware import HardwareTarget, get_hardware
 from nas._space import Config
-from nas._supernet import Supernet, get_supernet
+from nas._supernet import Supernet
 from nas._task import Task, get_task
 from nas.hardware._latency_dataset import ProfileSettings, dataset_fingerprint
 from nas.hardware._local import LocalCPUTarget
@@ -41,12 +41,12 @@ from nas.hardware._remote import RemoteMeasurement, RemoteTarget
 from nas.predictors import kendall_tau, spearman
 from nas.studies import (
     Study,
-    StudyMismatchError,
     TrialRecord,
     default_storage,
     front_of,
     load_study,
     study_problem,
+    study_supernet,
 )
 
 LATENCY = "latency_ms"
@@ -203,13 +203,7 @@ def study_supernet_and_task(study: Study) -> tuple[Supernet, Task]:
             (the stored figures would describe other weights).
         ValueError: neither the study nor the supernet names a task.
     """
-    supernet = get_supernet(study.meta.supernet)
-    if supernet.checkpoint_hash != study.meta.checkpoint_hash:
-        raise StudyMismatchError(
-            f"study {study.name!r} was run on checkpoint {study.meta.checkpoint_hash[:12]} "
-            f"of supernet {study.meta.supernet!r}, but the shipped one has checkpoint "
-            f"{supernet.checkpoint_hash[:12]}"
-        )
+    supernet = study_supernet(study)
     task_name = study.meta.task or supernet.task_name
     if not task_name:
         raise ValueError(f"study {study.name!r} records no task to take a latency probe from")

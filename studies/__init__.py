@@ -13,7 +13,7 @@ from nas.studies._pareto import (
     pareto_points,
     search_hypervolume,
 )
-from nas.studies._report import describe_study, study_problem
+from nas.studies._report import describe_study, study_problem, study_supernet
 from nas.studies._storage import default_storage, open_storage
 from nas.studies._study import (
     Study,
@@ -56,5 +56,6 @@ __all__ = [
     "search_hypervolume",
     "study_dataframe",
     "study_problem",
+    "study_supernet",
     "write_study_table",
 ]

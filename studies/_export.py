@@ -25,14 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas._supernet import Supernet, get_supernet
+from nas._supernet import Supernet
 from nas._task import TASKS, Task, get_task
 from nas.studies._graphs import FILES, INPUTS, OUTPUTS, input_spec, write_graphs
 from nas.studies._model_card import model_card
 from nas.studies._pareto import front_of
-from nas.studies._report import study_problem
+from nas.studies._report import study_problem, study_supernet
 from nas.studies._storage import default_storage
-from nas.studies._study import Study, StudyMismatchError, TrialRecord, load_study
+from nas.studies._study import Study, TrialRecord, load_study
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 """Export formats, in the order they are written."""
@@ -103,7 +103,7 @@ def export_trial(
     record = _trial(opened, trial)
     target = Path(out)
     _refuse_nonempty(target, overwrite)
-    net = _supernet(opened, supernet)
+    net = study_supernet(opened, supernet)
     return _export(opened, record, net, target, formats=chosen, task=_task(opened, net, chosen))
 
 
@@ -129,7 +129,7 @@ def export_pareto(
         raise ValueError(f"study {opened.name!r} has no feasible trial to export")
     root = Path(out)
     _refuse_nonempty(root, overwrite)
-    net = _supernet(opened, supernet)
+    net = study_supernet(opened, supernet)
     task = _task(opened, net, chosen)
     written = [
         _export(opened, record, net, root / f"trial-{record.number}", formats=chosen, task=task)
@@ -204,18 +204,6 @@ def _trial(study: Study, number: int) -> TrialRecord:
             return record
     span = f"trials 0 to {trials[-1].number}" if trials else "no trials"
     raise ValueError(f"study {study.name!r} has no trial {number} (it has {span})")
-
-
-def _supernet(study: Study, supernet: Supernet | None) -> Supernet:
-    if supernet is None:
-        supernet = get_supernet(study.meta.supernet)
-    if supernet.checkpoint_hash != study.meta.checkpoint_hash:
-        raise StudyMismatchError(
-            f"study {study.name!r} was run on checkpoint {study.meta.checkpoint_hash[:12]} of "
-            f"supernet {study.meta.supernet!r}, but the supernet given has checkpoint "
-            f"{supernet.checkpoint_hash[:12]}"
-        )
-    return supernet
 
 
 def _task(study: Study, supernet: Supernet, formats: tuple[str, ...]) -> Task | None:

@@ -6,14 +6,34 @@ from typing import Any
 
 from nas._problem import Problem
 from nas._space import SearchSpace
+from nas._supernet import Supernet, get_supernet
 from nas.studies._pareto import front_of, hypervolume_defined, search_hypervolume
-from nas.studies._study import Study, load_study
+from nas.studies._study import Study, StudyMismatchError, load_study
 
 
 def study_problem(study: Study) -> Problem:
     """The study's problem (objectives, current budgets); works without a stored space."""
     space = study.space or SearchSpace(study.meta.space, ())
     return Problem(space, study.meta.objective_list(), study.meta.constraint_list())
+
+
+def study_supernet(study: Study, supernet: Supernet | None = None) -> Supernet:
+    """The supernet the study's search ran on: ``supernet`` or the registered one of the
+    study's name, refused unless its weights are the study's (the stored accuracies
+    would describe other weights).
+
+    Raises:
+        StudyMismatchError: the supernet's checkpoint hash is not the study's.
+    """
+    if supernet is None:
+        supernet = get_supernet(study.meta.supernet)
+    if supernet.checkpoint_hash != study.meta.checkpoint_hash:
+        raise StudyMismatchError(
+            f"study {study.name!r} was run on checkpoint {study.meta.checkpoint_hash[:12]} of "
+            f"supernet {study.meta.supernet!r}, but the supernet at hand has checkpoint "
+            f"{supernet.checkpoint_hash[:12]}"
+        )
+    return supernet
 
 
 def describe_study(study: str | Study, storage: str | None = None) -> dict[str, Any]:

@@ -8,17 +8,15 @@ import importlib.util
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
-from torch import nn
+from standins import StandInTask
 from typer.testing import CliRunner
 
-from nas._task import Task, Workload
+from nas._task import Workload
 from nas.cli._calibrate import calibrate
 from nas.hardware._latency_dataset import ProfileSettings
 from nas.hardware._local_model import (
@@ -54,51 +52,18 @@ def _load_bench():
     return module
 
 
-class ProbeTask(Task):
-    """A seq2seq task with only what latency targets use: an 8-token source, 7 steps."""
-
-    name = "probe-task"
-
-    def __init__(self) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self._src = torch.randint(4, 33, (1, 8), generator=gen)
-        self._prev = torch.randint(4, 73, (1, 7), generator=gen)
-
-    def workload(self) -> Workload:
-        return Workload(src_len=8.5, tgt_len=7.3)
-
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        return self._src, self._prev
-
-    def latency_probe(self, model: nn.Module) -> Callable[[], None]:
-        def probe() -> None:
-            with torch.inference_mode():
-                model.greedy_decode(self._src, max_len=7, steps=7)
-
-        return probe
-
-    def evaluate(self, model, *, split="validation", limit=None):  # pragma: no cover
-        raise NotImplementedError
-
-    def loss(self, model, batch):  # pragma: no cover
-        raise NotImplementedError
-
-    def train_batches(self, *, batch_size, generator):  # pragma: no cover
-        raise NotImplementedError
-
-
 @pytest.fixture(scope="module")
 def supernet() -> HATSuperTransformer:
     return HATSuperTransformer(G2P_SPACE, src_vocab=33, tgt_vocab=73).eval()
 
 
 @pytest.fixture(scope="module")
-def task() -> ProbeTask:
-    return ProbeTask()
+def task() -> StandInTask:
+    return StandInTask(Workload(src_len=8.5, tgt_len=7.3))
 
 
 @pytest.fixture(scope="module")
-def calibration(supernet: HATSuperTransformer, task: ProbeTask) -> LocalCalibration:
+def calibration(supernet: HATSuperTransformer, task: StandInTask) -> LocalCalibration:
     return calibrate_local(supernet, task, n=8, seed=0, settings=TINY)
 
 
@@ -114,7 +79,7 @@ def test_calibration_records_what_it_was_made_with(calibration: LocalCalibration
 
 
 def test_round_trip_gives_the_same_predictions(
-    calibration: LocalCalibration, supernet: HATSuperTransformer, task: ProbeTask,
+    calibration: LocalCalibration, supernet: HATSuperTransformer, task: StandInTask,
     tmp_path: Path,
 ) -> None:
     path = save_calibration(calibration, tmp_path / "sub" / "cal.json")
@@ -138,7 +103,7 @@ def test_calibrate_local_uses_the_environment_cache(
 
 
 def test_calibrate_local_rejects_too_few_samples(
-    supernet: HATSuperTransformer, task: ProbeTask
+    supernet: HATSuperTransformer, task: StandInTask
 ) -> None:
     with pytest.raises(ValueError, match=r"n must be in \[8, "):
         calibrate_local(supernet, task, n=7, settings=TINY)
@@ -154,7 +119,7 @@ def _one_line_naming_the_command(err: pytest.ExceptionInfo[BaseException]) -> No
 
 
 def test_another_machine_is_refused_in_one_line(
-    calibration: LocalCalibration, supernet: HATSuperTransformer, task: ProbeTask,
+    calibration: LocalCalibration, supernet: HATSuperTransformer, task: StandInTask,
     tmp_path: Path,
 ) -> None:
     other = dataclasses.replace(calibration, machine={**calibration.machine, "cpu": "Other CPU"})
@@ -184,7 +149,7 @@ def test_another_format_version_is_refused(calibration: LocalCalibration, tmp_pa
 
 
 def test_bigger_subnets_are_never_predicted_faster(
-    calibration: LocalCalibration, supernet: HATSuperTransformer, task: ProbeTask,
+    calibration: LocalCalibration, supernet: HATSuperTransformer, task: StandInTask,
     tmp_path: Path,
 ) -> None:
     """NNLS keeps every coefficient >= 0, so raising any width or depth (more layers,
@@ -216,7 +181,7 @@ def test_provenance_states_method_error_and_n(
     assert any("held out" in note for note in provenance.notes)
 
 
-def test_probe_workload_is_the_example_not_the_mean(task: ProbeTask) -> None:
+def test_probe_workload_is_the_example_not_the_mean(task: StandInTask) -> None:
     assert probe_workload(task) == Workload(src_len=8, tgt_len=7)
 
 

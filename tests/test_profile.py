@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import nas, one_line_error
 
 import nas.hardware._latency_dataset as dataset_module
 import nas.hardware._profile as profile_module
-from nas.cli import app
 from nas.hardware._latency_dataset import RESULT_COLUMNS, read_latency_csv
 from nas.hardware._profile import (
     MIN_RUNS,
@@ -22,8 +21,6 @@ from nas.hardware._profile import (
     median_ci,
     tukey_outliers,
 )
-
-runner = CliRunner()
 
 
 class FakeClock:
@@ -188,16 +185,6 @@ def test_reader_names_missing_columns_and_short_rows(tmp_path: Path) -> None:
 FAST = ["--min-repeats", "6", "--max-repeats", "12", "--warmup", "1", "--rel-ci", "0.2"]
 
 
-def nas(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.slow

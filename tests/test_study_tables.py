@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import nas, one_line_error
 
 from nas import Condition, Gene, SearchSpace
 from nas._problem import accuracy_latency_problem
-from nas.cli import app
 from nas.studies import (
     StudyMeta,
     StudyNotFoundError,
@@ -22,20 +21,6 @@ from nas.studies import (
     study_dataframe,
     write_study_table,
 )
-
-runner = CliRunner()
-
-
-def nas(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

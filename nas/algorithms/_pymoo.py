@@ -61,6 +61,21 @@ class PymooSearch(Algorithm):
     The first ask returns up to ``pop_size`` distinct uniformly random configs; every
     later ask returns the children of the current population. This ``__init__`` validates
     and stores the options every GA here shares; subclasses implement :meth:`_build`.
+
+    Args:
+        problem: objectives and budgets.
+        seed: seeds pymoo's generator (the global numpy generator is never touched).
+        pop_size: the population size (20 suits searches of a few hundred evaluations).
+        n_offsprings: children per generation (``pop_size`` if None).
+        crossover_prob: probability that a pair of parents is crossed over (SBX).
+        crossover_eta: SBX distribution index (small values spread children further).
+        mutation_eta: polynomial mutation distribution index.
+        skip_known: never propose a config evaluated in an earlier generation.
+
+    Raises:
+        ValueError: an option out of its range, or a single-objective problem where
+            :attr:`multi_objective_only`.
+        ImportError: ``numba`` is not installed (on the first ask).
     """
 
     pop_size: int

@@ -18,25 +18,8 @@ from nas.algorithms._pymoo import PymooSearch
 
 @ALGORITHMS.register("agemoea", description="AGE-MOEA (pymoo) on the integer encoding")
 class AGEMOEASearch(PymooSearch):
-    """AGE-MOEA, seeded, on the integer vector encoding of the space.
-
-    The first ask returns ``pop_size`` distinct uniformly random configs; every later ask
-    returns ``n_offsprings`` children of the current population.
-
-    Args:
-        problem: objectives and budgets (two or more objectives).
-        seed: seeds pymoo's generator (the global numpy generator is never touched).
-        pop_size: the population size (20 suits searches of a few hundred evaluations).
-        n_offsprings: children per generation (``pop_size`` if None).
-        crossover_prob: probability that a pair of parents is crossed over (SBX).
-        crossover_eta: SBX distribution index (small values spread children further).
-        mutation_eta: polynomial mutation distribution index.
-        skip_known: never propose a config evaluated in an earlier generation.
-
-    Raises:
-        ValueError: an option out of its range, or a single-objective problem.
-        ImportError: ``numba`` is not installed (on the first ask).
-    """
+    """AGE-MOEA, seeded, on the integer vector encoding of the space (two or more
+    objectives); options as :class:`~nas.algorithms._pymoo.PymooSearch`."""
 
     name = "agemoea"
     multi_objective_only = True

@@ -37,21 +37,12 @@ def default_partitions(n_obj: int, pop_size: int) -> int:
 class NSGA3Search(PymooSearch):
     """NSGA-III, seeded, on the integer vector encoding of the space.
 
-    The first ask returns ``pop_size`` distinct uniformly random configs; every later ask
-    returns ``n_offsprings`` children of the current population.
+    Options as :class:`~nas.algorithms._pymoo.PymooSearch` (two or more objectives;
+    ``pop_size`` at least the number of reference directions), plus:
 
     Args:
-        problem: objectives and budgets (two or more objectives).
-        seed: seeds pymoo's generator (the global numpy generator is never touched).
-        pop_size: the population size (20 suits searches of a few hundred evaluations);
-            at least the number of reference directions.
         n_partitions: Das-Dennis partitions of the reference directions (None: the most
             whose directions fit in ``pop_size``, see :func:`default_partitions`).
-        n_offsprings: children per generation (``pop_size`` if None).
-        crossover_prob: probability that a pair of parents is crossed over (SBX).
-        crossover_eta: SBX distribution index (small values spread children further).
-        mutation_eta: polynomial mutation distribution index.
-        skip_known: never propose a config evaluated in an earlier generation.
 
     Raises:
         ValueError: an option out of its range, more reference directions than

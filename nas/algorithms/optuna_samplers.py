@@ -37,7 +37,7 @@ import numpy as np
 
 from nas._problem import Problem
 from nas._space import Config
-from nas.algorithms._base import ALGORITHMS, Algorithm
+from nas.algorithms._base import ALGORITHMS, Algorithm, check_int
 
 if TYPE_CHECKING:
     import optuna
@@ -225,15 +225,26 @@ ALGORITHMS.register("optuna-tpe", description="Alias of 'tpe'")(TPESearch)
 
 
 class _OptunaGASearch(OptunaSearch):
-    """Optuna's genetic samplers: a population, crossover and mutation over the genes."""
+    """Optuna's genetic samplers: a population, crossover and mutation over the genes.
+
+    Args:
+        problem: objectives and budgets.
+        seed: seeds the sampler.
+        batch_size: trials per ask.
+        skip_known: redraw suggestions equal to configs told before.
+        population_size: individuals per generation (20 suits a few hundred evaluations).
+        crossover_prob: probability that a child is a crossover of parents.
+        swapping_prob: per-gene probability of taking the other parent's value.
+        mutation_prob: per-gene mutation probability (None: ``1 / number of genes``).
+
+    Raises:
+        ValueError: an option out of its range.
+    """
 
     def __init__(self, problem: Problem, *, seed: int, batch_size: int = 1,
                  skip_known: bool = True, population_size: int = 20, crossover_prob: float = 0.9,
                  swapping_prob: float = 0.5, mutation_prob: float | None = None) -> None:
-        if isinstance(population_size, bool) or not isinstance(population_size, int) or (
-            population_size < 2
-        ):
-            raise ValueError(f"population_size must be an integer >= 2, got {population_size!r}")
+        check_int("population_size", population_size, least=2)
         for option, value in (("crossover_prob", crossover_prob),
                               ("swapping_prob", swapping_prob)):
             if not 0.0 <= value <= 1.0:
@@ -261,21 +272,8 @@ class _OptunaGASearch(OptunaSearch):
 
 @ALGORITHMS.register("optuna-nsga2", description="Optuna's NSGAIISampler")
 class OptunaNSGA2Search(_OptunaGASearch):
-    """NSGA-II as Optuna implements it (uniform crossover over the genes by default).
-
-    Args:
-        problem: objectives and budgets.
-        seed: seeds the sampler.
-        batch_size: trials per ask.
-        skip_known: redraw suggestions equal to configs told before.
-        population_size: individuals per generation (20 suits a few hundred evaluations).
-        crossover_prob: probability that a child is a crossover of parents.
-        swapping_prob: per-gene probability of taking the other parent's value.
-        mutation_prob: per-gene mutation probability (None: ``1 / number of genes``).
-
-    Raises:
-        ValueError: an option out of its range.
-    """
+    """NSGA-II as Optuna implements it (uniform crossover over the genes by default);
+    options as :class:`_OptunaGASearch`."""
 
     name = "optuna-nsga2"
 
@@ -287,21 +285,8 @@ class OptunaNSGA2Search(_OptunaGASearch):
 
 @ALGORITHMS.register("optuna-nsga3", description="Optuna's NSGAIIISampler")
 class OptunaNSGA3Search(_OptunaGASearch):
-    """NSGA-III as Optuna implements it (reference points on the normalised front).
-
-    Args:
-        problem: objectives and budgets.
-        seed: seeds the sampler.
-        batch_size: trials per ask.
-        skip_known: redraw suggestions equal to configs told before.
-        population_size: individuals per generation (20 suits a few hundred evaluations).
-        crossover_prob: probability that a child is a crossover of parents.
-        swapping_prob: per-gene probability of taking the other parent's value.
-        mutation_prob: per-gene mutation probability (None: ``1 / number of genes``).
-
-    Raises:
-        ValueError: an option out of its range.
-    """
+    """NSGA-III as Optuna implements it (reference points on the normalised front);
+    options as :class:`_OptunaGASearch`."""
 
     name = "optuna-nsga3"
 
