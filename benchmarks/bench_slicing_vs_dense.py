@@ -13,26 +13,15 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import median_seconds
 
 import nas
 
 RESULTS = Path(__file__).parent / "results" / "slicing_vs_dense.json"
-
-
-def time_pass(run, repeats: int) -> float:
-    """Median seconds of ``run()`` over ``repeats`` after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -62,8 +51,8 @@ def main() -> None:
         def extracted(dense=dense) -> None:
             task.evaluate(dense, split="validation", limit=args.limit, per=False)
 
-        t_sliced = time_pass(sliced, args.repeats)
-        t_dense = time_pass(extracted, args.repeats)
+        t_sliced = median_seconds(sliced, args.repeats)
+        t_dense = median_seconds(extracted, args.repeats)
         rows.append({"config": label, "sliced_s": t_sliced, "dense_s": t_dense,
                      "ratio_sliced_over_dense": t_sliced / t_dense})
         print(f"{label:10s} sliced {t_sliced:.3f}s  dense {t_dense:.3f}s  "

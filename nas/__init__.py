@@ -16,6 +16,7 @@ from nas._registry import Registry, UnknownNameError
 from nas._space import Condition, Config, Gene, SearchSpace
 from nas._supernet import (
     SUBNET_BUILDERS,
+    SUPERNET_FAMILIES,
     SUPERNETS,
     LayerShape,
     SubnetShape,
@@ -39,6 +40,7 @@ __all__ = [
     "accuracy_latency_problem",
     "run_search",
     "SUBNET_BUILDERS",
+    "SUPERNET_FAMILIES",
     "SUPERNETS",
     "TABLES",
     "TASKS",

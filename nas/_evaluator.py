@@ -112,7 +112,7 @@ class Evaluator(BaseEvaluator):
         self.target = target
         self.eval_limit = eval_limit
         self.space = supernet.space
-        self._task_takes_per = _accepts_keyword(task.evaluate, "per")
+        self._task_takes_per = accepts_keyword(task.evaluate, "per")
 
     @property
     def fingerprint(self) -> str:
@@ -196,7 +196,7 @@ def _clean(metrics: Mapping[str, float]) -> Metrics:
     return clean
 
 
-def _accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

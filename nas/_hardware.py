@@ -57,12 +57,18 @@ HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.h
 
 
 def get_hardware(name: str) -> HardwareTarget:
-    """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``), or
-    ``remote:HOST:PORT`` for a device running ``nas agent``."""
-    if name.startswith("remote:"):  # a parameterised name, so not a registry entry
+    """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``),
+    ``remote:HOST:PORT`` for a device running ``nas agent``, or ``ofa-lut:FOLDER`` for
+    OFA's published latency lookup tables in FOLDER."""
+    # parameterised names, so not registry entries
+    if name.startswith("remote:"):
         from nas.hardware._remote import RemoteTarget
 
         return RemoteTarget.from_spec(name)
+    if name.startswith("ofa-lut:"):
+        from nas.hardware._ofa_lut import OFALookupTarget
+
+        return OFALookupTarget.from_spec(name)
     return HARDWARE.create(name)
 
 

@@ -92,6 +92,13 @@ class Supernet(nn.Module, abc.ABC):
         """The per-layer shapes of ``config`` (for latency models and counters)."""
         return self._describe(self.space.config(config))
 
+    @property
+    def recalibrates_batchnorm(self) -> bool:
+        """Whether activated and extracted subnets already carry BatchNorm statistics of
+        their own (OFA recalibrates on activation); exporters then keep them, so an
+        exported model scores what the search recorded. False by default."""
+        return False
+
     def architecture(self) -> dict[str, Any]:
         """The constructor arguments (JSON-able) that rebuild this supernet untrained."""
         return self._architecture()
@@ -111,6 +118,11 @@ class Supernet(nn.Module, abc.ABC):
 
 SUPERNETS: Registry[Supernet] = Registry("supernet", plugins=("nas.supernets",))
 """Shipped supernets: ``name -> () -> Supernet`` with trained weights loaded."""
+
+SUPERNET_FAMILIES: Registry[Supernet] = Registry("supernet family", plugins=("nas.supernets",))
+"""Untrained supernets by family: ``family -> (architecture: dict) -> Supernet``, used to
+rebuild a checkpoint's supernet from its JSON. Families register their
+``from_architecture``."""
 
 SUBNET_BUILDERS: Registry[nn.Module] = Registry("subnet family", plugins=("nas.supernets",))
 """Dense subnet classes by family: ``family -> (**subnet_config) -> nn.Module``, used to

@@ -260,7 +260,11 @@ def _build(
     from nas import save_subnet  # the core's lazy re-export of the supernets' exporter
 
     model = supernet.extract(supernet.space.config(record.config)).eval()
-    batchnorm = recalibrate_batchnorm(model, task, seed=study.meta.seed or 0)
+    if supernet.recalibrates_batchnorm:
+        batchnorm = ("recalibrated by the supernet on extraction (its own calibration set), "
+                     "as when the search scored it")
+    else:
+        batchnorm = recalibrate_batchnorm(model, task, seed=study.meta.seed or 0)
     save_subnet(model, folder, family=supernet.family, metadata=_metadata(study, record,
                                                                           supernet))
     if "safetensors" not in formats:

@@ -1,11 +1,33 @@
 """Weight-sharing supernets behind one interface, their tasks and shipped checkpoints.
 
-Importing this package registers the built-ins: the supernet ``hat`` (the shipped
-checkpoint), the task ``g2p-cmudict``, the dense subnet family ``hat``, the tabular benchmark
-``nb201`` and, on its cells, the supernet ``nb201`` (NAS-Bench-201's network, random
-weights) with the task ``nb201-cifar10`` (accuracy from the table).
+Importing this package registers the built-ins (supernet: family, task):
+
+- ``hat``: HAT SuperTransformer, ``g2p-cmudict`` (CMUdict grapheme-to-phoneme);
+- ``nb201``: NAS-Bench-201's network (random weights), ``nb201-cifar10`` (table accuracy);
+- ``ofa``: Once-for-All MobileNetV3, ``digits-image`` (scikit-learn's digits);
+- ``sortednet``: SortedNet sorted MLP, ``digits-vector`` (also a sorted transformer family);
+- ``matformer``: MatFormer nested-FFN decoder LM, ``pydoc-lm`` (Python's documentation);
+- ``flexibert`` and ``flexibert-minilm``: FlexiBERT heterogeneous encoders,
+  ``minilm-distill-pydoc`` (MiniLM sentence-embedding distillation; extra ``minilm``);
+
+with their dense subnet builders, training schemes (:mod:`._schemes`) and zoo entries.
 """
 
+# Importing each family module registers its supernet, task, dense subnet and zoo entry.
+from nas.supernets import flexibert, matformer, ofa, sortednet  # noqa: E402, I001
+from nas.supernets._digits import DigitsTask  # noqa: E402
+from nas.supernets._schemes import (  # noqa: E402
+    FixedSubnet,
+    SandwichRule,
+    TrainingRun,
+    TrainingScheme,
+)
+from nas.supernets._ofa_scheme import ProgressiveShrinking  # noqa: E402
+from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace  # noqa: E402
+from nas.supernets.flexibert import FlexiBERTSubnet, FlexiBERTSupernet  # noqa: E402
+from nas.supernets.matformer import MatFormerJoint, MatFormerLM, MatFormerSupernet  # noqa: E402
+from nas.supernets.ofa import OFAMobileNetV3, OFASubnet  # noqa: E402
+from nas.supernets.sortednet import SortedMLP, SortedTraining, SortedTransformer  # noqa: E402
 from nas.supernets._g2p import G2PTask, Vocabulary, read_lexicon
 from nas.supernets._hat_dense import HATEncoderOut, HATSubnet
 from nas.supernets._hat_space import G2P_SPACE, WMT_SPACE, HATDesignSpace
@@ -34,6 +56,29 @@ from nas.supernets.nb201 import (
 from nas.supernets.nb201_supernet import NB201Cifar10Task
 
 __all__ = [
+    "DIGITS_SPACE",
+    "MOBILENETV3_SPACE",
+    "DigitsTask",
+    "FixedSubnet",
+    "FlexiBERTSubnet",
+    "FlexiBERTSupernet",
+    "MatFormerJoint",
+    "MatFormerLM",
+    "MatFormerSupernet",
+    "OFADesignSpace",
+    "OFAMobileNetV3",
+    "OFASubnet",
+    "ProgressiveShrinking",
+    "SandwichRule",
+    "SortedMLP",
+    "SortedTraining",
+    "SortedTransformer",
+    "TrainingRun",
+    "TrainingScheme",
+    "flexibert",
+    "matformer",
+    "ofa",
+    "sortednet",
     "G2P_SPACE",
     "SUPERNET_FAMILIES",
     "WMT_SPACE",

@@ -1,11 +1,10 @@
-"""Training a weight-sharing supernet with the sandwich rule, and its checkpoints.
+"""Training a weight-sharing supernet, and its checkpoints.
 
-Sandwich rule (Yu & Huang, "Universally Slimmable Networks", ICCV 2019; used by
-BigNAS and OFA): every step trains the largest subnet, the smallest subnet and a few
-random ones on the same batch and takes one optimiser step on their accumulated gradients.
-Training the two extremes every step is what keeps the whole space's accuracy range
-usable: without the smallest subnet its weights are rarely trained, without the largest
-the accuracy ceiling sinks.
+One loop for every family: each step draws one batch, trains the subnets a
+:class:`~nas.supernets._schemes.TrainingScheme` plans for that step on it and takes one
+optimiser step on their accumulated gradients. The default scheme is the sandwich rule
+(largest + smallest + random subnets); families with their own published scheme
+(OFA's progressive shrinking, SortedNet, MatFormer) pass theirs.
 
 Checkpoints are two files: ``<stem>.safetensors`` (weights only: nothing loaded runs
 pickled code) and ``<stem>.json`` (the architecture that rebuilds the supernet, the task,
@@ -16,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from nas._registry import Registry
+from nas._evaluator import accepts_keyword
+from nas._files import file_sha256
 from nas._space import Config
-from nas._supernet import Supernet
+from nas._supernet import SUPERNET_FAMILIES, Supernet
 from nas._task import Task
+from nas.supernets._schemes import SandwichRule, TrainingRun, TrainingScheme
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ REQUIRED_KEYS = (
     "recipe",
     "metrics",
 )
-
-SUPERNET_FAMILIES: Registry[Supernet] = Registry("supernet family", plugins=("nas.supernets",))
-"""Family name -> ``(architecture: dict) -> Supernet`` (untrained), used to rebuild a
-checkpoint's supernet from its JSON. Families register their ``from_architecture``."""
 
 StepHook = Callable[[int, list[Config], float], None]
 """``on_step(step, configs, loss)``: called after each optimiser step (step from 1)."""
@@ -86,12 +82,14 @@ def train_supernet(
     log_every: int = 100,
     on_step: StepHook | None = None,
     eval_limit: int | None = None,
+    scheme: TrainingScheme | None = None,
 ) -> dict[str, Any]:
-    """Train ``supernet`` on ``task`` with the sandwich rule; deterministic given ``seed``.
+    """Train ``supernet`` on ``task``; deterministic given ``seed``.
 
-    Each step draws one batch, activates the largest, the smallest and
-    ``random_subnets`` random subnets in turn, accumulates the mean of their losses'
-    gradients, clips the gradient norm and takes one AdamW step. The learning rate
+    Each step draws one batch, activates the subnets ``scheme`` plans in turn (by
+    default the largest, the smallest and ``random_subnets`` random ones), accumulates
+    the gradients of their weighted losses, clips the gradient norm and takes one AdamW
+    step. The learning rate
     warms up linearly for ``warmup`` steps, then follows ``schedule``: ``"cosine"``
     (down to 0 at ``steps``) or ``"inverse-sqrt"`` (Vaswani et al.).
 
@@ -102,7 +100,8 @@ def train_supernet(
         batch_size: examples per batch (one batch feeds every subnet of a step).
         lr: peak learning rate.
         seed: seeds the batches, the sampled subnets and dropout.
-        random_subnets: random subnets per step besides the largest and smallest.
+        random_subnets: random subnets per step besides the largest and smallest (the
+            default sandwich scheme only).
         warmup: warm-up steps; ``min(1000, steps // 10)`` when omitted.
         schedule: ``"cosine"`` or ``"inverse-sqrt"``.
         weight_decay: AdamW's decoupled weight decay.
@@ -111,9 +110,12 @@ def train_supernet(
         log_every: log the running loss every this many steps.
         on_step: called as ``on_step(step, configs, loss)`` after every step.
         eval_limit: validate the final largest/smallest subnets on this many examples.
+        scheme: which subnets each step trains and with which loss;
+            ``SandwichRule(random_subnets)`` when omitted.
 
     Returns:
-        The recipe (every argument above, torch version, threads, date, wall time) and
+        The recipe (every argument above, the scheme's settings, torch version, threads,
+        date, wall time) and
         ``metrics``: the validation metrics of the ``largest`` and ``smallest`` subnets.
 
     Raises:
@@ -129,6 +131,7 @@ def train_supernet(
         warmup=warmup,
         schedule=schedule,
     )
+    scheme = SandwichRule(random_subnets) if scheme is None else scheme
     started = time.perf_counter()
     torch.manual_seed(seed)  # dropout
     rng = np.random.default_rng(seed)  # subnets
@@ -138,16 +141,23 @@ def train_supernet(
     optimizer = torch.optim.AdamW(
         supernet.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay
     )
+    runs = _checked_runs(scheme.runs(steps), steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(schedule, warmup=warmup, steps=steps)
+        optimizer, _lr_lambda(schedule, warmup=warmup, steps=steps, runs=runs)
     )
-    largest, smallest = supernet.space.largest(), supernet.space.smallest()
+    restarts = {run.first_step for run in runs[1:]}
+    scheme.start(supernet, task, steps=steps)
     supernet.train()
     running = math.nan
-    bar = tqdm(range(1, steps + 1), desc="sandwich training", disable=not progress, unit="step")
+    bar = tqdm(
+        range(1, steps + 1), desc=f"{scheme.name} training", disable=not progress, unit="step"
+    )
     for step in bar:
-        configs = [largest, smallest] + [supernet.space.sample(rng) for _ in range(random_subnets)]
-        loss = _sandwich_step(supernet, task, next_batch(), configs, clip_norm)
+        if step in restarts:
+            optimizer.state.clear()  # a new run starts with fresh moments
+        planned = scheme.plan(step, steps, supernet, rng)
+        loss = _accumulate(supernet, task, scheme, next_batch(), planned, clip_norm)
+        configs = [config for config, _ in planned]
         optimizer.step()
         scheduler.step()
         running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
@@ -168,7 +178,7 @@ def train_supernet(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
-        "sandwich": {"largest": True, "smallest": True, "random_subnets": random_subnets},
+        "scheme": scheme.describe(),
         "warmup": warmup,
         "schedule": schedule,
         "optimizer": "AdamW(betas=(0.9, 0.98))",
@@ -184,42 +194,60 @@ def train_supernet(
     }
 
 
-def _sandwich_step(
+def _accumulate(
     supernet: Supernet,
     task: Task,
+    scheme: TrainingScheme,
     batch: tuple[torch.Tensor, ...],
-    configs: list[Config],
+    planned: Sequence[tuple[Config, float]],
     clip_norm: float,
 ) -> float:
-    """Accumulate the mean loss gradient of ``configs`` on one batch; clip; return the loss.
-
-    The mean (not the sum) keeps the learning rate and the clip norm independent of the
-    number of subnets per step.
-    """
+    """Accumulate the gradients of the planned subnets' weighted losses on one batch;
+    clip; return the mean unweighted loss (the figure the progress bar shows)."""
     supernet.zero_grad(set_to_none=True)
     total = 0.0
-    for config in configs:
+    for config, weight in planned:
         supernet.activate(config)
-        loss = task.loss(supernet, batch)
-        (loss / len(configs)).backward()
+        loss = scheme.loss(supernet, task, batch, config)
+        (weight * loss).backward()
         total += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(supernet.parameters(), clip_norm)
-    return total / len(configs)
+    return total / len(planned)
 
 
-def _lr_lambda(schedule: str, *, warmup: int, steps: int) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate after ``step`` scheduler steps."""
+def _lr_lambda(
+    schedule: str, *, warmup: int, steps: int, runs: Sequence[TrainingRun] = (TrainingRun(1),)
+) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate after ``step`` scheduler steps: within
+    each run, ``lr_scale`` times a warm-up over ``warmup`` steps (if the run warms up),
+    then ``schedule`` from the run's first step to its last."""
+    ends = [run.first_step - 1 for run in runs[1:]] + [steps]
 
     def factor(step: int) -> float:
         step += 1
-        if step <= warmup:
-            return step / max(warmup, 1)
+        index = max(i for i, run in enumerate(runs) if run.first_step <= step)
+        run, end = runs[index], ends[index]
+        local, length = step - run.first_step + 1, end - run.first_step + 1
+        warm = min(warmup, length) if run.warmup else 0
+        if local <= warm:
+            return run.lr_scale * local / max(warm, 1)
         if schedule == "inverse-sqrt":
-            return math.sqrt(max(warmup, 1) / step)
-        progress = (step - warmup) / max(steps - warmup, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+            return run.lr_scale * math.sqrt(max(warm, 1) / local)
+        progress = (local - warm) / max(length - warm, 1)
+        return run.lr_scale * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def _checked_runs(runs: Sequence[TrainingRun], steps: int) -> tuple[TrainingRun, ...]:
+    """``runs`` if they start at step 1 and at increasing steps within the training."""
+    firsts = [run.first_step for run in runs]
+    if not firsts or firsts[0] != 1 or firsts != sorted(set(firsts)) or firsts[-1] > steps:
+        raise ValueError(
+            f"a scheme's runs must start at step 1, then at increasing steps up to {steps}; "
+            f"got first steps {firsts}"
+        )
+    return tuple(runs)
 
 
 def _validate(
@@ -303,14 +331,16 @@ def save_checkpoint(
         .contiguous()
         for k, v in tensors.items()
     }
-    save_file(stored, str(weights), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    # One metadata key: safetensors writes several in a per-process order, which would
+    # change the file's sha256 between runs that store identical weights.
+    save_file(stored, str(weights), metadata={"aliases": json.dumps(aliases, sort_keys=True)})
     document = {
         "format_version": FORMAT_VERSION,
         "family": supernet.family,
         "architecture": supernet.architecture(),
         "task": recipe.get("task", task.name if task is not None else None),
         "dtype": chosen,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "weights_bytes": weights.stat().st_size,
         "metrics": metrics,
         "command": command,
@@ -323,14 +353,16 @@ def save_checkpoint(
 
 def quick_check(supernet: Supernet, task: Task, *, limit: int = CHECK_LIMIT) -> dict[str, float]:
     """Accuracy (no decoding) of both extremes on the first ``limit`` validation
-    examples: a figure cheap enough for a test to confirm a loaded checkpoint."""
+    examples: a figure cheap enough for a test to confirm a loaded checkpoint. Tasks
+    whose ``evaluate`` takes ``per`` (sequence tasks) skip their decoding metric."""
+    options = {"per": False} if accepts_keyword(task.evaluate, "per") else {}
     out: dict[str, float] = {"limit": limit}
     for name, config in (
         ("largest", supernet.space.largest()),
         ("smallest", supernet.space.smallest()),
     ):
         supernet.activate(config)
-        out[f"{name}_accuracy"] = task.evaluate(supernet, limit=limit, per=False)["accuracy"]
+        out[f"{name}_accuracy"] = task.evaluate(supernet, limit=limit, **options)["accuracy"]
     supernet.activate(supernet.space.largest())
     return out
 
@@ -421,7 +453,7 @@ def load_checkpoint(path_stem: str | Path) -> Supernet:
             raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
     meta = _read_meta(meta_path)
     state, aliases = _read_weights(weights_path)
-    digest = _sha256(weights_path)
+    digest = file_sha256(weights_path)
     if digest != meta["weights_sha256"]:
         raise ValueError(
             f"{weights_path}: sha256 {digest[:12]}... does not match the "
@@ -508,10 +540,3 @@ def _check_shapes(
                 f"architecture in {meta_path.name} expects {list(shape)}"
             )
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import Task, get_task
 from nas.supernets._g2p import PAD, G2PTask
 from nas.supernets._hat_space import G2P_SPACE
+from nas.supernets._schemes import TrainingScheme
 from nas.supernets._training import (
     SUPERNET_FAMILIES,
     load_checkpoint,
@@ -59,6 +62,9 @@ class ZooRecipe:
     random_subnets: int = 2
     warmup: int | None = None
     eval_limit: int | None = None
+    scheme: Callable[[], TrainingScheme] | None = None
+    """Builds the training scheme; ``None`` is the sandwich rule with ``random_subnets``."""
+    weight_decay: float = 0.01
 
 
 def _build_hat_g2p(task: Task) -> Supernet:
@@ -89,7 +95,25 @@ ZOO_RECIPES: dict[str, ZooRecipe] = {
         warmup=200,
     ),
 }
-"""Zoo entries by supernet name; the figures are the shipped checkpoint's recipe."""
+"""Zoo entries by supernet name; the figures are the shipped checkpoint's recipe.
+Families outside this module add theirs with :func:`add_recipe`."""
+
+
+def add_recipe(recipe: ZooRecipe) -> ZooRecipe:
+    """Make ``recipe`` a zoo entry (what ``nas train --supernet NAME`` reproduces).
+
+    Raises:
+        ValueError: an entry of that name exists already.
+    """
+    if recipe.name in ZOO_RECIPES:
+        raise ValueError(f"zoo entry {recipe.name!r} is defined twice")
+    ZOO_RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def load_zoo_checkpoint(name: str) -> Supernet:
+    """The shipped checkpoint of zoo entry ``name`` (from :func:`zoo_dir`), in eval mode."""
+    return load_checkpoint(zoo_dir() / zoo_recipe(name).stem)
 
 
 def zoo_dir() -> Path:
@@ -115,7 +139,7 @@ def zoo_recipe(name: str) -> ZooRecipe:
 )
 def hat() -> Supernet:
     """The shipped HAT SuperTransformer with its trained weights, in eval mode."""
-    return load_checkpoint(zoo_dir() / ZOO_RECIPES["hat"].stem)
+    return load_zoo_checkpoint("hat")
 
 
 def train_and_save(
@@ -151,16 +175,21 @@ def train_and_save(
     """
     recipe = zoo_recipe(name)
     task = get_task(recipe.task)
-    supernet = recipe.build(task)
+    seed = recipe.seed if seed is None else seed
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
+        torch.manual_seed(seed)
+        supernet = recipe.build(task)
     trained = train_supernet(
         supernet,
         task,
         steps=recipe.steps if steps is None else steps,
         batch_size=recipe.batch_size if batch_size is None else batch_size,
         lr=recipe.lr if lr is None else lr,
-        seed=recipe.seed if seed is None else seed,
+        seed=seed,
         random_subnets=recipe.random_subnets,
         warmup=recipe.warmup,
+        weight_decay=recipe.weight_decay,
+        scheme=recipe.scheme() if recipe.scheme is not None else None,
         progress=progress,
         eval_limit=recipe.eval_limit,
     )

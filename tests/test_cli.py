@@ -51,7 +51,8 @@ def trial_count(db: Path) -> int:
     [[], ["search"], ["train"], ["export"], ["hw"], ["hw", "show"], ["hw", "list"],
      ["hw", "check"], ["profile"], ["agent"], ["bench", "search"], ["predictor", "fit"],
      ["report"], ["dashboard"], ["studies", "export"],
-     ["studies"], ["studies", "list"], ["studies", "show"], ["supernets", "list"]],
+     ["studies"], ["studies", "list"], ["studies", "show"], ["supernets", "list"],
+     ["supernets", "show"]],
 )
 def test_help_everywhere(command, tmp_path):
     result = run_nas(*command, "--help", cwd=tmp_path)
@@ -63,7 +64,7 @@ def test_help_everywhere(command, tmp_path):
     ("args", "fragments"),
     [
         (["search", "--supernet", "nope", "--hw", "rpi4", "--budget", "50ms"],
-         ["unknown supernet 'nope'", "known: hat"]),
+         ["unknown supernet 'nope'", "known: ", "hat, matformer"]),
         (["search", "--supernet", "hat", "--hw", "pi5", "--budget", "50ms"],
          ["unknown hardware target 'pi5'", "rpi4"]),
         (["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "fast"],
@@ -73,6 +74,8 @@ def test_help_everywhere(command, tmp_path):
         (["search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms",
           "--algorithm", "magic"], ["unknown algorithm 'magic'", "nsga2"]),
         (["hw", "show", "pi5"], ["unknown hardware target 'pi5'"]),
+        (["supernets", "show", "nope"], ["unknown supernet 'nope'", "known: "]),
+        (["train", "--supernet", "nope"], ["zoo", "'nope'"]),
         (["export", "--study", "none", "--trial", "0", "--out", "x"], ["none"]),
         (["studies", "show", "none"], ["none"]),
     ],
@@ -85,7 +88,14 @@ def test_bad_input_gives_one_line_error(args, fragments, tmp_path):
 
 def test_supernets_and_targets_are_listed(tmp_path):
     supernets = json.loads(run_nas("supernets", "list", "--json", cwd=tmp_path).stdout)
-    assert [row["name"] for row in supernets] == ["hat", "nb201"]
+    assert {"hat", "nb201", "ofa", "sortednet", "matformer", "flexibert"} <= {
+        row["name"] for row in supernets
+    }
+    shown = json.loads(run_nas("supernets", "show", "hat", "--json", cwd=tmp_path).stdout)
+    assert shown["family"] == "hat" and shown["task"] == "g2p-cmudict"
+    assert shown["subnets"] == nas.get_supernet("hat").space.cardinality() > 10**9
+    assert 0 < shown["params_smallest"] < shown["params_largest"]
+    assert shown["scheme"] == "sandwich" and 0.85 < shown["accuracy_smallest"] < 1
     targets = json.loads(run_nas("hw", "list", "--json", cwd=tmp_path).stdout)
     assert {"rpi4", "xeon", "titanxp", "local-cpu"} <= {row["name"] for row in targets}
     by_name = {row["name"]: row for row in targets}

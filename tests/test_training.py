@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,10 @@ from torch import nn
 import nas
 from nas import Config, Gene, SearchSpace, SubnetShape, Supernet
 from nas.supernets._g2p import BOS, EOS, PAD, G2PTask
+from nas.supernets._schemes import SandwichRule, TrainingScheme
 from nas.supernets._training import (
     SUPERNET_FAMILIES,
+    _accumulate,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
@@ -128,7 +131,9 @@ def test_sandwich_rule_and_loss_decreases(task: G2PTask) -> None:
     assert activated[:4] == seen[0][1]  # each config of a step was activated
     first, last = sum(x[2] for x in seen[:5]) / 5, sum(x[2] for x in seen[-5:]) / 5
     assert last < first - 0.5
-    assert recipe["sandwich"] == {"largest": True, "smallest": True, "random_subnets": 2}
+    assert recipe["scheme"] == {
+        "name": "sandwich", "largest": True, "smallest": True, "random_subnets": 2
+    }
     assert {"steps", "batch_size", "lr", "seed", "torch", "date", "wall_s"} <= set(recipe)
     assert set(recipe["metrics"]) == {"largest", "smallest"}
     assert not model.training
@@ -145,6 +150,55 @@ def test_training_is_deterministic(task: G2PTask) -> None:
     _train(task, c, steps=8, seed=1)
     assert _same(a.state_dict().values(), b.state_dict().values())
     assert not _same(a.state_dict().values(), c.state_dict().values())
+
+
+class _OnlyLargest(TrainingScheme):
+    """A scheme that trains the largest subnet twice with weights 0.25 and 0.75 and
+    scales the task loss by 3: the step's gradient must be 3x the plain one."""
+
+    name = "only-largest"
+
+    def plan(self, step, steps, supernet, rng):  # type: ignore[no-untyped-def]
+        largest = supernet.space.largest()
+        return [(largest, 0.25), (largest, 0.75)]
+
+    def loss(self, supernet, task, batch, config):  # type: ignore[no-untyped-def]
+        return 3.0 * task.loss(supernet, batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def test_a_scheme_chooses_the_subnets_their_weights_and_the_loss(task: G2PTask) -> None:
+    seen: list[list[Config]] = []
+    model = _toy(task)
+    recipe = _train(
+        task, model, steps=3, scheme=_OnlyLargest(), on_step=lambda s, c, _: seen.append(c)
+    )
+    assert recipe["scheme"] == {"name": "only-largest"}
+    assert seen == [[TOY_SPACE.largest()] * 2] * 3
+
+    batch = task.train_batches(batch_size=8, generator=torch.Generator().manual_seed(0))()
+    plain, scaled = _toy(task), _toy(task)
+    plain.activate(TOY_SPACE.largest())
+    task.loss(plain, batch).backward()
+    _accumulate(scaled, task, _OnlyLargest(), batch, _OnlyLargest().plan(1, 1, scaled, None),
+                clip_norm=1e9)
+    for p, q in zip(plain.parameters(), scaled.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, 3.0 * p.grad)
+
+
+def test_sandwich_rule_weights_are_a_mean() -> None:
+    plan = SandwichRule(3).plan(1, 10, _toy_any(), np.random.default_rng(0))
+    assert len(plan) == 5 and sum(w for _, w in plan) == pytest.approx(1.0)
+    assert [c for c, _ in plan[:2]] == [TOY_SPACE.largest(), TOY_SPACE.smallest()]
+    with pytest.raises(ValueError, match="random_subnets"):
+        SandwichRule(-1)
+
+
+def _toy_any() -> ToySeq2Seq:
+    return ToySeq2Seq(src_vocab=8, tgt_vocab=8)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +262,32 @@ def _saved(tmp_path: Path, trained: tuple[ToySeq2Seq, dict]) -> Path:
     model, recipe = trained
     save_checkpoint(model, tmp_path / "toy", recipe, dtype="float32")
     return tmp_path / "toy"
+
+
+_SAVE_IN_A_FRESH_PROCESS = """
+import sys, torch
+from torch import nn
+from nas.supernets._training import save_checkpoint
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+model.family, model.architecture = "toy", lambda: {}
+print(save_checkpoint(model, sys.argv[1], {"task": "none"})["weights_sha256"])
+"""
+
+
+def test_identical_weights_give_identical_files_across_processes(tmp_path: Path) -> None:
+    """safetensors orders metadata keys per process: the stored file must not depend on it."""
+    import subprocess
+    import sys
+
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", _SAVE_IN_A_FRESH_PROCESS, str(tmp_path / f"run{i}")],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        for i in range(4)
+    }
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
 
 
 def test_missing_files(tmp_path: Path, trained: tuple[ToySeq2Seq, dict]) -> None:

@@ -16,20 +16,13 @@ from typing import Any
 import numpy as np
 import typer
 
+from nas._files import file_sha256
 from nas.cli._common import JSON_HELP, console, print_json, user_errors
 
 app = typer.Typer(help="Learned predictors of accuracy, latency and memory.",
                   no_args_is_help=True)
 
 FIT_FILE = "fit.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _split_drop(drop: str | None) -> tuple[str, ...]:
@@ -87,7 +80,7 @@ def fit(
         "cv_scores": getattr(predictor, "cv_scores_", {}),
         "seed": seed,
         "log_target": log_target,
-        "data": {"path": str(data), "sha256": _sha256(data), "rows": n},
+        "data": {"path": str(data), "sha256": file_sha256(data), "rows": n},
         "train_rows": rows.tolist(),
         "train_keys_sha256": hashlib.sha256(
             "\n".join(sorted(encoder.row_keys(train))).encode()).hexdigest(),
@@ -130,7 +123,7 @@ def evaluate(
     table = read_csv(data)
     table.target_columns(target)  # fail early on a missing column
     keep = np.ones(len(table), dtype=bool)
-    if _sha256(data) == same_data:
+    if file_sha256(data) == same_data:
         keep[[i for i in train_rows if i < len(table)]] = False
     if not keep.any():
         raise ValueError(f"every row of {data} was used for fitting; nothing left to score")

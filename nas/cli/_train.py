@@ -16,8 +16,10 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Examples per batch."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of sampling and initialisation."),
-    out: Path = typer.Option(
-        Path("checkpoints/hat-g2p"), "--out", help="Checkpoint path stem (.safetensors/.json)."
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Checkpoint path stem (.safetensors/.json); checkpoints/<zoo stem> by default.",
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -28,8 +30,10 @@ def train(
     (recorded in its JSON), so the bare command reproduces it.
     """
     from nas.supernets import train_and_save
+    from nas.supernets._zoo import zoo_recipe
 
     configure_logging(verbose)
+    out = Path("checkpoints") / zoo_recipe(supernet).stem if out is None else out
     summary = train_and_save(
         supernet, steps=steps, batch_size=batch_size, lr=lr, seed=seed, out=out,
         progress=True,
