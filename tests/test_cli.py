@@ -248,3 +248,21 @@ def _trials(db: Path) -> dict[int, str]:
             "ON a.trial_id = t.trial_id WHERE a.key = 'config' AND t.state = 'COMPLETE'"
         ).fetchall()
     return dict(rows)
+
+
+@pytest.mark.parametrize(
+    ("config", "summary"),
+    [
+        ({"encoder.embed_dim": 128, "encoder.layers": 4, "decoder.embed_dim": 96,
+          "decoder.layers": 2, "decoder.0.heads": 4}, "enc 128/4, dec 96/2"),
+        ({"resolution": 16, "stage0.depth": 2, "stage0.block0.kernel": 5,
+          "stage0.block1.kernel": 7, "stage1.depth": 3},
+         "resolution 16 · depth 2,3 · kernel 5,7"),
+        ({"width": 0.5, "depth": 2}, "width 0.5 · depth 2"),
+        ({"edge.1<-0": "none", "edge.2<-0": "skip_connect"}, "none, skip_connect"),
+    ],
+)
+def test_front_table_summarises_each_family(config, summary):
+    from nas.cli._search import _summary
+
+    assert _summary(config) == summary

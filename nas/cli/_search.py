@@ -139,9 +139,16 @@ def print_front(document: dict[str, Any]) -> None:
 
 def _summary(config: dict[str, Any]) -> str:
     """A subnet in a few words: encoder and decoder width/depth for encoder-decoder
-    supernets (HAT), else every gene's value in order (a NAS-Bench-201 cell's six ops)."""
+    supernets (HAT); else genes grouped by their last name part, values in layer order
+    (OFA: ``depth 2,3,2,4 · kernel 5,7,...``; SortedNet: ``width 0.5 · depth 2``); else
+    every gene's value in order (a NAS-Bench-201 cell's six ops)."""
     sides = [(side, config.get(f"{side}.embed_dim"), config.get(f"{side}.layers"))
              for side in ("encoder", "decoder")]
     if all(dim is not None for _, dim, _ in sides):
         return ", ".join(f"{side[:3]} {dim}/{layers}" for side, dim, layers in sides)
+    groups: dict[str, list[str]] = {}
+    for name, value in config.items():
+        groups.setdefault(name.rsplit(".", 1)[-1], []).append(str(value))
+    if len(groups) < len(config) or not any("." in name for name in config):
+        return " · ".join(f"{field} {','.join(values)}" for field, values in groups.items())
     return ", ".join(str(value) for value in config.values())
