@@ -102,7 +102,8 @@ class Seq2SeqShape:
         if shape.family != "hat":
             raise ValueError(
                 f"the HAT latency models cover encoder-decoder Transformers of family 'hat', "
-                f"got a subnet of family {shape.family!r}"
+                f"got a subnet of family {shape.family!r}; measure it instead with --hw "
+                "local-cpu, cuda or remote:HOST:PORT"
             )
         encoder: list[EncoderLayerDims] = []
         decoder: list[DecoderLayerDims] = []

@@ -60,7 +60,8 @@ class NB201TableTarget(HardwareTarget):
         if family != SUPERNET_FAMILY:
             raise ValueError(f"hardware target {self.name!r} covers only the "
                              f"{SUPERNET_FAMILY!r} supernet (NAS-Bench-201 cells), got "
-                             f"supernet family {family!r}")
+                             f"supernet family {family!r}; measure it instead with --hw "
+                             "local-cpu, cuda or remote:HOST:PORT")
         return self._lookup.evaluate(config)["latency_ms"]
 
     def provenance(self) -> Provenance:

@@ -75,6 +75,8 @@ def test_help_everywhere(command, tmp_path):
           "--algorithm", "magic"], ["unknown algorithm 'magic'", "nsga2"]),
         (["hw", "show", "pi5"], ["unknown hardware target 'pi5'"]),
         (["supernets", "show", "nope"], ["unknown supernet 'nope'", "known: "]),
+        (["search", "--supernet", "sortednet", "--hw", "rpi4", "--budget", "5ms"],
+         ["family 'sortednet'", "--hw local-cpu"]),
         (["train", "--supernet", "nope"], ["zoo", "'nope'"]),
         (["export", "--study", "none", "--trial", "0", "--out", "x"], ["none"]),
         (["studies", "show", "none"], ["none"]),
