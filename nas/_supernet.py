@@ -124,9 +124,12 @@ SUPERNET_FAMILIES: Registry[Supernet] = Registry("supernet family", plugins=("na
 rebuild a checkpoint's supernet from its JSON. Families register their
 ``from_architecture``."""
 
-SUBNET_BUILDERS: Registry[nn.Module] = Registry("subnet family", plugins=("nas.supernets",))
+SUBNET_BUILDERS: Registry[nn.Module] = Registry(
+    "subnet family", plugins=("nas.supernets", "nas.compress")
+)
 """Dense subnet classes by family: ``family -> (**subnet_config) -> nn.Module``, used to
-rebuild an exported subnet from its ``config.json`` alone."""
+rebuild an exported subnet from its ``config.json`` alone (compressed models too: the
+``bert`` family of :mod:`nas.compress`)."""
 
 
 def get_supernet(name: str) -> Supernet:

@@ -1,4 +1,4 @@
-"""The ``nas`` command line: search, train, hardware, studies and export."""
+"""The ``nas`` command line: search, train, hardware, studies, export and compression."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from nas.cli import (
     _agent,
     _bench,
     _calibrate,
+    _compress,
     _dashboard,
     _export,
     _hardware,
@@ -40,6 +41,7 @@ app.add_typer(_studies.app, name="studies")
 app.add_typer(_supernets.app, name="supernets")
 app.add_typer(_predictor.app, name="predictor")
 app.add_typer(_bench.app, name="bench")
+app.add_typer(_compress.app, name="compress")
 
 
 def main() -> None:

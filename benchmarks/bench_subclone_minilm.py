@@ -1,0 +1,197 @@
+"""Weight subcloning of MiniLM to about half its encoder, vs random neurons and random init.
+
+The pretrained all-MiniLM-L6-v2 (converted to a :class:`BertEncoder`) is subcloned
+(:func:`nas.compress._subclone.subclone`, calibration on pydoc *training* paragraphs) to
+targets of about 50 % of its parameters, each three ways:
+
+- ``subclone``: activation-magnitude ranking (the paper);
+- ``random_neurons``: the same block removal and rescaling with random neuron choices;
+- ``random_init``: the same architecture, PyTorch's default initialisation.
+
+Each is then distilled for the same short budget (AdamW, ``1 - cosine`` to MiniLM's
+sentence embedding of pydoc training paragraphs, as ``minilm-distill-pydoc`` does). The
+figure is the mean cosine of its sentence embeddings (mean pooling, L2-normalised) to
+MiniLM's on every pydoc *validation* paragraph (64 tokens), at step 0 and at the end,
+and the step at which each reaches the random init's final training loss (the paper's
+"4x faster training" check).
+
+Parameters are counted three ways: ``all``; ``no_word`` (all but the 30,522 x C
+word-embedding table, which dominates MiniLM); ``encoder`` (the blocks only, as
+``bench_prune_minilm.py`` counts them). Writes ``benchmarks/results/subclone_minilm.json``.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_subclone_minilm.py [--steps 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas.compress._bert import FAMILY, BertEncoder, bert_from_minilm
+from nas.compress._prune import count_params
+from nas.compress._subclone import measure_importance, subclone, train
+from nas.supernets._export import load_subnet, save_subnet
+from nas.supernets._minilm import load_minilm, mean_pool
+from nas.supernets._pydoc_text import paragraphs
+
+RESULTS = Path(__file__).parent / "results" / "subclone_minilm.json"
+MAX_TOKENS = 64
+TARGETS = {"3L-384": {"layers": 3, "hidden": 384}, "4L-320": {"layers": 4, "hidden": 320}}
+
+
+def sentence_embedding(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
+    return F.normalize(mean_pool(model(ids, mask), mask), dim=-1)  # (B, C)
+
+
+def distil_loss(student: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    ids, mask, target = batch
+    return 1.0 - (sentence_embedding(student, ids, mask) * target).sum(-1).mean()
+
+
+def embed_all(model: nn.Module, ids: Tensor, mask: Tensor, batch: int = 64) -> Tensor:
+    model.eval()
+    with torch.inference_mode():
+        return torch.cat([sentence_embedding(model, ids[i:i + batch], mask[i:i + batch])
+                          for i in range(0, len(ids), batch)])
+
+
+def batches(ids: Tensor, mask: Tensor, target: Tensor, size: int,
+            seed: int) -> Callable[[], tuple[Tensor, Tensor, Tensor]]:
+    """Random training batches ``(ids, mask, teacher embedding)``, padding columns cut."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def next_batch() -> tuple[Tensor, Tensor, Tensor]:
+        pick = torch.randint(len(ids), (size,), generator=generator)
+        width = int(mask[pick].sum(1).max())
+        return ids[pick, :width], mask[pick, :width], target[pick]
+
+    return next_batch
+
+
+def steps_to_reach(curves: dict[str, list[float]], window: int = 10) -> dict[str, int | None]:
+    """Per init, the first step whose mean loss over ``window`` steps is at most the random
+    init's mean over its last ``window`` steps (None: never within the budget)."""
+    final = sum(curves["random_init"][-window:]) / len(curves["random_init"][-window:])
+    out: dict[str, int | None] = {}
+    for init, losses in curves.items():
+        means = [sum(losses[i:i + window]) / window for i in range(len(losses) - window + 1)]
+        out[init] = next((i for i, v in enumerate(means) if v <= final), None)
+    return out
+
+
+def params(model: BertEncoder) -> dict[str, int]:
+    total = count_params(model)
+    return {"all": total, "no_word": total - model.word.weight.numel(),
+            "encoder": count_params(model, which="encoder")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=150, help="distillation steps")
+    parser.add_argument("--batch", type=int, default=16, help="paragraphs per batch")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    minilm, tokenizer = load_minilm()
+    dense = bert_from_minilm(minilm).eval()
+    train_ids, train_mask = tokenizer(list(paragraphs("train")), max_length=MAX_TOKENS)
+    val_ids, val_mask = tokenizer(list(paragraphs("validation")), max_length=MAX_TOKENS)
+    train_target = embed_all(dense, train_ids, train_mask)
+    val_target = embed_all(dense, val_ids, val_mask)
+    calib_draw = batches(train_ids, train_mask, train_target, args.batch, args.seed + 1)
+    calibration = [calib_draw()[:2] for _ in range(args.calibration_batches)]
+
+    def cosine(model: nn.Module) -> float:
+        return float((embed_all(model, val_ids, val_mask) * val_target).sum(-1).mean())
+
+    dense_params = params(dense)
+    result: dict = {
+        "model": "all-MiniLM-L6-v2 as BertEncoder",
+        "method": "weight subcloning (Samragh et al. 2023), compress/_subclone.py",
+        "data": {"train_paragraphs": len(train_ids), "validation_paragraphs": len(val_ids),
+                 "max_tokens": MAX_TOKENS, "source": "pydoc_data topics (CPython docs)"},
+        "budget": {"distil_steps": args.steps, "batch": args.batch, "lr": args.lr,
+                   "optimiser": "AdamW (weight decay 0.01)", "loss": "1 - cosine",
+                   "calibration_batches": args.calibration_batches, "seed": args.seed},
+        "dense": {"params": dense_params, "cosine": cosine(dense),
+                  "block_change": [round(float(c), 4) for c in
+                                   measure_importance(dense, calibration).change]},
+        "runs": [],
+    }
+    for name in args.targets:
+        target = TARGETS[name]
+        t0 = time.perf_counter()
+        models = {"subclone": subclone(dense, calibration, **target)}
+        narrower = target["hidden"] < dense.embed_dim
+        if narrower:  # at full width every neuron is kept: random ranking is the same model
+            models["random_neurons"] = subclone(dense, calibration, ranking="random",
+                                                seed=args.seed, **target)
+        torch.manual_seed(args.seed)
+        models["random_init"] = BertEncoder(**models["subclone"].subnet_config())
+        subclone_seconds = time.perf_counter() - t0
+        counted = params(models["subclone"])
+        run: dict = {
+            "target": name, **target,
+            "embed_dim": models["subclone"].embed_dim,
+            "layers_config": [{k: s[k] for k in ("heads", "qk_dim", "v_dim", "ffn_dim")}
+                              for s in models["subclone"].subnet_config()["layers"]],
+            "params": counted,
+            "fraction": {k: v / dense_params[k] for k, v in counted.items()},
+            "subclone_seconds": subclone_seconds,
+            "inits": {},
+        }
+        if narrower:  # the sqrt(D/d) LayerNorm rescaling, ablated at step 0
+            run["cosine_step0_without_rescale"] = cosine(
+                subclone(dense, calibration, rescale=False, **target))
+        else:
+            run["note"] = ("full width: no neuron is removed, so random-neuron subcloning "
+                           "is the same model and rescaling is the identity; only block "
+                           "removal acts")
+        curves: dict[str, list[float]] = {}
+        for init, model in models.items():
+            t1 = time.perf_counter()
+            start = cosine(model)
+            losses = train(model, distil_loss,
+                           batches(train_ids, train_mask, train_target, args.batch, args.seed),
+                           steps=args.steps, lr=args.lr, progress=True)
+            curves[init] = losses
+            run["inits"][init] = {
+                "cosine_step0": start, "cosine_final": cosine(model),
+                "train_loss_first10": sum(losses[:10]) / max(len(losses[:10]), 1),
+                "train_loss_last10": sum(losses[-10:]) / max(len(losses[-10:]), 1),
+                "train_loss_every10": [round(v, 4) for v in losses[::10]],
+                "seconds": time.perf_counter() - t1,
+            }
+            print(json.dumps({"target": name, "init": init,
+                              **{k: v for k, v in run["inits"][init].items()
+                                 if k != "train_loss_every10"}}), flush=True)
+        run["steps_to_random_init_final_loss"] = steps_to_reach(curves)
+        with tempfile.TemporaryDirectory() as tmp:
+            student = models["subclone"]
+            loaded = load_subnet(save_subnet(student, tmp, family=FAMILY))
+            run["export_roundtrip_max_abs_diff"] = float(
+                (embed_all(loaded, val_ids[:8], val_mask[:8])
+                 - embed_all(student, val_ids[:8], val_mask[:8])).abs().max())
+        result["runs"].append(run)
+    result["seconds_total"] = time.perf_counter() - started
+    result["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
+                         "threads": torch.get_num_threads()}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
