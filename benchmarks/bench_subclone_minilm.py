@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from nas.compress._bert import FAMILY, BertEncoder, bert_from_minilm
 from nas.compress._prune import count_params
-from nas.compress._subclone import measure_importance, subclone, train
+from nas.compress._subclone import measure_importance, subclone
+from nas.compress._train import train
 from nas.supernets._export import load_subnet, save_subnet
 from nas.supernets._minilm import load_minilm, mean_pool
 from nas.supernets._pydoc_text import paragraphs

@@ -20,7 +20,8 @@ from nas.compress._bert import FAMILY, BertEncoder, bert_from_minilm
 from nas.compress._prune import check_target, count_params, prune
 from nas.compress._saliency import random_probe_loss
 from nas.compress._sentence_data import SentenceDistillation, distil_loss, sentence_embedding
-from nas.compress._subclone import subclone, train
+from nas.compress._subclone import subclone
+from nas.compress._train import train
 from nas.supernets._export import CONFIG, WEIGHTS, load_subnet, save_subnet
 from nas.supernets._minilm import MiniLMTokenizer, load_minilm
 

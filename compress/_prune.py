@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from nas.compress._bert import BertEncoder, Keep, shrink
 from nas.compress._saliency import LossFn, magnitude, saliency
 from nas.compress._structures import Structure, StructureIndex, keep_without
+from nas.compress._train import train
 
 __all__ = [
     "COUNTS",
@@ -261,17 +262,9 @@ def prune(
 
 def _distil(student: BertEncoder, data: Callable[[], Any], loss: LossFn, n: int,
             lr: float) -> float:
-    """``n`` Adam steps on ``loss``; returns the mean loss of the last quarter."""
-    student.train()
+    """``n`` AdamW steps on ``loss``; returns the mean loss of the last quarter."""
     student.requires_grad_(True)
-    optimiser = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    tail: list[float] = []
-    for i in range(n):
-        value = loss(student, data())
-        optimiser.zero_grad(set_to_none=True)
-        value.backward()
-        optimiser.step()
-        if i >= n - max(1, n // 4):
-            tail.append(float(value.detach()))
+    history = train(student, loss, data, steps=n, lr=lr, weight_decay=0.0)
     student.eval()
+    tail = history[-max(1, n // 4):]
     return sum(tail) / len(tail)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.compress._bert import BertEncoder
-from nas.compress._subclone import drop_blocks, measure_importance, subclone, train
+from nas.compress._subclone import drop_blocks, measure_importance, subclone
+from nas.compress._train import train
 from nas.supernets._export import load_subnet, save_subnet
 from nas.supernets._pydoc_text import paragraphs
 
