@@ -28,49 +28,24 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from nas.compress._bert import FAMILY, bert_from_minilm
 from nas.compress._prune import PruneStep, count_params, prune
 from nas.compress._saliency import random_probe_loss
+from nas.compress._sentence_data import (
+    MAX_TOKENS,
+    SentenceDistillation,
+    distil_loss,
+    embed_all,
+    sentence_embedding,
+)
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._minilm import load_minilm, mean_pool
-from nas.supernets._pydoc_text import paragraphs
+from nas.supernets._minilm import load_minilm
 
 RESULTS = Path(__file__).parent / "results" / "prune_minilm.json"
-MAX_TOKENS = 64
-
-
-def sentence_embedding(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    ids, mask = batch[0], batch[1]
-    return F.normalize(mean_pool(model(ids, mask), mask), dim=-1)  # (B, C)
-
-
-def distil_loss(student: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    return 1.0 - (sentence_embedding(student, batch) * batch[2]).sum(-1).mean()
-
-
-def embed_all(model: nn.Module, ids: Tensor, mask: Tensor, batch: int = 64) -> Tensor:
-    with torch.inference_mode():
-        return torch.cat([sentence_embedding(model, (ids[i:i + batch], mask[i:i + batch]))
-                          for i in range(0, len(ids), batch)])
-
-
-def batches(ids: Tensor, mask: Tensor, target: Tensor, size: int,
-            generator: torch.Generator) -> Callable[[], tuple[Tensor, Tensor, Tensor]]:
-    """Random training batches ``(ids, mask, teacher embedding)``, padding columns cut."""
-
-    def next_batch() -> tuple[Tensor, Tensor, Tensor]:
-        pick = torch.randint(len(ids), (size,), generator=generator)
-        width = int(mask[pick].sum(1).max())
-        return ids[pick, :width], mask[pick, :width], target[pick]
-
-    return next_batch
 
 
 def main() -> None:
@@ -85,13 +60,9 @@ def main() -> None:
     started = time.perf_counter()
     minilm, tokenizer = load_minilm()
     dense = bert_from_minilm(minilm).eval()
-    train_ids, train_mask = tokenizer(list(paragraphs("train")), max_length=MAX_TOKENS)
-    val_ids, val_mask = tokenizer(list(paragraphs("validation")), max_length=MAX_TOKENS)
-    train_target = embed_all(dense, train_ids, train_mask)
-    val_target = embed_all(dense, val_ids, val_mask)
-
-    def cosine(model: nn.Module) -> float:
-        return float((embed_all(model, val_ids, val_mask) * val_target).sum(-1).mean())
+    sentences = SentenceDistillation.build(dense, tokenizer)
+    train_ids, val_ids, val_mask = sentences.train_ids, sentences.val_ids, sentences.val_mask
+    cosine = sentences.cosine
 
     result: dict = {
         "model": "all-MiniLM-L6-v2 as BertEncoder",
@@ -108,7 +79,7 @@ def main() -> None:
     for which in ("encoder", "all"):
         for criterion in ("hessian", "magnitude"):
             generator = torch.Generator().manual_seed(args.seed)
-            data = batches(train_ids, train_mask, train_target, args.batch, generator)
+            data = sentences.batches(args.batch, generator)
             steps: list[PruneStep] = []
             t0 = time.perf_counter()
             no_distil = prune(dense, data, target_params=0.5, which=which, criterion=criterion,

@@ -29,53 +29,25 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from nas.compress._bert import FAMILY, BertEncoder, bert_from_minilm
 from nas.compress._prune import count_params
+from nas.compress._sentence_data import (
+    MAX_TOKENS,
+    SentenceDistillation,
+    distil_loss,
+    embed_all,
+)
 from nas.compress._subclone import measure_importance, subclone
 from nas.compress._train import train
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._minilm import load_minilm, mean_pool
-from nas.supernets._pydoc_text import paragraphs
+from nas.supernets._minilm import load_minilm
 
 RESULTS = Path(__file__).parent / "results" / "subclone_minilm.json"
-MAX_TOKENS = 64
 TARGETS = {"3L-384": {"layers": 3, "hidden": 384}, "4L-320": {"layers": 4, "hidden": 320}}
-
-
-def sentence_embedding(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    return F.normalize(mean_pool(model(ids, mask), mask), dim=-1)  # (B, C)
-
-
-def distil_loss(student: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    ids, mask, target = batch
-    return 1.0 - (sentence_embedding(student, ids, mask) * target).sum(-1).mean()
-
-
-def embed_all(model: nn.Module, ids: Tensor, mask: Tensor, batch: int = 64) -> Tensor:
-    model.eval()
-    with torch.inference_mode():
-        return torch.cat([sentence_embedding(model, ids[i:i + batch], mask[i:i + batch])
-                          for i in range(0, len(ids), batch)])
-
-
-def batches(ids: Tensor, mask: Tensor, target: Tensor, size: int,
-            seed: int) -> Callable[[], tuple[Tensor, Tensor, Tensor]]:
-    """Random training batches ``(ids, mask, teacher embedding)``, padding columns cut."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def next_batch() -> tuple[Tensor, Tensor, Tensor]:
-        pick = torch.randint(len(ids), (size,), generator=generator)
-        width = int(mask[pick].sum(1).max())
-        return ids[pick, :width], mask[pick, :width], target[pick]
-
-    return next_batch
 
 
 def steps_to_reach(curves: dict[str, list[float]], window: int = 10) -> dict[str, int | None]:
@@ -107,15 +79,11 @@ def main() -> None:
     started = time.perf_counter()
     minilm, tokenizer = load_minilm()
     dense = bert_from_minilm(minilm).eval()
-    train_ids, train_mask = tokenizer(list(paragraphs("train")), max_length=MAX_TOKENS)
-    val_ids, val_mask = tokenizer(list(paragraphs("validation")), max_length=MAX_TOKENS)
-    train_target = embed_all(dense, train_ids, train_mask)
-    val_target = embed_all(dense, val_ids, val_mask)
-    calib_draw = batches(train_ids, train_mask, train_target, args.batch, args.seed + 1)
+    sentences = SentenceDistillation.build(dense, tokenizer)
+    train_ids, val_ids, val_mask = sentences.train_ids, sentences.val_ids, sentences.val_mask
+    calib_draw = sentences.batches(args.batch, torch.Generator().manual_seed(args.seed + 1))
     calibration = [calib_draw()[:2] for _ in range(args.calibration_batches)]
-
-    def cosine(model: nn.Module) -> float:
-        return float((embed_all(model, val_ids, val_mask) * val_target).sum(-1).mean())
+    cosine = sentences.cosine
 
     dense_params = params(dense)
     result: dict = {
@@ -165,7 +133,8 @@ def main() -> None:
             t1 = time.perf_counter()
             start = cosine(model)
             losses = train(model, distil_loss,
-                           batches(train_ids, train_mask, train_target, args.batch, args.seed),
+                           sentences.batches(args.batch,
+                                             torch.Generator().manual_seed(args.seed)),
                            steps=args.steps, lr=args.lr, progress=True)
             curves[init] = losses
             run["inits"][init] = {

@@ -66,6 +66,23 @@ class Task(abc.ABC):
         """Inputs for one forward pass (batch 1), used by MAC and parameter counters."""
 
 
+def forward_probe(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    """A latency probe running one forward pass ``model(*inputs)`` without autograd; the
+    inputs move to the model's device once, floating ones to its dtype too."""
+    weight = next(model.parameters())
+    moved = tuple(
+        x.to(device=weight.device, dtype=weight.dtype) if x.is_floating_point()
+        else x.to(weight.device)
+        for x in inputs
+    )
+
+    def probe() -> None:
+        with torch.inference_mode():
+            model(*moved)
+
+    return probe
+
+
 TASKS: Registry[Task] = Registry("task", plugins=("nas.supernets",))
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import Task, Workload
+from nas._task import Task, Workload, forward_probe
 
 SPLITS = ("train", "validation", "test")
 SPLIT_SEED = 0
@@ -161,14 +161,7 @@ class DigitsTask(Task):
 
     def latency_probe(self, model: nn.Module) -> Callable[[], None]:
         """Classify :meth:`example_inputs`'s digit, on the model's device and dtype."""
-        weight = next(model.parameters())
-        example = self.example_inputs()[0].to(device=weight.device, dtype=weight.dtype)
-
-        def probe() -> None:
-            with torch.inference_mode():
-                model(example)
-
-        return probe
+        return forward_probe(model, self.example_inputs())
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """The first validation digit, batch 1."""

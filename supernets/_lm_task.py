@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import TASKS, Task, Workload
+from nas._task import TASKS, Task, Workload, forward_probe
 from nas.supernets._pydoc_text import SPLITS, text
 
 __all__ = ["LM_TASK_NAME", "PydocLMTask", "VOCAB_SIZE"]
@@ -139,15 +139,7 @@ class PydocLMTask(Task):
     def latency_probe(self, model: nn.Module) -> Callable[[], None]:
         """One batch-1 forward pass of :meth:`example_inputs` (next-byte logits of a
         full window), on the model's device."""
-        device = next(model.parameters()).device
-        (window,) = self.example_inputs()
-        window = window.to(device)
-
-        def probe() -> None:
-            with torch.inference_mode():
-                model(window)
-
-        return probe
+        return forward_probe(model, self.example_inputs())
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """The first validation window, ``(1, context)`` byte ids."""

@@ -26,7 +26,7 @@ from torch import nn
 
 from nas._space import Config
 from nas._supernet import SUPERNETS, Supernet
-from nas._task import TASKS, Task, Workload
+from nas._task import TASKS, Task, Workload, forward_probe
 from nas.supernets._nb201_network import IMAGE_SIZE, NB201Network, NB201SuperNetwork
 from nas.supernets.nb201 import NB201_SPACE, NB201Table
 
@@ -135,14 +135,7 @@ class NB201Cifar10Task(Task):
 
     def latency_probe(self, model: nn.Module) -> Callable[[], None]:
         """Classify :meth:`example_inputs`'s image, on the model's device and dtype."""
-        weight = next(model.parameters())
-        image = self.example_inputs()[0].to(device=weight.device, dtype=weight.dtype)
-
-        def probe() -> None:
-            with torch.inference_mode():
-                model(image)
-
-        return probe
+        return forward_probe(model, self.example_inputs())
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """One normalised-CIFAR-like image ``(1, 3, 32, 32)``: seeded standard normal

