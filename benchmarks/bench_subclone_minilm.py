@@ -1,6 +1,6 @@
 """Weight subcloning of MiniLM to about half its encoder, vs random neurons and random init.
 
-The pretrained all-MiniLM-L6-v2 (converted to a :class:`BertEncoder`) is subcloned
+The pretrained all-MiniLM-L6-v2 (converted to a :class:`DenseTransformer`) is subcloned
 (:func:`nas.compress._subclone.subclone`, calibration on pydoc *training* paragraphs) to
 targets of about 50 % of its parameters, each three ways:
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from nas.compress._bert import FAMILY, BertEncoder, bert_from_minilm
+from nas.compress._convert import bert_from_minilm
 from nas.compress._prune import count_params
 from nas.compress._sentence_data import (
     MAX_TOKENS,
@@ -43,6 +43,7 @@ from nas.compress._sentence_data import (
 )
 from nas.compress._subclone import measure_importance, subclone
 from nas.compress._train import train
+from nas.compress._transformer import FAMILY, DenseTransformer
 from nas.supernets._export import load_subnet, save_subnet
 from nas.supernets._minilm import load_minilm
 
@@ -61,7 +62,7 @@ def steps_to_reach(curves: dict[str, list[float]], window: int = 10) -> dict[str
     return out
 
 
-def params(model: BertEncoder) -> dict[str, int]:
+def params(model: DenseTransformer) -> dict[str, int]:
     total = count_params(model)
     return {"all": total, "no_word": total - model.word.weight.numel(),
             "encoder": count_params(model, which="encoder")}
@@ -87,7 +88,7 @@ def main() -> None:
 
     dense_params = params(dense)
     result: dict = {
-        "model": "all-MiniLM-L6-v2 as BertEncoder",
+        "model": "all-MiniLM-L6-v2 as DenseTransformer",
         "method": "weight subcloning (Samragh et al. 2023), compress/_subclone.py",
         "data": {"train_paragraphs": len(train_ids), "validation_paragraphs": len(val_ids),
                  "max_tokens": MAX_TOKENS, "source": "pydoc_data topics (CPython docs)"},
@@ -108,7 +109,7 @@ def main() -> None:
             models["random_neurons"] = subclone(dense, calibration, ranking="random",
                                                 seed=args.seed, **target)
         torch.manual_seed(args.seed)
-        models["random_init"] = BertEncoder(**models["subclone"].subnet_config())
+        models["random_init"] = DenseTransformer(**models["subclone"].subnet_config())
         subclone_seconds = time.perf_counter() - t0
         counted = params(models["subclone"])
         run: dict = {

@@ -1,38 +1,65 @@
 """Compression methods that produce deployable models without a supernet.
 
-- :mod:`._bert`: ``BertEncoder``, a dense BERT encoder whose blocks each have their own
-  heads, query/key and value widths and FFN width (registered as subnet family ``bert``,
-  so a compressed model exports and reloads like any subnet); ``bert_from_minilm``.
+- :mod:`._transformer`: ``DenseTransformer``, a dense transformer (post-LN encoder or
+  pre-LN causal decoder) whose blocks each have their own heads, query/key and value
+  widths and FFN width (subnet family ``transformer``, so a compressed model exports and
+  reloads like any subnet).
+- :mod:`._convert`: MiniLM and our MatFormer and FlexiBERT subnets as ``DenseTransformer``.
 - :mod:`._structures`, :mod:`._saliency`, :mod:`._prune`: global structural pruning with
   Hessian-aware saliency (NViT, Yang et al., CVPR 2023).
+- :mod:`._cost`, :mod:`._latency`: what a pruning budget counts (parameters, MACs, latency
+  from a model calibrated on the device).
 - :mod:`._subclone`: weight subcloning (Samragh et al., 2023).
-- :mod:`._sentence_data`, :mod:`._jobs`: the data and the jobs behind ``nas compress``.
+- :mod:`._sentence_data`, :mod:`._task_data`, :mod:`._jobs`: the data and the jobs behind
+  ``nas compress``.
 """
 
-from nas.compress._bert import BertEncoder, Keep, bert_from_minilm, shrink
-from nas.compress._prune import PruneStep, count_params, prune, prune_once
+from nas.compress._convert import bert_from_minilm, to_transformer
+from nas.compress._cost import ENCODER_PARAMS, PARAMS, Cost, latency_cost, macs_cost
+from nas.compress._latency import (
+    Calibration,
+    TransformerLatencyModel,
+    calibrate,
+    measure_ms,
+    transformer_macs,
+)
+from nas.compress._prune import PruneStep, count_params, prune, prune_once, savings
 from nas.compress._saliency import magnitude, random_probe_loss, saliency
 from nas.compress._structures import Structure, StructureIndex, structures
 from nas.compress._subclone import RANKINGS, Importance, drop_blocks, measure_importance, subclone
+from nas.compress._transformer import DenseTransformer, Keep, param_count, shrink
 
 __all__ = [
+    "ENCODER_PARAMS",
+    "PARAMS",
     "RANKINGS",
+    "Calibration",
+    "Cost",
+    "DenseTransformer",
     "Importance",
-    "drop_blocks",
-    "measure_importance",
-    "subclone",
-    "BertEncoder",
     "Keep",
     "PruneStep",
     "Structure",
     "StructureIndex",
+    "TransformerLatencyModel",
     "bert_from_minilm",
+    "calibrate",
     "count_params",
+    "drop_blocks",
+    "latency_cost",
+    "macs_cost",
     "magnitude",
+    "measure_importance",
+    "measure_ms",
+    "param_count",
     "prune",
     "prune_once",
     "random_probe_loss",
     "saliency",
+    "savings",
     "shrink",
     "structures",
+    "subclone",
+    "to_transformer",
+    "transformer_macs",
 ]

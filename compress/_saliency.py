@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nas.compress._bert import BertEncoder
 from nas.compress._structures import StructureIndex
+from nas.compress._transformer import DenseTransformer
 
 __all__ = ["LossFn", "magnitude", "random_probe_loss", "saliency"]
 
@@ -32,7 +32,7 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 
 
 def saliency(
-    model: BertEncoder,
+    model: DenseTransformer,
     batches: Iterable[Any],
     loss: LossFn,
     *,
@@ -81,7 +81,7 @@ def saliency(
     return total / count
 
 
-def magnitude(model: BertEncoder, *, index: StructureIndex | None = None) -> Tensor:
+def magnitude(model: DenseTransformer, *, index: StructureIndex | None = None) -> Tensor:
     """The magnitude baseline: the root mean square weight of each structure ``(S,)``
     (mean, so structures of different sizes compare)."""
     index = StructureIndex(model) if index is None else index

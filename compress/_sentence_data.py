@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.compress._saliency import LossFn, random_probe_loss
 from nas.supernets._minilm import MiniLMTokenizer, mean_pool
 from nas.supernets._pydoc_text import paragraphs
 
@@ -51,7 +53,10 @@ def embed_all(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class SentenceDistillation:
-    """Tokenised training and validation paragraphs with the teacher's embeddings."""
+    """Tokenised training and validation paragraphs with the teacher's embeddings (a
+    :class:`~nas.compress._task_data.CompressionData`)."""
+
+    metric: ClassVar[str] = "cosine"
 
     train_ids: Tensor
     train_mask: Tensor
@@ -88,6 +93,20 @@ class SentenceDistillation:
         """The first ``count`` training paragraphs as ``(ids, mask)`` batches of ``size``."""
         ids, mask = self.train_ids[:count], self.train_mask[:count]
         return [(ids[i:i + size], mask[i:i + size]) for i in range(0, len(ids), size)]
+
+    def saliency_loss(self, seed: int) -> LossFn:
+        """Random projections of the sentence embedding: the dense model reproduces its
+        own embeddings exactly, so the distillation loss has no gradient there
+        (:func:`~nas.compress._saliency.random_probe_loss`)."""
+        return random_probe_loss(sentence_embedding, seed=seed)
+
+    def distil_loss(self, student: nn.Module, batch: Batch) -> Tensor:
+        """``1 - cosine`` to the teacher's sentence embeddings."""
+        return distil_loss(student, batch)
+
+    def score(self, model: nn.Module) -> dict[str, float]:
+        """``{"cosine": ...}`` on the validation paragraphs."""
+        return {"cosine": self.cosine(model)}
 
     def cosine(self, model: nn.Module) -> float:
         """Mean cosine similarity of ``model``'s embeddings to the teacher's on the

@@ -1,4 +1,4 @@
-"""The prunable structures of a :class:`BertEncoder`, each a group of parameter slices.
+"""The prunable structures of a :class:`DenseTransformer`, each a group of parameter slices.
 
 Kinds (as NViT, Yang et al., CVPR 2023, "Global Vision Transformer Pruning with
 Hessian-Aware Saliency"):
@@ -10,12 +10,14 @@ Hessian-Aware Saliency"):
   keeps one QK and one V width per block);
 - ``v`` (block, unit): value row ``unit`` of every head and the matching output columns;
 - ``ffn`` (block, unit): the intermediate row and the output column of one hidden unit;
-- ``embed`` (unit): one embedding dim, shared by every block: its column in the three
+- ``embed`` (unit): one embedding dim, shared by every block: its column in the
   embedding tables, every block's input columns (query, key, value, FFN in), output rows
-  and biases (attention output, FFN out) and every LayerNorm's gamma and beta.
+  and biases (attention output, FFN out), every LayerNorm's gamma and beta and the head's
+  input column.
 
-A *layer* in NViT's sense (the set within which scores are normalised) is one kind in one
-block, plus the embedding as a layer of its own: :attr:`Structure.layer_key`.
+A *layer* in NViT's sense (the set within which units are grouped, and within which
+:func:`~nas.compress._prune.prune` normalises scores) is one kind in one block, plus the
+embedding as a layer of its own: :attr:`Structure.layer_key`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nas.compress._bert import BertEncoder, Keep
+from nas.compress._transformer import DenseTransformer, Keep, outer_norms
 
 __all__ = ["KINDS", "ParamSlice", "Structure", "StructureIndex", "keep_without", "structures"]
 
@@ -55,11 +57,11 @@ class Structure:
 
     @property
     def layer_key(self) -> tuple[str, int | None]:
-        """The group within which NViT normalises scores: one kind in one block."""
+        """The layer a structure belongs to: one kind in one block (``None``: embed)."""
         return (self.kind, self.block)
 
 
-def _block_structures(model: BertEncoder, i: int) -> list[Structure]:
+def _block_structures(model: DenseTransformer, i: int) -> list[Structure]:
     b = model.blocks[i]
     p = f"blocks.{i}."
     h, dq, dv, f = b.heads, b.qk_dim, b.v_dim, b.ffn_in.out_features
@@ -90,10 +92,14 @@ def _block_structures(model: BertEncoder, i: int) -> list[Structure]:
     return out
 
 
-def _embed_structure(model: BertEncoder, unit: int) -> Structure:
+def _embed_structure(model: DenseTransformer, unit: int) -> Structure:
     u = (unit,)
-    slices = [ParamSlice(f"{n}.weight", 1, u) for n in ("word", "position", "token_type")]
-    slices += [ParamSlice(f"embed_norm.{part}", 0, u) for part in ("weight", "bias")]
+    tables = ["word", "position"] + (["token_type"] if model.token_type is not None else [])
+    slices = [ParamSlice(f"{n}.weight", 1, u) for n in tables]
+    slices += [ParamSlice(f"{n}.{part}", 0, u) for n in outer_norms(model)
+               for part in ("weight", "bias")]
+    if model.head is not None:
+        slices.append(ParamSlice("head.weight", 1, u))
     for i in range(len(model.blocks)):
         p = f"blocks.{i}."
         slices += [ParamSlice(p + f"{n}.weight", 1, u)
@@ -105,10 +111,10 @@ def _embed_structure(model: BertEncoder, unit: int) -> Structure:
     return Structure("embed", None, unit, tuple(slices))
 
 
-def structures(model: BertEncoder) -> list[Structure]:
+def structures(model: DenseTransformer) -> list[Structure]:
     """Every prunable structure of ``model``, block by block, the embedding dims last."""
-    if not isinstance(model, BertEncoder):
-        raise TypeError(f"model must be a BertEncoder, got {type(model).__name__}")
+    if not isinstance(model, DenseTransformer):
+        raise TypeError(f"model must be a DenseTransformer, got {type(model).__name__}")
     out = [s for i in range(len(model.blocks)) for s in _block_structures(model, i)]
     return out + [_embed_structure(model, unit) for unit in range(model.embed_dim)]
 
@@ -123,7 +129,7 @@ class StructureIndex:
         items: the structures (default: all of ``model``'s).
     """
 
-    def __init__(self, model: BertEncoder, items: list[Structure] | None = None) -> None:
+    def __init__(self, model: DenseTransformer, items: list[Structure] | None = None) -> None:
         self.items = structures(model) if items is None else list(items)
         params = dict(model.named_parameters())
         pairs: dict[tuple[str, int], tuple[list[int], list[int]]] = defaultdict(
@@ -154,7 +160,7 @@ class StructureIndex:
         return out
 
 
-def keep_without(model: BertEncoder, removed: list[Structure]) -> Keep:
+def keep_without(model: DenseTransformer, removed: list[Structure]) -> Keep:
     """The :class:`Keep` of ``model`` once the ``removed`` structures are gone."""
     full = Keep.full(model)
     drop: dict[tuple[str, int | None], set[int]] = defaultdict(set)

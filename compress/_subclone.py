@@ -18,7 +18,7 @@ issue and are not checked against its text. The steps, and where we had to choos
    before ``attn_out``). Choice: when the per-head width shrinks too (``heads`` given with
    ``hidden // heads`` below the teacher's width) the value units are ranked by the mean
    ``|context|`` and the query/key units by ``mean|q| * mean|k|``, summed over heads, as
-   :class:`~nas.compress._bert.Keep` keeps the same units in every head.
+   :class:`~nas.compress._transformer.Keep` keeps the same units in every head.
 2. **Block removal**: the paper measures how much each block changes the residual stream
    and finds that the middle blocks change it least while the first and last change it
    most. We compute the mean relative change ``||y - x|| / ||x||`` per token of every
@@ -38,7 +38,7 @@ issue and are not checked against its text. The steps, and where we had to choos
    width, the step-0 loss is 0.040 with gamma scaling, 0.115 with input-weight scaling
    and 0.131 without rescaling). It helps only when the kept neurons do hold the norm:
    with random neurons the same factor raises the loss. The identity at ``d = D``. The attention
-   temperature stays the teacher's, as :func:`~nas.compress._bert.shrink` keeps it.
+   temperature stays the teacher's, as :func:`~nas.compress._transformer.shrink` keeps it.
 4. Train (or distil) the result: :func:`train` is a small AdamW loop.
 
 ``ranking="random"`` is the paper's ablation baseline: random embedding, head, unit and
@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.compress._bert import BertEncoder, Keep, shrink
+from nas.compress._transformer import DenseTransformer, Keep, outer_norms, shrink
 
 __all__ = ["RANKINGS", "Importance", "drop_blocks", "measure_importance", "subclone"]
 
@@ -73,7 +73,7 @@ Batch = tuple[Tensor, Tensor]
 
 @dataclass(frozen=True)
 class Importance:
-    """Activation-magnitude scores of every unit of a :class:`BertEncoder`.
+    """Activation-magnitude scores of every unit of a :class:`DenseTransformer`.
 
     ``embed (C,)``: summed over the residual stream; per block ``heads (h,)``,
     ``qk (dq,)`` and ``v (dv,)`` (summed over heads), ``ffn (F,)``; ``change (L,)``: the
@@ -106,17 +106,30 @@ class _Meter:
         return self.sums[name] / max(self.tokens, 1.0)
 
 
-def _install_hooks(model: BertEncoder, meter: _Meter) -> list[torch.utils.hooks.RemovableHandle]:
-    handles = []
+def _stream_hooks(model: DenseTransformer, meter: _Meter
+                  ) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks reading ``|x|`` at every point of the residual stream, as ``embed.*``: in a
+    post-LN model the outputs of its LayerNorms (the stream itself), in a pre-LN model
+    the inputs of its LayerNorms (the stream before each sublayer and at the end)."""
 
-    def stream(name: str) -> Callable[..., None]:
-        return lambda _m, _i, out: meter.add(name, out.abs())
+    def read(name: str) -> Callable[..., None]:
+        if model.blocks[0].pre_norm:
+            return lambda _m, args: meter.add(name, args[0].abs())
+        return lambda _m, _args, out: meter.add(name, out.abs())
 
-    handles.append(model.embed_norm.register_forward_hook(stream("embed.0")))
+    norms = {f"embed.{i}.{part}": getattr(block, norm) for i, block in enumerate(model.blocks)
+             for part, norm in (("a", "attn_norm"), ("f", "ffn_norm"))}
+    norms.update({f"embed.{name}": getattr(model, name) for name in outer_norms(model)})
+    register = ("register_forward_pre_hook" if model.blocks[0].pre_norm
+                else "register_forward_hook")
+    return [getattr(norm, register)(read(name)) for name, norm in norms.items()]
+
+
+def _install_hooks(model: DenseTransformer, meter: _Meter
+                   ) -> list[torch.utils.hooks.RemovableHandle]:
+    handles = _stream_hooks(model, meter)
     for i, block in enumerate(model.blocks):
         h, dq, dv = block.heads, block.qk_dim, block.v_dim
-        handles.append(block.attn_norm.register_forward_hook(stream(f"embed.{i}.a")))
-        handles.append(block.ffn_norm.register_forward_hook(stream(f"embed.{i}.f")))
         handles.append(block.ffn_in.register_forward_hook(
             lambda _m, _i, out, i=i: meter.add(f"ffn.{i}", F.gelu(out).abs())))
         for proj, width in (("query", dq), ("key", dq)):
@@ -139,7 +152,7 @@ def _install_hooks(model: BertEncoder, meter: _Meter) -> list[torch.utils.hooks.
     return handles
 
 
-def measure_importance(model: BertEncoder, calibration: Iterable[Batch]) -> Importance:
+def measure_importance(model: DenseTransformer, calibration: Iterable[Batch]) -> Importance:
     """Mean activation magnitudes of ``model`` on ``calibration`` batches
     ``(input_ids (B, T), attention_mask (B, T))``, padding tokens excluded.
 
@@ -163,8 +176,7 @@ def measure_importance(model: BertEncoder, calibration: Iterable[Batch]) -> Impo
     if meter.tokens == 0:
         raise ValueError("calibration must hold at least one batch with a real token, got none")
     blocks = range(len(model.blocks))
-    embed = meter.mean("embed.0") + sum(
-        meter.mean(f"embed.{i}.a") + meter.mean(f"embed.{i}.f") for i in blocks)
+    embed = sum(meter.mean(name) for name in meter.sums if name.startswith("embed."))
     return Importance(
         embed=embed,
         heads=tuple(meter.mean(f"ctx.{i}").mean(-1) for i in blocks),
@@ -175,7 +187,7 @@ def measure_importance(model: BertEncoder, calibration: Iterable[Batch]) -> Impo
     )
 
 
-def drop_blocks(model: BertEncoder, keep: Sequence[int]) -> BertEncoder:
+def drop_blocks(model: DenseTransformer, keep: Sequence[int]) -> DenseTransformer:
     """A copy of ``model`` with only the blocks ``keep`` (in the given order of the
     original, which must be increasing); every kept weight is copied unchanged.
 
@@ -195,7 +207,7 @@ def drop_blocks(model: BertEncoder, keep: Sequence[int]) -> BertEncoder:
         prefix = f"blocks.{old_i}."
         new.update({f"blocks.{new_i}." + k[len(prefix):]: v for k, v in state.items()
                     if k.startswith(prefix)})
-    small = BertEncoder(**cfg)
+    small = DenseTransformer(**cfg)
     small.load_state_dict({k: v.clone() for k, v in new.items()}, strict=True)
     return small.train(model.training)
 
@@ -222,7 +234,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
-def _targets(model: BertEncoder, kept: list[int], hidden: int, ffn: int | None,
+def _targets(model: DenseTransformer, kept: list[int], hidden: int, ffn: int | None,
              heads: int | None) -> list[tuple[int, int, int, int]]:
     """Per kept block ``(heads, qk_dim, v_dim, ffn_dim)`` of the student."""
     blocks = [model.blocks[i] for i in kept]
@@ -249,20 +261,20 @@ def _targets(model: BertEncoder, kept: list[int], hidden: int, ffn: int | None,
     return out
 
 
-def _rescale(student: BertEncoder, teacher_dim: int) -> None:
+def _rescale(student: DenseTransformer, teacher_dim: int) -> None:
     """Multiply every LayerNorm gamma by ``sqrt(D / d)`` (paper, step 3)."""
     factor = math.sqrt(teacher_dim / student.embed_dim)
     if factor == 1.0:
         return
+    norms = [getattr(student, name) for name in outer_norms(student)]
+    norms += [norm for block in student.blocks for norm in (block.attn_norm, block.ffn_norm)]
     with torch.no_grad():
-        student.embed_norm.weight.mul_(factor)
-        for block in student.blocks:
-            block.attn_norm.weight.mul_(factor)
-            block.ffn_norm.weight.mul_(factor)
+        for norm in norms:
+            norm.weight.mul_(factor)
 
 
 def subclone(
-    model: BertEncoder,
+    model: DenseTransformer,
     calibration: Iterable[Batch],
     *,
     layers: int,
@@ -272,8 +284,8 @@ def subclone(
     ranking: str = "activation",
     rescale: bool = True,
     seed: int = 0,
-) -> BertEncoder:
-    """A smaller :class:`BertEncoder` initialised from ``model`` by weight subcloning.
+) -> DenseTransformer:
+    """A smaller :class:`DenseTransformer` initialised from ``model`` by weight subcloning.
 
     Args:
         model: the pretrained teacher (not modified).

@@ -9,17 +9,18 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from nas.compress._bert import BertEncoder, Keep, bert_from_minilm
+from nas.compress._convert import bert_from_minilm
 from nas.compress._saliency import magnitude, random_probe_loss, saliency
 from nas.compress._structures import StructureIndex, structures
+from nas.compress._transformer import DenseTransformer, Keep
 from nas.supernets._minilm import mean_pool
 from nas.supernets._pydoc_text import paragraphs
 from tests.markers import needs_minilm
 
 
-def tiny(seed: int = 0) -> BertEncoder:
+def tiny(seed: int = 0) -> DenseTransformer:
     torch.manual_seed(seed)
-    return BertEncoder(
+    return DenseTransformer(
         vocab_size=40, max_positions=16, type_vocab_size=1, embed_dim=16,
         layers=[{"heads": 3, "qk_dim": 4, "v_dim": 5, "ffn_dim": 24}] * 2,
     )
@@ -165,6 +166,6 @@ def test_head_saliency_predicts_loss_increase() -> None:
 
 
 def test_structures_refuse_other_models() -> None:
-    with pytest.raises(TypeError, match="BertEncoder"):
+    with pytest.raises(TypeError, match="DenseTransformer"):
         structures(nn.Linear(2, 2))  # type: ignore[arg-type]
     assert Keep.full(tiny()).heads == ((0, 1, 2),) * 2

@@ -1,6 +1,6 @@
 """Weight subcloning (compress/_subclone.py) on a tiny BERT trained on pydoc paragraphs.
 
-The teacher is a small :class:`BertEncoder` trained briefly by masked-word prediction on
+The teacher is a small :class:`DenseTransformer` trained briefly by masked-word prediction on
 real English (the pydoc training paragraphs, a word vocabulary of the most frequent
 words). Students of half its depth and width are then trained to reproduce its last
 hidden states on the same text (MSE on the dims the student computes): the paper's
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.compress._bert import BertEncoder
 from nas.compress._subclone import drop_blocks, measure_importance, subclone
 from nas.compress._train import train
+from nas.compress._transformer import DenseTransformer
 from nas.supernets._export import load_subnet, save_subnet
 from nas.supernets._pydoc_text import paragraphs
 
@@ -53,7 +53,7 @@ def batches(size: int, seed: int):
 
 
 class MaskedLM(nn.Module):
-    def __init__(self, encoder: BertEncoder) -> None:
+    def __init__(self, encoder: DenseTransformer) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(DIM, VOCAB)
@@ -71,10 +71,10 @@ def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
 
 
 @functools.cache
-def teacher() -> BertEncoder:
+def teacher() -> DenseTransformer:
     torch.manual_seed(0)
     layer = {"heads": 4, "qk_dim": 16, "v_dim": 16, "ffn_dim": 128}
-    encoder = BertEncoder(vocab_size=VOCAB, max_positions=SEQ, type_vocab_size=2,
+    encoder = DenseTransformer(vocab_size=VOCAB, max_positions=SEQ, type_vocab_size=2,
                           embed_dim=DIM, layers=[layer] * 4)
     history = train(MaskedLM(encoder), mlm_loss, batches(32, seed=1), steps=150, lr=3e-3)
     assert sum(history[-10:]) < sum(history[:10])  # it learned something
@@ -86,7 +86,7 @@ def calibration() -> list[tuple[Tensor, Tensor]]:
     return [draw() for _ in range(4)]
 
 
-def hidden_loss(student: BertEncoder, batch: tuple[Tensor, Tensor]) -> Tensor:
+def hidden_loss(student: DenseTransformer, batch: tuple[Tensor, Tensor]) -> Tensor:
     """MSE to the teacher's last hidden states on the dims the student computes (a
     narrower student fills the others with a constant, which no initialisation helps)."""
     ids, mask = batch
@@ -96,9 +96,9 @@ def hidden_loss(student: BertEncoder, batch: tuple[Tensor, Tensor]) -> Tensor:
     return F.mse_loss(student(ids, mask)[..., dims], target[..., dims])
 
 
-def fresh(model: BertEncoder, seed: int) -> BertEncoder:
+def fresh(model: DenseTransformer, seed: int) -> DenseTransformer:
     torch.manual_seed(seed)
-    return BertEncoder(**model.subnet_config())
+    return DenseTransformer(**model.subnet_config())
 
 
 def test_subclone_to_own_size_reproduces_the_teacher() -> None:
@@ -218,7 +218,7 @@ def test_subcloned_student_trains_four_times_faster() -> None:
 
 def test_export_round_trip(tmp_path) -> None:
     student = subclone(teacher(), calibration(), **STUDENT).eval()
-    save_subnet(student, tmp_path / "s", family="bert")
+    save_subnet(student, tmp_path / "s", family="transformer")
     loaded = load_subnet(tmp_path / "s")
     ids, mask = batches(4, seed=7)()
     torch.testing.assert_close(loaded(ids, mask), student(ids, mask))

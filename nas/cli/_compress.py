@@ -12,7 +12,8 @@ from nas.cli._common import JSON_HELP, configure_logging, console, print_json, u
 app = typer.Typer(help="Compress a model (pruning, subcloning) into a deployable export.",
                   no_args_is_help=True)
 
-MODEL_HELP = "'minilm' (the pretrained all-MiniLM-L6-v2) or a folder nas compress wrote."
+MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2), or a folder written by nas export "
+              "(a MatFormer or all-attention FlexiBERT subnet) or by nas compress.")
 FORCE_HELP = "Replace an export already in OUT."
 
 
@@ -20,14 +21,32 @@ FORCE_HELP = "Replace an export already in OUT."
 @user_errors
 def prune(
     model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
-    target_params: float = typer.Option(
-        ..., "--target-params", help="Fraction of the parameters to keep, in (0, 1]."
-    ),
     out: Path = typer.Option(..., "--out", help="Folder to write the export into."),
+    target_params: float | None = typer.Option(
+        None, "--target-params", help="Fraction of the parameters to keep, in (0, 1]."
+    ),
+    target_macs: float | None = typer.Option(
+        None, "--target-macs", help="Fraction of the MACs (at --tokens) to keep, in (0, 1]."
+    ),
+    target_latency: str | None = typer.Option(
+        None, "--target-latency",
+        help="Latency to reach on --hw at --tokens, e.g. 5ms (a latency model is "
+        "calibrated on the source first and its held-out error reported).",
+    ),
+    hw: str = typer.Option("local-cpu", "--hw", help="Where latency counts: local-cpu or cuda."),
+    tokens: int = typer.Option(64, "--tokens", help="Sequence length for MACs and latency."),
+    eta: float = typer.Option(
+        0.0, "--eta", help="NViT's latency-aware term: scores minus eta x the ms a unit saves."
+    ),
     count: str = typer.Option(
-        "all", "--count", help="Parameters the target counts: all, or encoder (no embeddings)."
+        "all", "--count", help="Parameters --target-params counts: all, or encoder (blocks)."
     ),
     criterion: str = typer.Option("hessian", "--criterion", help="hessian (NViT) or magnitude."),
+    groups: str = typer.Option(
+        "units", "--groups",
+        help="units (one at a time) or nvit (NViT's groups: 2 heads, 8 query/key or value "
+        "dims, 16 FFN units or embedding dims, keeping widths multiples of those).",
+    ),
     steps: int = typer.Option(4, "--steps", min=1, help="Pruning steps."),
     distil_steps: int = typer.Option(
         30, "--distil-steps", min=0, help="Distillation steps after each pruning step."
@@ -37,14 +56,18 @@ def prune(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Global structural pruning with Hessian-aware saliency (NViT), distilling from the
-    original after every step; the export loads with nas.load_subnet(OUT)."""
-    from nas.compress._jobs import prune_job
+    """Global structural pruning with Hessian-aware saliency (NViT) to a parameter, MAC or
+    latency budget, distilling from the original after every step; the export loads with
+    nas.load_subnet(OUT)."""
+    from nas._units import parse_latency_ms
+    from nas.compress._jobs import Budget, prune_job
 
     configure_logging(verbose)
-    summary = prune_job(model, out, target_params=target_params, count=count,
-                        criterion=criterion, steps=steps, distil_steps=distil_steps,
-                        seed=seed, overwrite=force)
+    latency_ms = parse_latency_ms(target_latency) if target_latency is not None else None
+    budget = Budget(params=target_params, macs=target_macs, latency_ms=latency_ms,
+                    count=count, hw=hw, tokens=tokens)
+    summary = prune_job(model, out, budget=budget, criterion=criterion, groups=groups, eta=eta,
+                        steps=steps, distil_steps=distil_steps, seed=seed, overwrite=force)
     _report(summary, json_output)
 
 
@@ -69,7 +92,7 @@ def subclone(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Weight subcloning: initialise a smaller encoder from the source (neurons ranked by
+    """Weight subcloning: initialise a smaller model from the source (neurons ranked by
     activation, blocks that change the stream least removed, LayerNorms rescaled), then
     distil; the export loads with nas.load_subnet(OUT)."""
     from nas.compress._jobs import subclone_job
@@ -84,12 +107,15 @@ def _report(summary: dict[str, Any], json_output: bool) -> None:
     if json_output:
         print_json(summary)
         return
-    params = summary["params"]
-    console.print(
-        f"wrote {summary['out']}: {params['compressed']:,} parameters "
-        f"({params['fraction']:.1%} of {params['original']:,}), embedding width "
-        f"{summary['shape']['embed_dim']}, cosine to the source {summary['cosine_to_source']:.3f}"
-        f" on {summary['validation_paragraphs']} validation paragraphs, "
-        f"{summary['wall_s']:.0f} s",
-        highlight=False,
-    )
+    params, metric = summary["params"], summary["metric"]
+    score = summary["score"]
+    line = (f"wrote {summary['out']}: {params['compressed']:,} parameters "
+            f"({params['fraction']:.1%} of {params['original']:,}), embedding width "
+            f"{summary['shape']['embed_dim']}, {metric} {score['compressed'][metric]:.3f} "
+            f"(source {score['source'][metric]:.3f}), {summary['wall_s']:.0f} s")
+    latency = summary.get("latency")
+    if latency:
+        line += (f"; latency on {latency['hw']} {latency['measured_ms']:.2f} ms measured, "
+                 f"{latency['predicted_ms']:.2f} ms predicted (model error "
+                 f"{latency['heldout_median_ape']:.1%} held out)")
+    console.print(line, highlight=False)

@@ -1,4 +1,4 @@
-"""The dense heterogeneous BertEncoder: MiniLM conversion, export, physical shrinking."""
+"""The dense heterogeneous DenseTransformer: MiniLM conversion, export, physical shrinking."""
 
 from __future__ import annotations
 
@@ -10,14 +10,23 @@ import pytest
 import torch
 from torch import nn
 
-from nas.compress._bert import BertEncoder, Keep, bert_from_minilm, shrink
-from nas.compress._prune import _keep_params, count_params
+from nas.compress._convert import bert_from_minilm
+from nas.compress._prune import count_params
 from nas.compress._structures import keep_without, structures
+from nas.compress._transformer import DenseTransformer, Keep, param_count, shrink, shrunk_config
 from nas.supernets._export import load_subnet, save_subnet
 from tests.markers import needs_minilm
 
+VARIANTS = {
+    "bert": {},
+    "bert-head": {"out_dim": 7, "type_vocab_size": 0},
+    "gpt": {"pre_norm": True, "causal": True, "embed_norm": False, "out_dim": 50,
+            "type_vocab_size": 0},
+}
+"""Post-LN encoder (MiniLM), post-LN with a head (FlexiBERT), pre-LN causal LM (MatFormer)."""
 
-def tiny(seed: int = 0, **overrides) -> BertEncoder:
+
+def tiny(seed: int = 0, **overrides) -> DenseTransformer:
     torch.manual_seed(seed)
     kwargs = dict(
         vocab_size=50, max_positions=16, type_vocab_size=2, embed_dim=24,
@@ -25,7 +34,7 @@ def tiny(seed: int = 0, **overrides) -> BertEncoder:
                 {"heads": 2, "qk_dim": 6, "v_dim": 3, "ffn_dim": 16}],
     )
     kwargs.update(overrides)
-    return BertEncoder(**kwargs).eval()
+    return DenseTransformer(**kwargs).eval()
 
 
 def some(items, n: int, seed: int) -> list:
@@ -78,12 +87,12 @@ def test_export_round_trip_of_a_pruned_model(tmp_path) -> None:
     assert small.embed_dim == 19 and small.subnet_config()["output_dim"] == 24
     ids, mask = inputs()
     for m in (model, small):
-        folder = save_subnet(m, tmp_path / str(m.embed_dim), family="bert")
+        folder = save_subnet(m, tmp_path / str(m.embed_dim), family="transformer")
         loaded = load_subnet(folder)
-        assert isinstance(loaded, BertEncoder)
+        assert isinstance(loaded, DenseTransformer)
         with torch.inference_mode():
             assert torch.equal(loaded(ids, mask), m(ids, mask))
-    # a fresh process that only imports nas finds the "bert" family through the registry
+    # a fresh process that only imports nas finds the "transformer" family through the registry
     torch.save({"ids": ids, "mask": mask}, tmp_path / "inputs.pt")
     with torch.inference_mode():
         torch.save(small(ids, mask), tmp_path / "expected.pt")
@@ -99,11 +108,11 @@ def test_export_round_trip_of_a_pruned_model(tmp_path) -> None:
         [sys.executable, "-c", script, str(tmp_path / "19"), str(tmp_path / "inputs.pt"),
          str(tmp_path / "expected.pt")], capture_output=True, text=True,
     )
-    assert run.returncode == 0 and run.stdout.strip() == "BertEncoder", run.stderr
+    assert run.returncode == 0 and run.stdout.strip() == "DenseTransformer", run.stderr
 
 
-def _zeroed(model: BertEncoder, removed) -> BertEncoder:
-    copy = BertEncoder(**model.subnet_config()).eval()
+def _zeroed(model: DenseTransformer, removed) -> DenseTransformer:
+    copy = DenseTransformer(**model.subnet_config()).eval()
     copy.load_state_dict(model.state_dict())
     params = dict(copy.named_parameters())
     with torch.no_grad():
@@ -113,9 +122,10 @@ def _zeroed(model: BertEncoder, removed) -> BertEncoder:
     return copy
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", ["head", "qk", "v", "ffn"])
-def test_shrinking_equals_zeroing_the_structures(kind: str) -> None:
-    model = tiny(seed=2)
+def test_shrinking_equals_zeroing_the_structures(kind: str, variant: str) -> None:
+    model = tiny(seed=2, **VARIANTS[variant])
     items = [s for s in structures(model) if s.kind == kind]
     removed = items[::2]
     small = shrink(model, keep_without(model, removed))
@@ -150,14 +160,41 @@ def test_embedding_pruning_keeps_width_and_layer_norms_consistent() -> None:
         assert torch.equal(again(ids, mask)[..., dropped], out[..., dropped])
 
 
-def test_parameter_count_without_building() -> None:
-    model = tiny(seed=4)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parameter_count_without_building(variant: str) -> None:
+    model = tiny(seed=4, **VARIANTS[variant])
     items = structures(model)
     for n in (0, 10, 40):
         keep = keep_without(model, some(items, n, seed=n))
         small = shrink(model, keep)
-        assert _keep_params(model, keep) == (count_params(small),
-                                             count_params(small, which="encoder"))
+        config = shrunk_config(model, keep)
+        assert config == small.subnet_config()
+        assert param_count(config) == count_params(small)
+        assert param_count(config, which="encoder") == count_params(small, which="encoder")
+
+
+def test_causal_model_ignores_later_tokens() -> None:
+    model = tiny(seed=5, **VARIANTS["gpt"])
+    ids, _ = inputs()
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 50
+    with torch.inference_mode():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_embedding_pruning_with_a_head_slices_the_head() -> None:
+    model = tiny(seed=6, **VARIANTS["gpt"])
+    keep = Keep.full(model)
+    kept = tuple(range(0, 24, 2))
+    small = shrink(model, Keep(kept, keep.heads, keep.qk, keep.v, keep.ffn))
+    assert "output_index" not in small.subnet_config()
+    assert torch.equal(small.head.weight, model.head.weight[:, list(kept)])
+    assert torch.equal(small.final_norm.weight, model.final_norm.weight[list(kept)])
+    ids, _ = inputs()
+    with torch.inference_mode():
+        assert small(ids).shape == (3, 10, 50)
 
 
 def test_bad_configs_are_refused() -> None:
