@@ -12,7 +12,9 @@ pydoc-lm validation split, over ``--seeds`` seeds (batches, probes, initialisati
    steps (task loss + soft targets of the XL) after each; also one shot without any
    distillation. Same data, same steps.
 2. **Pruning to half the modelled latency** on this CPU (a latency model calibrated on 32
-   shapes of the XL, 64 tokens): the pruned model's predicted and measured latency.
+   shapes of the XL, 64 tokens): the pruned model's predicted and measured latency; and,
+   one shot, the loss at that latency for several weights ``eta`` of NViT's
+   latency-aware term (score minus ``eta`` times the ms a unit saves).
 3. **Subcloning** to 2 layers x 64 dims (about a quarter of the parameters) three ways:
    activation ranking (the paper), random neurons, random initialisation; each trained
    for ``--train-steps`` AdamW steps on the task loss; step-0 and final validation loss,
@@ -49,6 +51,9 @@ from nas.supernets._lm_task import PydocLMTask
 
 RESULTS = Path(__file__).parent / "results" / "compress_matformer.json"
 TOKENS = 64
+ETAS = (0.0, 0.1, 0.3, 1.0)
+"""Weights of NViT's latency-aware term tried (scores are L2-normalised per layer, savings
+in ms)."""
 
 
 def scores(task: PydocLMTask, model: torch.nn.Module) -> dict[str, float]:
@@ -105,15 +110,25 @@ def prune_runs(xl: DenseTransformer, data: TaskData, task: PydocLMTask, fraction
 def latency_run(xl: DenseTransformer, data: TaskData, task: PydocLMTask) -> dict:
     calibration = calibrate(xl, tokens=TOKENS, samples=32, progress=False)
     cost = latency_cost(calibration.model)
-    pruned = prune(xl, data.batches(16, torch.Generator().manual_seed(0)), target=0.5,
-                   cost=cost, saliency_loss=task.loss, saliency_batches=64,
-                   saliency_data=data.batches(4, torch.Generator().manual_seed(1)), steps=4,
-                   distil_loss=data.distil_loss, distil_steps=30, lr=1e-3, progress=False)
-    return {"heldout": calibration.heldout, "source_predicted_ms": cost(xl),
-            "source_measured_ms": measure_ms(xl, tokens=TOKENS),
+    common = dict(target=0.5, cost=cost, saliency_loss=task.loss, saliency_batches=64,
+                  progress=False)
+
+    def batches(seed: int) -> dict:
+        return {"data": data.batches(16, torch.Generator().manual_seed(seed)),
+                "saliency_data": data.batches(4, torch.Generator().manual_seed(seed + 1))}
+
+    pruned = prune(xl, **batches(0), steps=4, distil_loss=data.distil_loss, distil_steps=30,
+                   lr=1e-3, **common)
+    eta = {str(e): {**scores(task, one_shot), "predicted_ms": cost(one_shot),
+                    "params": count_params(one_shot)}
+           for e in ETAS
+           for one_shot in [prune(xl, **batches(0), steps=1, latency=cost, eta=e, **common)]}
+    return {"heldout": calibration.heldout, "coefficients": calibration.model.to_dict(),
+            "source_predicted_ms": cost(xl), "source_measured_ms": measure_ms(xl, tokens=TOKENS),
             "target_ms": 0.5 * cost(xl), "pruned_predicted_ms": cost(pruned),
             "pruned_measured_ms": measure_ms(pruned, tokens=TOKENS),
-            "pruned_params": count_params(pruned), **scores(task, pruned)}
+            "pruned_params": count_params(pruned), **scores(task, pruned),
+            "one_shot_by_eta": eta}
 
 
 def steps_to_reach(history: list[float], final: float, window: int = 10) -> int | None:

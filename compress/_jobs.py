@@ -62,7 +62,8 @@ def load_source(source: str) -> Source:
 
     Raises:
         MissingExtraError: a MiniLM-based source without the ``minilm`` extra.
-        FileNotFoundError: ``source`` is neither ``minilm`` nor an existing folder.
+        FileNotFoundError: ``source`` is neither ``minilm``, a convertible supernet nor
+            an existing folder.
         ValueError: the folder holds a model compression cannot convert.
     """
     if source == BUILTIN:
@@ -130,6 +131,9 @@ class Budget:
         if self.hw not in DEVICES:
             raise ValueError(f"--hw must be one of {list(DEVICES)} (a latency budget is "
                              f"measured on this machine), got {self.hw!r}")
+        if self.hw == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--hw cuda needs a CUDA GPU and there is none here; use "
+                             "--hw local-cpu")
         if self.tokens < 1:
             raise ValueError(f"--tokens must be a positive integer, got {self.tokens}")
         if self.latency_ms is not None and not self.latency_ms > 0:
@@ -169,6 +173,8 @@ def prune_job(
     check_target(1.0, criterion)
     if groups not in GROUPS:
         raise ValueError(f"--groups must be one of {list(GROUPS)}, got {groups!r}")
+    if eta < 0:
+        raise ValueError(f"--eta must be >= 0 (0 turns the latency term off), got {eta}")
     check_out(out, overwrite)
     started = time.perf_counter()
     src = load_source(source)

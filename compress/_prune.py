@@ -304,8 +304,9 @@ def prune(
                         ("min_keep", min_keep)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if eta and latency is None:
-        raise ValueError(f"eta {eta} needs a latency cost, got None")
+    if eta < 0 or (eta and latency is None):
+        raise ValueError(f"eta must be >= 0 and needs a latency cost, got eta={eta}, "
+                         f"latency={latency}")
     if distil_steps < 0 or (distil_steps and distil_loss is None):
         raise ValueError(f"distil_steps must be >= 0 and needs distil_loss, got {distil_steps}")
     start = cost(model)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from nas import get_supernet
 from nas.supernets._export import save_subnet
@@ -139,8 +140,9 @@ def test_a_latency_budget_the_source_already_meets_is_refused(tmp_path) -> None:
 
 def test_latency_budget_reports_measured_against_predicted(tmp_path) -> None:
     summary = summary_of(nas("compress", "prune", "--model", "matformer", "--target-latency",
-                             "0.6ms", "--tokens", "32", "--steps", "1", "--distil-steps",
-                             "0", "--out", str(tmp_path / "fast"), "--json"))
+                             "0.6ms", "--tokens", "32", "--eta", "0.3", "--steps", "1",
+                             "--distil-steps", "0", "--out", str(tmp_path / "fast"), "--json"))
+    assert summary["eta"] == 0.3
     latency = summary["latency"]
     assert latency["predicted_ms"] <= 0.6 + 1e-9 and latency["measured_ms"] > 0
     assert latency["tokens"] == 32 and latency["calibration_samples"] == 32
@@ -158,6 +160,11 @@ def test_latency_budget_reports_measured_against_predicted(tmp_path) -> None:
         (["prune"], ["exactly one", "got 0"]),
         (["prune", "--target-latency", "5ms", "--hw", "rpi4"], ["--hw", "local-cpu", "'rpi4'"]),
         (["prune", "--target-latency", "fast"], ["latency budget", "'fast'"]),
+        (["prune", "--model", "matformer", "--target-params", "0.5", "--eta", "-1"],
+         ["--eta must be >= 0"]),
+        pytest.param(["prune", "--target-latency", "5ms", "--hw", "cuda"],
+                     ["--hw cuda needs a CUDA GPU"],
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
         (["prune", "--target-params", "0.5", "--criterion", "norm"], ["criterion", "hessian"]),
         (["prune", "--target-params", "0.5", "--groups", "8"], ["--groups", "nvit", "'8'"]),
         (["prune", "--model", "matformer", "--target-params", "0.001"],

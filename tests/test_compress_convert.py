@@ -75,3 +75,35 @@ def test_flexibert_subnets_without_bert_shape_are_refused(op, ffn, fragment) -> 
 def test_unknown_models_are_refused_naming_what_converts() -> None:
     with pytest.raises(ValueError, match="cannot compress a Linear.*MatFormerLM, FlexiBERTSubnet"):
         to_transformer(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("variant", ["lm", "encoder"])
+def test_compressed_models_export_to_onnx_and_match_torch(tmp_path, variant) -> None:
+    """A pruned model (embedding width, heads, query/key and FFN units gone, so the
+    encoder restores its width through ``out_fill``) runs in ONNX Runtime as in torch."""
+    pytest.importorskip("onnxruntime")
+    from nas.compress._structures import keep_without, structures
+    from nas.compress._transformer import shrink
+    from nas.hardware._onnx import export_onnx, onnx_session, run_onnx
+
+    if variant == "lm":
+        torch.manual_seed(0)
+        model = to_transformer(MatFormerLM(vocab_size=256, d_model=32, n_heads=4, context=24,
+                                           ffn_dims=[64, 32]).eval())
+        inputs = (byte_ids(batch=1),)
+    else:
+        model = to_transformer(flexibert())
+        model = DenseTransformer(**{**model.subnet_config(), "out_dim": None}).eval()
+        ids = torch.randint(0, 30, (1, 12), generator=torch.Generator().manual_seed(4))
+        inputs = (ids, torch.ones_like(ids))
+    items = structures(model)
+    gone = [s for s in items if s.kind in ("embed", "ffn", "qk") and s.index % 3 == 1]
+    gone += [s for s in items if s.kind == "head" and (s.block, s.index) == (1, 0)]
+    small = shrink(model, keep_without(model, gone)).eval()
+    assert small.embed_dim < model.embed_dim
+    path = export_onnx(small, inputs, tmp_path / "small.onnx")
+    (got,) = run_onnx(onnx_session(path), inputs)
+    with torch.no_grad():
+        expected = small(*inputs).numpy()
+    assert got.shape == expected.shape
+    assert abs(got - expected).max() < 1e-4

@@ -12,8 +12,9 @@ from nas.cli._common import JSON_HELP, configure_logging, console, print_json, u
 app = typer.Typer(help="Compress a model (pruning, subcloning) into a deployable export.",
                   no_args_is_help=True)
 
-MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2), or a folder written by nas export "
-              "(a MatFormer or all-attention FlexiBERT subnet) or by nas compress.")
+MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2); 'matformer' or 'flexibert-minilm' "
+              "(that supernet's largest subnet); or a folder written by nas export (a "
+              "MatFormer or all-attention FlexiBERT subnet) or by nas compress.")
 FORCE_HELP = "Replace an export already in OUT."
 
 
@@ -26,7 +27,9 @@ def prune(
         None, "--target-params", help="Fraction of the parameters to keep, in (0, 1]."
     ),
     target_macs: float | None = typer.Option(
-        None, "--target-macs", help="Fraction of the MACs (at --tokens) to keep, in (0, 1]."
+        None, "--target-macs",
+        help="Fraction of the MACs (at --tokens) to keep, in (0, 1]; FLOPs are 2 x MACs, so "
+        "this is also the fraction of FLOPs.",
     ),
     target_latency: str | None = typer.Option(
         None, "--target-latency",
