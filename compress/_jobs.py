@@ -128,6 +128,9 @@ class Budget:
                              f"--target-latency; got {len(given)}")
         if self.count not in COUNTS:
             raise ValueError(f"--count must be one of {list(COUNTS)}, got {self.count!r}")
+        if self.count != "all" and self.params is None:
+            raise ValueError(f"--count {self.count} says what --target-params counts; "
+                             f"give --target-params, or leave --count out")
         if self.hw not in DEVICES:
             raise ValueError(f"--hw must be one of {list(DEVICES)} (a latency budget is "
                              f"measured on this machine), got {self.hw!r}")

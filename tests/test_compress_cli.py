@@ -158,6 +158,8 @@ def test_latency_budget_reports_measured_against_predicted(tmp_path) -> None:
         (["prune", "--target-params", "1.5"], ["target", "(0, 1]"]),
         (["prune", "--target-params", "0.5", "--target-macs", "0.5"], ["exactly one", "got 2"]),
         (["prune"], ["exactly one", "got 0"]),
+        (["prune", "--target-macs", "0.5", "--count", "encoder"], ["--count encoder",
+                                                                    "--target-params"]),
         (["prune", "--target-latency", "5ms", "--hw", "rpi4"], ["--hw", "local-cpu", "'rpi4'"]),
         (["prune", "--target-latency", "fast"], ["latency budget", "'fast'"]),
         (["prune", "--model", "matformer", "--target-params", "0.5", "--eta", "-1"],
