@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results
 
 from nas import get_supernet
 from nas.compress._convert import to_transformer
@@ -186,13 +186,8 @@ def main() -> None:
                                                 seeds),
         "prune_to_half_latency": latency_run(xl, data, task),
         "subclone_2x64": subclone_runs(xl, data, task, seeds, args.train_steps),
-        "seconds_total": time.perf_counter() - started,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, result, started)
 
 
 if __name__ == "__main__":

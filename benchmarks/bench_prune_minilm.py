@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 
 from nas.compress._convert import bert_from_minilm
 from nas.compress._cost import ENCODER_PARAMS, PARAMS, latency_cost
@@ -156,12 +156,7 @@ def main() -> None:
         for which in COSTS for criterion in ("hessian", "magnitude")}
     result["half_latency"] = latency_run(dense, sentences, args)
     print(json.dumps(result["mean"]), json.dumps(result["half_latency"]))
-    result["seconds_total"] = time.perf_counter() - started
-    result["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
-                         "threads": torch.get_num_threads()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, result, started)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 
 from nas.compress._convert import bert_from_minilm
 from nas.compress._prune import count_params
@@ -170,12 +170,7 @@ def main() -> None:
                                                                      "cosine_final")}
         for name in args.targets for init in ("subclone", "random_neurons", "random_init")
         if any(r["target"] == name and init in r["inits"] for r in result["runs"])}
-    result["seconds_total"] = time.perf_counter() - started
-    result["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
-                         "threads": torch.get_num_threads()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, result, started)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,14 @@ from nas._task import get_task
 from nas.compress._convert import bert_from_minilm, to_transformer
 from nas.compress._cost import ENCODER_PARAMS, PARAMS, Cost, latency_cost, macs_cost
 from nas.compress._latency import Calibration, calibrate, measure_ms
-from nas.compress._prune import NVIT_GROUPS, UNITS, check_target, count_params, prune
+from nas.compress._prune import (
+    NVIT_GROUPS,
+    UNITS,
+    check_criterion,
+    check_target,
+    count_params,
+    prune,
+)
 from nas.compress._subclone import subclone
 from nas.compress._task_data import CompressionData, TaskData
 from nas.compress._train import train
@@ -144,7 +151,7 @@ class Budget:
         for name in ("params", "macs"):
             value = getattr(self, name)
             if value is not None:
-                check_target(value, "hessian")
+                check_target(value)
 
 
 def _calibrate(model: DenseTransformer, budget: Budget, progress: bool) -> Calibration:
@@ -173,7 +180,7 @@ def prune_job(
     """Prune ``source`` to ``budget`` (NViT), distilling from it after every step;
     write the export to ``out``; return the summary."""
     budget.check()  # before the minute of loading
-    check_target(1.0, criterion)
+    check_criterion(criterion)
     if groups not in GROUPS:
         raise ValueError(f"--groups must be one of {list(GROUPS)}, got {groups!r}")
     if eta < 0:

@@ -31,6 +31,7 @@ __all__ = [
     "CRITERIA",
     "PruneStep",
     "check_reachable",
+    "check_criterion",
     "check_target",
     "count_params",
     "normalise",
@@ -88,10 +89,9 @@ def _resized(model: DenseTransformer, sizes: Mapping[tuple[str, int | None], int
              ) -> dict[str, Any]:
     """``model``'s config with each layer holding ``sizes[layer]`` units (which units
     does not matter to a cost)."""
-    n = _layer_sizes(model)
     keep = Keep.full(model)
     return shrunk_config(model, Keep(
-        embed=keep.embed[: sizes.get(("embed", None), n[("embed", None)])],
+        embed=keep.embed[: sizes.get(("embed", None), len(keep.embed))],
         heads=tuple(u[: sizes.get(("head", i), len(u))] for i, u in enumerate(keep.heads)),
         qk=tuple(u[: sizes.get(("qk", i), len(u))] for i, u in enumerate(keep.qk)),
         v=tuple(u[: sizes.get(("v", i), len(u))] for i, u in enumerate(keep.v)),
@@ -209,11 +209,15 @@ def prune_once(
     return shrink(model, keep_without(model, order[:cuts[lo]]))
 
 
-def check_target(target: float, criterion: str) -> None:
-    """Refuse a target fraction outside (0, 1] or an unknown criterion."""
+def check_target(target: float) -> None:
+    """Refuse a target fraction outside (0, 1]."""
     if isinstance(target, bool) or not 0.0 < float(target) <= 1.0:
         raise ValueError(f"target must be a fraction in (0, 1] of the model's cost, got "
                          f"{target!r}")
+
+
+def check_criterion(criterion: str) -> None:
+    """Refuse an unknown criterion."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}")
 
@@ -297,7 +301,8 @@ def prune(
         ValueError: a bad fraction, criterion or step setting, or a target below the
             smallest reachable model.
     """
-    check_target(target, criterion)
+    check_target(target)
+    check_criterion(criterion)
     if criterion == "hessian" and saliency_loss is None:
         raise ValueError("criterion 'hessian' needs saliency_loss, got None")
     for name, value in (("steps", steps), ("saliency_batches", saliency_batches),
