@@ -14,7 +14,6 @@ untouched.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas._files import check_output
 from nas._supernet import get_supernet
 from nas._task import get_task
 from nas.compress._convert import bert_from_minilm, to_transformer
@@ -41,7 +41,7 @@ from nas.compress._subclone import subclone
 from nas.compress._task_data import CompressionData, TaskData
 from nas.compress._train import train
 from nas.compress._transformer import FAMILY, DenseTransformer
-from nas.supernets._export import CONFIG, WEIGHTS, load_subnet, save_subnet
+from nas.supernets._export import load_subnet, read_subnet_config, save_subnet
 
 BUILTIN = "minilm"
 DEVICES = {"local-cpu": "cpu", "cuda": "cuda"}
@@ -105,13 +105,9 @@ def _sentence_source(model: DenseTransformer) -> Source:
 
 
 def _metadata(folder: Path) -> Mapping[str, Any]:
-    return json.loads((folder / CONFIG).read_text()).get("metadata") or {}
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder that already holds an export, unless ``overwrite``."""
-    if not overwrite and ((out / WEIGHTS).exists() or (out / CONFIG).exists()):
-        raise FileExistsError(f"{out} already holds an exported model; pass --force to replace")
+    """The export's ``metadata``, read through the checks of ``load_subnet`` (valid JSON,
+    an object), so a tampered ``config.json`` is a one-line error here too."""
+    return read_subnet_config(folder).get("metadata", {})
 
 
 @dataclass(frozen=True)
@@ -185,7 +181,7 @@ def prune_job(
         raise ValueError(f"--groups must be one of {list(GROUPS)}, got {groups!r}")
     if eta < 0:
         raise ValueError(f"--eta must be >= 0 (0 turns the latency term off), got {eta}")
-    check_out(out, overwrite)
+    check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     src = load_source(source)
     dense = src.model
@@ -263,7 +259,7 @@ def subclone_job(
     """Initialise a smaller model from ``source`` by weight subcloning (activations on
     ``calibration_examples`` training inputs), distil it for ``distil_steps``; write the
     export to ``out``; return the summary (with the score before distillation)."""
-    check_out(out, overwrite)
+    check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     src = load_source(source)
     student = subclone(src.model, src.data.calibration(calibration_examples, batch_size),
@@ -305,5 +301,6 @@ def _finish(
         "wall_s": round(time.perf_counter() - started, 1),
     }
     summary["params"]["fraction"] = summary["params"]["compressed"] / summary["params"]["original"]
+    check_output(out, kind="dir", force=overwrite)  # files may have appeared meanwhile
     save_subnet(compressed.eval(), out, family=FAMILY, metadata=summary, overwrite=overwrite)
     return summary

@@ -8,7 +8,8 @@ Protocol ``nas-agent/1`` (HTTP/1.0, one request per connection). Every request c
 ``Authorization: Bearer TOKEN``; a missing or wrong token gets 401 before anything else
 is read. Every answer is JSON; a refusal is ``{"error": "one line"}`` with status 400
 (malformed request), 401 (token), 404 (path), 411 (no Content-Length), 413 (over
-``--max-bytes``) or 500 (the agent failed).
+``--max-bytes``) or 500 (the agent failed). A client that goes away mid-request (or
+before reading the answer) costs one log line, never a traceback.
 
 ``GET /health`` answers ``{"protocol", "environment", "max_bytes"}``; ``environment``
 names the device (hostname, CPU model and details, CPU count, default thread count,
@@ -30,10 +31,16 @@ the median and every timed duration of the task's latency probe (batch 1), the
 intra-op thread count used (``null`` in the request means the agent's ``--threads``)
 and the memory figures below.
 
-The agent rebuilds the model as :func:`nas.load_subnet` does, from the two export
-files: safetensors weights and a registered dense builder, so nothing received is ever
-unpickled. The builder runs first on torch's ``meta`` device, and a ``subnet_config``
-whose weights would exceed ``--max-bytes`` is refused before any memory is allocated.
+``warmup`` is 0 to 10 000, ``repeats`` 1 to 10 000 (:data:`nas._limits.MAX_REPEATS`)
+and ``threads`` 1 to the agent's usable cores (more only slows a measurement down, and a
+huge count crashes OpenMP), anything else a 400.
+
+The agent rebuilds the model with :func:`nas.load_subnet`, from the two export files:
+safetensors weights and a registered dense builder, so nothing received is ever
+unpickled. Its checks come before any allocation: the config must describe exactly the
+weights received (built on torch's ``meta`` device first, compared with the weights'
+header), so a request's model never needs much more memory than its body, which
+``--max-bytes`` bounds; a config that does not is a 400.
 The probe comes from the agent's own copy of the task, found by name in
 :data:`nas.TASKS`; the request carries the client's workload and a digest of its probe
 inputs, and a task that differs on the two machines is refused rather than timed on
@@ -62,6 +69,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -72,10 +80,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas._supernet import SUBNET_BUILDERS
+from nas._limits import MAX_REPEATS, check_count, check_threads
 from nas._task import Task, get_task
 from nas.hardware._timing import cpu_details, cpu_model, time_ms, torch_threads
-from nas.supernets._export import CONFIG, WEIGHTS, load_subnet, read_subnet_config
+from nas.supernets._export import CONFIG, WEIGHTS, load_subnet
 
 logger = logging.getLogger(__name__)
 
@@ -146,18 +154,32 @@ def decode_request(body: bytes) -> MeasureRequest:
         header = json.loads(body[LENGTH_BYTES:end].decode("utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
         raise AgentRequestError(f"header is not UTF-8 JSON: {err}") from None
+    except RecursionError:
+        raise AgentRequestError("header is not UTF-8 JSON: nested too deeply") from None
     if not isinstance(header, dict) or header.get("protocol") != PROTOCOL:
         raise AgentRequestError(f"header must be a JSON object with \"protocol\": "
                                 f"\"{PROTOCOL}\"")
     subnet, task, timing = (_field(header, key, dict) for key in ("subnet", "task", "timing"))
-    warmup, repeats = _field(timing, "warmup", int), _field(timing, "repeats", int)
-    threads = timing.get("threads")
-    if warmup < 0 or repeats < 1 or not (threads is None or _is_int(threads) and threads >= 1):
-        raise AgentRequestError(f"timing needs warmup >= 0, repeats >= 1 and threads >= 1 "
-                                f"or null, got {timing}")
+    warmup, repeats, threads = _timing(timing)
     if end == len(body):
         raise AgentRequestError(f"no {WEIGHTS} after the header")
     return MeasureRequest(subnet, task, warmup, repeats, threads, body[end:])
+
+
+def _timing(timing: dict[str, Any]) -> tuple[int, int, int | None]:
+    """``warmup``, ``repeats`` and ``threads`` (``None``: the agent's default), within
+    the bounds of :mod:`nas._limits`: one request must not crash or occupy the agent."""
+    try:
+        warmup = check_count(timing.get("warmup"), name="timing.warmup", low=0,
+                             high=MAX_REPEATS)
+        repeats = check_count(timing.get("repeats"), name="timing.repeats", low=1,
+                              high=MAX_REPEATS)
+        threads = timing.get("threads")
+        if threads is not None:
+            threads = check_threads(threads, name="timing.threads")
+    except ValueError as err:
+        raise AgentRequestError(str(err)) from None
+    return warmup, repeats, threads
 
 
 def task_identity(task: Task) -> dict[str, Any]:
@@ -179,49 +201,26 @@ def _field(document: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # -- measuring (agent side) --------------------------------------------------------------
 
 
-def rebuild_model(subnet: dict[str, Any], weights: bytes, *, max_bytes: int) -> nn.Module:
-    """The dense model of an export's two files, rebuilt exactly as :func:`load_subnet`
-    does (safetensors and a registered builder, never pickle), in eval mode.
+def rebuild_model(subnet: dict[str, Any], weights: bytes) -> nn.Module:
+    """The dense model of an export's two files, rebuilt by :func:`load_subnet`
+    (safetensors and a registered builder, never pickle), in eval mode. Its checks
+    bound the model by ``weights``, whose size the request's limit bounds.
 
     Raises:
-        AgentRequestError: the files do not rebuild a model, or it would hold more than
-            ``max_bytes`` of weights.
+        AgentRequestError: the files do not rebuild a model.
     """
     with tempfile.TemporaryDirectory(prefix="nas-agent-") as tmp:
         folder = Path(tmp)
         (folder / CONFIG).write_text(json.dumps(subnet))
         (folder / WEIGHTS).write_bytes(weights)
         try:
-            _check_planned_bytes(read_subnet_config(folder), max_bytes)
             return load_subnet(folder)
         except (ValueError, FileNotFoundError) as err:
             # The messages name the temporary files; the client knows them by name only.
             raise AgentRequestError(str(err).replace(f"{folder}{os.sep}", "")) from None
-
-
-def _check_planned_bytes(document: dict[str, Any], max_bytes: int) -> None:
-    """Build on the ``meta`` device (no memory) and refuse a config whose weights would
-    exceed ``max_bytes``: a tiny request must not make the agent allocate gigabytes."""
-    builder = SUBNET_BUILDERS.entry(document["family"]).factory
-    config = document["subnet_config"]
-    if not isinstance(config, dict):
-        raise ValueError(f"{CONFIG}: subnet_config must be an object, got {config!r}"[:200])
-    try:
-        with torch.device("meta"):
-            planned = builder(**config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{CONFIG}: subnet_config does not build a model: {err}") from None
-    size = sum(t.numel() * t.element_size() for t in planned.state_dict().values())
-    if size > max_bytes:
-        raise ValueError(f"{CONFIG}: subnet_config describes {size} bytes of weights, over "
-                         f"the agent's limit of {max_bytes} bytes")
 
 
 @functools.cache
@@ -245,14 +244,14 @@ def _probe_task(identity: dict[str, Any]) -> Task:
     return task
 
 
-def measure(request: MeasureRequest, *, default_threads: int, max_bytes: int) -> dict[str, Any]:
+def measure(request: MeasureRequest, *, default_threads: int) -> dict[str, Any]:
     """Rebuild the subnet, time its probe and record memory: the ``/measure`` answer
     without ``environment``. Not thread safe (process-wide thread count and peak)."""
     task = _probe_task(request.task)
     threads = request.threads or default_threads
     reset = _reset_peak_rss()
     before = _status_mib("VmRSS")
-    model = rebuild_model(request.subnet, request.weights, max_bytes=max_bytes)
+    model = rebuild_model(request.subnet, request.weights)
     probe = task.latency_probe(model)
     with torch_threads(threads), torch.inference_mode():
         durations = time_ms(probe, warmup=request.warmup, repeats=request.repeats)
@@ -317,11 +316,11 @@ class AgentServer(ThreadingHTTPServer):
         host: address to bind; loopback by default, see :func:`is_loopback`.
         port: TCP port.
         token: the shared secret clients must send.
-        max_bytes: largest request body, and largest model, accepted.
-        threads: intra-op threads when a request does not choose.
+        max_bytes: largest request body accepted (which bounds the model too).
+        threads: intra-op threads when a request does not choose (1 to the usable cores).
 
     Raises:
-        ValueError: an empty token or a non-positive limit or thread count.
+        ValueError: an empty token, a non-positive limit or a thread count out of range.
         OSError: the address cannot be bound (port taken, unknown host).
     """
 
@@ -338,19 +337,27 @@ class AgentServer(ThreadingHTTPServer):
     ) -> None:
         if not token:
             raise ValueError("token must be a non-empty string")
-        if max_bytes < 1 or threads < 1:
-            raise ValueError(f"need max_bytes >= 1 and threads >= 1, got {max_bytes=}, "
-                             f"{threads=}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.token = token
         self.max_bytes = max_bytes
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.measure_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 
     def health(self) -> dict[str, Any]:
         return {"protocol": PROTOCOL, "environment": agent_environment(self.threads),
                 "max_bytes": self.max_bytes}
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line for a client that went away (reset or closed the connection
+        while its request was read); socketserver would print a traceback to stderr."""
+        error = sys.exception()
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.info("%s went away: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)
 
 
 def is_loopback(host: str) -> bool:
@@ -376,8 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = decode_request(self._read_body())
             with self.server.measure_lock:
-                result = measure(request, default_threads=self.server.threads,
-                                 max_bytes=self.server.max_bytes)
+                result = measure(request, default_threads=self.server.threads)
         except AgentRequestError as err:
             self._refuse(err.status, str(err))
             return
@@ -415,7 +421,11 @@ class _Handler(BaseHTTPRequestHandler):
         if length > self.server.max_bytes:
             raise AgentRequestError(f"payload of {length} bytes exceeds the agent's limit of "
                                     f"{self.server.max_bytes} bytes (--max-bytes)", 413)
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except (ConnectionError, TimeoutError) as err:  # reset, or stalled past the timeout
+            raise AgentRequestError(f"connection lost while reading the {length}-byte "
+                                    f"body: {err}") from None
         if len(body) != length:
             raise AgentRequestError(f"body ended after {len(body)} of {length} bytes")
         return body
@@ -425,14 +435,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, {"error": lines[0]})
 
     def _answer(self, status: int, document: dict[str, Any]) -> None:
+        """Send the answer and log the exchange in one line, after sending: a client
+        that has gone away (it dropped mid-body, or did not wait) is that line's news."""
         body = json.dumps(document).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", "Bearer")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response_only(status)  # send_response would log before sending
+            self.send_header("Server", self.version_string())
+            self.send_header("Date", self.date_time_string())
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", "Bearer")
+            self.end_headers()
+            self.wfile.write(body)
+        except (ConnectionError, TimeoutError) as err:
+            self.close_connection = True
+            self.log_message('"%s" %d not delivered, the client went away: %s',
+                             self.requestline, status, err)
+            return
+        self.log_request(status)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s %s", self.address_string(), format % args)

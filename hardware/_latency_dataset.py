@@ -42,6 +42,7 @@ import csv
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas._files import read_text
 from nas._hardware import HardwareTarget
 from nas._space import Config, SearchSpace
 from nas._supernet import Supernet
@@ -124,11 +126,16 @@ def dataset_fingerprint(target: HardwareTarget, settings: ProfileSettings) -> st
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """A latency CSV read and checked: its header and its rows as strings."""
+    """A latency CSV read and checked: its header and its rows as strings.
+
+    ``torn_bytes`` is the length of an unterminated last line that was left out: a row
+    cut short by a kill while it was being written (0 when the file ends cleanly).
+    """
 
     path: Path
     columns: tuple[str, ...]
     rows: tuple[dict[str, str], ...]
+    torn_bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -160,23 +167,41 @@ def _check_row(path: Path, line: int, row: dict[str, str], space: SearchSpace | 
                              f"{space.name!r}: {err}") from None
 
 
-def read_latency_csv(path: str | Path, *, space: SearchSpace | None = None) -> LatencyTable:
+def read_latency_csv(
+    path: str | Path, *, space: SearchSpace | None = None, drop_torn: bool = False
+) -> LatencyTable:
     """Read a latency CSV written by ``nas profile`` and check every row.
 
     With ``space`` the header must be exactly :func:`dataset_columns` and every
     ``config_json`` a config of the space; without, the result columns must be there.
     A file with a header and no rows is valid (a run stopped before its first row).
+    Every line ``nas profile`` writes ends with a line break, so with ``drop_torn`` an
+    unterminated last line after a complete header is a row torn by a kill: it is left
+    out and its length reported in ``torn_bytes`` (the file itself is not changed here).
+    A file with no complete line counts as a torn header only where ``space`` is given
+    and the text is the start of that space's header: any other file is checked, and
+    refused, as it stands.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: an empty file, missing or different columns, a row of the wrong
-            width, a non-numeric value or a bad config (naming the line).
+        ValueError: an empty file, not UTF-8 text, missing or different columns, a row
+            of the wrong width, a non-numeric value or a bad config (naming the line).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"no latency CSV at {path}")
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
+    text = read_text(path, expected="a latency CSV written by `nas profile`")
+    torn = 0
+    if drop_torn and text and not text.endswith(("\n", "\r")):
+        kept = text[:max(text.rfind("\n"), text.rfind("\r")) + 1]
+        header_start = space is not None and ",".join(dataset_columns(space)).startswith(text)
+        if kept or header_start:
+            torn = len(text[len(kept):].encode("utf-8"))
+            text = kept
+        if not text:  # the header itself was torn: nothing was measured yet
+            return LatencyTable(path, (), (), torn)
+    reader = csv.reader(text.splitlines())
+    try:
         header = tuple(next(reader, ()))
         if not header:
             raise ValueError(f"{path} is empty (no header row)")
@@ -189,7 +214,9 @@ def read_latency_csv(path: str | Path, *, space: SearchSpace | None = None) -> L
             row = dict(zip(header, values))
             _check_row(path, reader.line_num, row, space)
             rows.append(row)
-    return LatencyTable(path, header, tuple(rows))
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num} is not valid CSV: {err}") from None
+    return LatencyTable(path, header, tuple(rows), torn)
 
 
 def _check_header(path: Path, header: tuple[str, ...], space: SearchSpace | None) -> None:
@@ -216,7 +243,8 @@ class DatasetPlan:
     """What a ``nas profile`` run will do, decided before any measurement.
 
     ``existing`` rows are already in the file; ``todo`` are the configs to measure,
-    in the seed's order.
+    in the seed's order; ``torn_bytes`` is the length of a torn last row (see
+    :func:`read_latency_csv`) that :func:`append_rows` cuts off before it appends.
     """
 
     path: Path
@@ -224,6 +252,7 @@ class DatasetPlan:
     identity: Mapping[str, str]
     existing: int
     todo: tuple[Config, ...]
+    torn_bytes: int = 0
 
 
 def plan_dataset(
@@ -243,10 +272,13 @@ def plan_dataset(
     with the same seed and a larger ``samples`` measures only the new ones.
 
     Raises:
-        ValueError: ``samples`` exceeds the space; the file has another header, another
-            supernet, target or fingerprint, or a bad row (the file is left as it is).
+        ValueError: ``path`` is a folder; ``samples`` exceeds the space; the file has
+            another header, another supernet, target or fingerprint, or a bad row (the
+            file is left as it is).
     """
     path, space = Path(path), supernet.space
+    if path.is_dir():
+        raise ValueError(f"--out '{path}' is a folder; give the CSV file to write or extend")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if samples > space.cardinality():
@@ -256,12 +288,15 @@ def plan_dataset(
     identity = {"supernet": supernet_name, "hardware": target.name,
                 "fingerprint": dataset_fingerprint(target, settings)}
     done: set[str] = set()
+    torn = 0
     if path.is_file() and path.stat().st_size > 0:
-        table = read_latency_csv(path, space=space)
-        _check_identity(table, identity)
-        done = table.keys(space)
+        table = read_latency_csv(path, space=space, drop_torn=True)
+        if table.columns:
+            _check_identity(table, identity)
+            done = table.keys(space)
+        torn = table.torn_bytes
     todo = tuple(sample_new_configs(space, seed, done, samples - len(done)))
-    return DatasetPlan(path, columns, identity, len(done), todo)
+    return DatasetPlan(path, columns, identity, len(done), todo, torn)
 
 
 def _check_identity(table: LatencyTable, identity: Mapping[str, str]) -> None:
@@ -351,20 +386,36 @@ def _given_columns(latency_ms: float, target: HardwareTarget) -> dict[str, Any]:
 
 
 def append_rows(plan: DatasetPlan, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Append ``rows`` (with the plan's identity columns) to the plan's file, writing
-    the header first if the file is new or empty; flushed after every row, so the
-    rows written survive an interrupted run. Returns the number written."""
-    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    """Append ``rows`` (with the plan's identity columns) to the plan's file, flushed
+    after every row, so the rows written survive an interrupted run. The file is opened
+    at the first row, cutting off a torn last row first and writing the header if the
+    file is new or empty: a run that fails before its first row changes nothing.
+    Returns the number written."""
     written = 0
-    with plan.path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=plan.columns)
-        if fh.tell() == 0:
-            writer.writeheader()
+    fh = None
+    try:
         for row in rows:
+            if fh is None:
+                fh = _open_for_append(plan)
+                writer = csv.DictWriter(fh, fieldnames=plan.columns)
+                if fh.tell() == 0:
+                    writer.writeheader()
             writer.writerow({**row, **plan.identity})
             fh.flush()
             written += 1
+    finally:
+        if fh is not None:
+            fh.close()
     return written
+
+
+def _open_for_append(plan: DatasetPlan) -> Any:
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.torn_bytes:
+        size = plan.path.stat().st_size
+        os.truncate(plan.path, size - plan.torn_bytes)
+        logger.info("%s: cut off a torn last row of %d bytes", plan.path, plan.torn_bytes)
+    return plan.path.open("a", newline="", encoding="utf-8")
 
 
 def run_plan(

@@ -7,6 +7,7 @@ import logging
 import torch
 
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
+from nas._limits import MAX_REPEATS, check_count, check_threads
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
@@ -33,14 +34,9 @@ class LocalCPUTarget(HardwareTarget):
     description = "this machine's CPU, measured (batch 1, fixed thread count)"
 
     def __init__(self, *, threads: int = 1, warmup: int = 3, repeats: int = 10) -> None:
-        if threads < 1 or warmup < 0 or repeats < 1:
-            raise ValueError(
-                f"need threads >= 1, warmup >= 0 and repeats >= 1, got "
-                f"{threads=}, {warmup=}, {repeats=}"
-            )
-        self.threads = threads
-        self.warmup = warmup
-        self.repeats = repeats
+        self.threads = check_threads(threads)
+        self.warmup = check_count(warmup, name="warmup", low=0, high=MAX_REPEATS)
+        self.repeats = check_count(repeats, name="repeats", low=1, high=MAX_REPEATS)
 
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         model = supernet.extract(config).to("cpu").eval()

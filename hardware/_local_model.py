@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas._files import write_text_atomic
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
 from nas._space import Config
 from nas._supernet import Supernet
@@ -181,10 +182,8 @@ class LocalCalibration:
 
 def save_calibration(calibration: LocalCalibration, path: Path | None = None) -> Path:
     """Write ``calibration`` as JSON (:func:`calibration_path` by default); returns the path."""
-    p = path or calibration_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
-    return p
+    return write_text_atomic(path or calibration_path(),
+                             json.dumps(calibration.to_dict(), indent=1) + "\n")
 
 
 def load_calibration(path: Path | None = None) -> LocalCalibration:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas._extras import require
 from nas.hardware._profile import Measurement, measure_latency
 
 OPSET = 17
@@ -45,6 +46,7 @@ def export_onnx(
         ValueError: the exported graph is not valid ONNX (e.g. an op on a type ONNX
             does not allow).
     """
+    require("onnx", purpose="ONNX export")
     import onnx
 
     path = Path(path)
@@ -77,6 +79,7 @@ def onnx_session(path: str | Path, *, threads: int = 1) -> Any:
     """An ONNX Runtime CPU session of the model at ``path`` with ``threads`` intra-op
     threads and one inter-op thread (sequential execution): a pinned thread count, as
     for torch, makes figures comparable."""
+    require("onnx", purpose="ONNX Runtime")
     import onnxruntime as ort
 
     if threads < 1:

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from nas._hardware import HardwareTarget, Provenance
+from nas._limits import MAX_REPEATS, check_count
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
@@ -62,8 +63,9 @@ class RemoteTarget(HardwareTarget):
         host, port: where ``nas agent`` listens.
         token: the agent's token; ``$NAS_AGENT_TOKEN`` when omitted.
         threads: intra-op threads on the device; ``None`` takes the agent's ``--threads``.
-        warmup: untimed runs first.
-        repeats: timed runs; the median is the latency.
+            The agent refuses more than its usable cores (this machine's do not matter).
+        warmup: untimed runs first (0 to :data:`nas._limits.MAX_REPEATS`).
+        repeats: timed runs; the median is the latency (1 to ``MAX_REPEATS``).
         connect_timeout, read_timeout: seconds to wait for the connection, and for each
             read of the answer (a measurement of a big subnet on a slow device takes long).
 
@@ -85,9 +87,13 @@ class RemoteTarget(HardwareTarget):
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
     ) -> None:
-        if (threads is not None and threads < 1) or warmup < 0 or repeats < 1:
-            raise ValueError(f"need threads >= 1 or None, warmup >= 0 and repeats >= 1, got "
-                             f"{threads=}, {warmup=}, {repeats=}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError(f"threads must be a positive integer (at most the agent's "
+                             f"usable cores) or None for the agent's --threads, got "
+                             f"{threads!r}"[:200])
+        warmup = check_count(warmup, name="warmup", low=0, high=MAX_REPEATS)
+        repeats = check_count(repeats, name="repeats", low=1, high=MAX_REPEATS)
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError(f"timeouts must be > 0 s, got {connect_timeout=}, {read_timeout=}")
         self.host, self.port = host, port

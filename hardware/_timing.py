@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from nas._limits import check_threads
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
@@ -18,10 +20,10 @@ def torch_threads(threads: int) -> Iterator[None]:
 
     Latency depends strongly on the intra-op thread count; fixing it makes figures
     comparable across runs and machines, and restoring it leaves the caller's process
-    as it was.
+    as it was. The one place this package sets torch's thread count, so the bound of
+    :func:`nas._limits.check_threads` (a huge count crashes OpenMP) holds everywhere.
     """
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    check_threads(threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

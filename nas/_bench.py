@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from nas._files import atomic_write, check_outputs, write_text_atomic
 from nas._problem import Objective, Problem
 from nas._tabular import TabularBenchmark, get_table
 
@@ -144,8 +145,13 @@ class SearchBenchmark:
         }
 
     def file_stem(self) -> str:
-        """``search-<space>-<device>-<evals>evals``: names the JSON document and plot."""
-        return f"search-{self.space}-{self.device}-{self.evals}evals"
+        """Names the JSON document and plot (:func:`file_stem`)."""
+        return file_stem(self.space, self.device, self.evals)
+
+
+def file_stem(space: str, device: str, evals: int) -> str:
+    """``search-<space>-<device>-<evals>evals``: the name of a benchmark's files."""
+    return f"search-{space}-{device}-{evals}evals"
 
 
 _OBJECTIVES = (Objective("accuracy", "maximize"), Objective("latency_ms", "minimize"))
@@ -331,7 +337,18 @@ def bench_search(
     )
 
 
-def write_outputs(bench: SearchBenchmark, out: str | Path = DEFAULT_OUT) -> tuple[Path, Path]:
+def output_paths(out: str | Path, stem: str) -> tuple[Path, Path]:
+    """The JSON document and PNG plot a benchmark named ``stem`` writes into the folder
+    ``out`` (:meth:`SearchBenchmark.file_stem`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is a file; give a folder")
+    return out / f"{stem}.json", out / f"{stem}.png"
+
+
+def write_outputs(
+    bench: SearchBenchmark, out: str | Path = DEFAULT_OUT, *, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write the JSON document and the plot of ``bench`` to the folder ``out`` (created
     if needed), named by :meth:`SearchBenchmark.file_stem`.
 
@@ -340,15 +357,13 @@ def write_outputs(bench: SearchBenchmark, out: str | Path = DEFAULT_OUT) -> tupl
 
     Raises:
         ValueError: ``out`` exists and is not a folder.
+        FileExistsError: one of the two files exists and ``overwrite`` is false.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"{bench.file_stem()}.json"
-    png_path = out / f"{bench.file_stem()}.png"
-    json_path.write_text(json.dumps(bench.to_dict(), indent=2) + "\n")
-    plot_search_benchmark(bench, png_path)
+    json_path, png_path = output_paths(out, bench.file_stem())
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs((json_path, png_path), force=overwrite)
+    write_text_atomic(json_path, json.dumps(bench.to_dict(), indent=2) + "\n")
+    atomic_write(png_path, lambda temp: plot_search_benchmark(bench, temp))
     return json_path, png_path
 
 

@@ -62,16 +62,24 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def entry(self, name: str) -> Entry[T]:
+        """The entry called ``name``.
+
+        Raises:
+            UnknownNameError: ``name`` is not a registered name, or not a string at all
+                (names arrive from JSON and the command line, so a list is a user error).
+        """
         self._load_plugins()
-        try:
+        if isinstance(name, str) and name in self._entries:
             return self._entries[name]
-        except KeyError:
-            known = ", ".join(self.names()) or "none"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
+        known = ", ".join(self.names()) or "none"
+        if not isinstance(name, str):
+            raise UnknownNameError(f"{self.kind} must be a name (a string), got "
+                                   f"{repr(name)[:80]}; known: {known}")
+        raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}")
 
     def create(self, name: str, **kwargs: Any) -> T:
         return self.entry(name).factory(**kwargs)
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
         self._load_plugins()
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries

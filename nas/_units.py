@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import re
 
-_NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+_NUMBER_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
 _TIME_UNITS_MS = {"ms": 1.0, "s": 1000.0, "sec": 1000.0, "us": 1e-3, "µs": 1e-3}
+_FORM = "a positive number with a unit ms, s or us (e.g. '50ms', '0.05s', '500us')"
 
 
 def parse_latency_ms(text: str) -> float:
-    """``"50ms"``, ``"50 ms"`` or ``"0.05s"`` -> milliseconds (a plain number means ms).
+    """``"50ms"``, ``"50 ms"``, ``"0.05s"`` or ``"500us"`` -> milliseconds.
+
+    The unit is required: a bare ``50`` could mean 50 ms or 50 s.
 
     Raises:
         ValueError: the text is not a positive number with a time unit.
     """
     match = _NUMBER_UNIT.match(str(text))
-    unit = match.group(2).lower() if match else ""
-    if match is None or (unit and unit not in _TIME_UNITS_MS):
-        raise ValueError(
-            f"latency budget must be a number with a unit ms, s or us "
-            f"(e.g. '50ms', '0.05s'), got {text!r}"
-        )
-    value = float(match.group(1)) * _TIME_UNITS_MS.get(unit, 1.0)
-    if value <= 0:
+    if match is None:
+        raise ValueError(f"latency budget must be {_FORM}, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if not unit:
+        raise ValueError(f"latency budget {text!r} has no unit; write it as {_FORM}")
+    if unit not in _TIME_UNITS_MS:
+        raise ValueError(f"latency budget {text!r} has an unknown unit {unit!r}; write it as "
+                         f"{_FORM}")
+    if number <= 0:
         raise ValueError(f"latency budget must be positive, got {text!r}")
-    return value
+    return number * _TIME_UNITS_MS[unit]

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nas._files import read_text
 from nas._registry import Registry
 from nas._space import Config, SearchSpace
 
@@ -125,10 +126,10 @@ def read_csv(path: str | Path) -> CSVTable:
         ValueError: an empty file, no header, or rows of the wrong width.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"no CSV file at {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(read_text(path, expected="a CSV file").splitlines())
+    try:
         if not reader.fieldnames:
             raise ValueError(f"{path} is empty (no header row)")
         columns = tuple(reader.fieldnames)
@@ -139,6 +140,8 @@ def read_csv(path: str | Path) -> CSVTable:
                                  f"a different number of fields than the header")
             rows.append(row)
             lines.append(reader.line_num)
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num} is not valid CSV: {err}") from None
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
     return CSVTable(path, columns, tuple(rows), tuple(lines))

@@ -26,6 +26,7 @@ from nas.studies._study import (
     list_studies,
     load_study,
     open_study,
+    stored_meta,
 )
 from nas.studies._tables import study_dataframe, write_study_table
 
@@ -54,6 +55,7 @@ __all__ = [
     "pareto_front",
     "pareto_points",
     "search_hypervolume",
+    "stored_meta",
     "study_dataframe",
     "study_problem",
     "study_supernet",

@@ -13,7 +13,11 @@ the trials a running search has added since. Pages:
   loads anything from another host.
 
 An unknown study in a query gives a 404 page naming the studies there. The server binds
-to 127.0.0.1 unless told otherwise: the pages show configs and storage URLs.
+to 127.0.0.1 unless told otherwise: the pages show configs and storage URLs. It only
+reads: any method but GET and HEAD is a 405, a Host header that is not an IP address,
+localhost, this machine's name or an ``--allowed-host`` name is a 421 (against DNS
+rebinding), and an idle connection is dropped (see :mod:`nas.studies._http_guard`).
+The export commands name only the formats this installation can write.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from nas.studies._export import available_formats
 from nas.studies._html_report import (
     STYLE,
     StudyData,
@@ -39,12 +44,15 @@ from nas.studies._html_report import (
     one_line,
     subnet_cells,
 )
+from nas.studies._http_guard import IDLE_TIMEOUT_S, RequestGuard, refusal_headers
 from nas.studies._storage import default_storage, storage_label
 from nas.studies._study import StudyNotFoundError, list_studies, load_study
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-EXPORT_FORMATS = "safetensors,onnx"
+EXPORT_FORMATS = ("safetensors", "onnx")
+"""The formats the export commands suggest, of those this installation can write."""
+READ_ONLY = "the nas dashboard only reads the study database: it answers GET and HEAD only"
 _PLOTLY_PATH = "/plotly.min.js"
 _DASH = "\u2014"
 _EXTRA_STYLE = """
@@ -99,13 +107,15 @@ log = logging.getLogger(__name__)
 
 
 class DashboardServer(ThreadingHTTPServer):
-    """The dashboard's HTTP server; ``storage`` is the study database URL it shows."""
+    """The dashboard's HTTP server; ``storage`` is the study database URL it shows,
+    ``guard`` what it refuses to serve."""
 
     daemon_threads = True
     allow_reuse_port = False  # never share a port with another process
 
-    def __init__(self, address: tuple[str, int], storage: str) -> None:
+    def __init__(self, address: tuple[str, int], storage: str, guard: RequestGuard) -> None:
         self.storage = storage
+        self.guard = guard
         self.optuna_url: str | None = None  # optuna-dashboard beside us, when serving
         super().__init__(address, _Handler)
 
@@ -116,19 +126,23 @@ class DashboardServer(ThreadingHTTPServer):
 
 
 def make_server(
-    storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    storage: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+    *, allowed_hosts: Sequence[str] = (),
 ) -> DashboardServer:
     """A dashboard server over ``storage``, bound but not yet serving
-    (call ``serve_forever``; port 0 picks a free port).
+    (call ``serve_forever``; port 0 picks a free port); it also serves requests that
+    name the hosts ``allowed_hosts`` (see :func:`nas.studies._http_guard.allowed_host`).
 
     Raises:
-        ValueError: the storage cannot be opened, or the address cannot be bound
-            (the port is taken, the host is not an address of this machine).
+        ValueError: the storage cannot be opened, an allowed host is not a host name,
+            or the address cannot be bound (the port is taken, the host is not an
+            address of this machine).
     """
     url = storage or default_storage()
     list_studies(url)  # fail now, on one line, rather than on every page
+    guard = RequestGuard(host, allowed_hosts, read_only=READ_ONLY)
     try:
-        return DashboardServer((host, port), url)
+        return DashboardServer((host, port), url, guard)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise ValueError(
@@ -149,6 +163,25 @@ class _Page(Exception):
 class _Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "nas-dashboard"
+    timeout = IDLE_TIMEOUT_S  # a socket that sends nothing must not hold its thread
+
+    def parse_request(self) -> bool:
+        """Refuse a request the guard refuses, whatever its method, before any page is
+        built (http.server would answer an unknown method with a 501)."""
+        if not super().parse_request():
+            return False
+        refusal = self.server.guard.refusal(self.command, self.headers.get("Host"))
+        if refusal is None:
+            return True
+        status, reason = refusal
+        data = reason.encode("utf-8")
+        self.send_response(status)
+        for name, value in refusal_headers(status, data):
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        return False
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         parts = urlsplit(self.path)
@@ -174,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "Error", f'<p class="error">{escape(one_line(err))}</p>'
             ))
 
+    do_HEAD = do_GET  # noqa: N815 (the same headers; _send leaves the body out)
+
     def _send(self, status: HTTPStatus, body: str, content_type: str = "text/html; charset=utf-8",
               *, cache: bool = False) -> None:
         data = body.encode("utf-8")
@@ -182,7 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.info("%s %s", self.address_string(), format % args)
@@ -271,12 +307,19 @@ def compare_page(storage: str, names: Sequence[str]) -> str:
 
 def export_command(study: str, trial: int, storage: str) -> str:
     """The shell command that exports ``trial`` of ``study`` (``--storage`` only when
-    it is not the default, so that the command stays short)."""
+    it is not the default, so that the command stays short), in the formats of
+    :func:`export_formats`."""
     words = ["nas", "export", "--study", study, "--trial", str(trial),
-             "--out", f"exports/{_safe_dir(study)}-trial{trial}", "--format", EXPORT_FORMATS]
+             "--out", f"exports/{_safe_dir(study)}-trial{trial}", "--format", export_formats()]
     if storage != default_storage():
         words += ["--storage", storage]
     return shlex.join(words)
+
+
+def export_formats() -> str:
+    """The ``--format`` of the export commands: those of :data:`EXPORT_FORMATS` this
+    installation can write (onnx needs its extra), so a copied command does not fail."""
+    return ",".join(f for f in EXPORT_FORMATS if f in available_formats())
 
 
 def _pareto_table(data: StudyData, storage: str) -> str:

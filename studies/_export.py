@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas._extras import installed, require
+from nas._files import check_output, write_text_atomic
 from nas._supernet import Supernet
 from nas._task import TASKS, Task, get_task
 from nas.studies._graphs import FILES, INPUTS, OUTPUTS, input_spec, write_graphs
@@ -37,6 +39,9 @@ from nas.studies._study import Study, TrialRecord, load_study
 FORMATS = ("safetensors", "onnx", "torchscript")
 """Export formats, in the order they are written."""
 
+FORMAT_EXTRAS = {"onnx": "onnx"}
+"""Format -> the optional extra it needs (the others need only torch)."""
+
 CONFIG = "config.json"
 CARD = "MODEL_CARD.md"
 EXPORT_FILES = (*FILES.values(), CONFIG, CARD, INPUTS, OUTPUTS)
@@ -47,12 +52,17 @@ RECALIBRATION_BATCHES = 20
 RECALIBRATION_BATCH_SIZE = 32
 
 
+def available_formats() -> tuple[str, ...]:
+    """The formats this installation can write (those whose extras are installed)."""
+    return tuple(f for f in FORMATS if f not in FORMAT_EXTRAS or installed(FORMAT_EXTRAS[f]))
+
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     """Export formats from a comma list (``"safetensors,onnx"``) or a sequence of names.
 
     Raises:
         ValueError: an unknown or missing name.
+        MissingExtraError: a format whose extra is not installed.
     """
     names = text.split(",") if isinstance(text, str) else list(text)
     names = [n.strip().lower() for n in names if n.strip()]
@@ -60,6 +70,9 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     if unknown or not names:
         what = f"unknown export format {unknown[0]!r}" if unknown else "no export format given"
         raise ValueError(f"{what}; choose a comma list of {', '.join(FORMATS)}")
+    for name in names:
+        if name in FORMAT_EXTRAS:
+            require(FORMAT_EXTRAS[name], purpose=f"{name} export")
     return tuple(f for f in FORMATS if f in names)
 
 
@@ -101,8 +114,7 @@ def export_trial(
     chosen = parse_formats(formats)
     opened = _open(study, storage)
     record = _trial(opened, trial)
-    target = Path(out)
-    _refuse_nonempty(target, overwrite)
+    target = check_output(out, kind="dir", force=overwrite)
     net = study_supernet(opened, supernet)
     return _export(opened, record, net, target, formats=chosen, task=_task(opened, net, chosen))
 
@@ -127,8 +139,7 @@ def export_pareto(
     front = front_of(opened.trials(), study_problem(opened))
     if not front:
         raise ValueError(f"study {opened.name!r} has no feasible trial to export")
-    root = Path(out)
-    _refuse_nonempty(root, overwrite)
+    root = check_output(out, kind="dir", force=overwrite)
     net = study_supernet(opened, supernet)
     task = _task(opened, net, chosen)
     written = [
@@ -139,9 +150,8 @@ def export_pareto(
         {"trial": r.number, "path": p.name, "metrics": r.metrics, "config": r.config}
         for r, p in zip(front, written, strict=True)
     ]
-    (root / "pareto.json").write_text(
-        json.dumps({"study": opened.name, "subnets": index}, indent=2) + "\n"
-    )
+    write_text_atomic(root / "pareto.json",
+                      json.dumps({"study": opened.name, "subnets": index}, indent=2) + "\n")
     return written
 
 
@@ -202,8 +212,21 @@ def _trial(study: Study, number: int) -> TrialRecord:
                 raise ValueError(f"trial {number} of study {study.name!r} failed; "
                                  "there is no subnet to export")
             return record
-    span = f"trials 0 to {trials[-1].number}" if trials else "no trials"
-    raise ValueError(f"study {study.name!r} has no trial {number} (it has {span})")
+    span = (f"finished trials {trials[0].number} to {trials[-1].number}" if trials
+            else "no finished trials")
+    state = study.trial_state(number)
+    if state is None:
+        raise ValueError(f"study {study.name!r} has no trial {number} (it has {span})")
+    raise ValueError(f"trial {number} of study {study.name!r} is {state}: "
+                     f"{_UNFINISHED.get(state, 'it has no evaluated subnet')}; "
+                     f"export a finished trial ({span})")
+
+
+_UNFINISHED = {
+    "RUNNING": "it is still being evaluated",
+    "WAITING": "it is queued and not evaluated yet",
+    "PRUNED": "it was stopped before its evaluation finished",
+}
 
 
 def _task(study: Study, supernet: Supernet, formats: tuple[str, ...]) -> Task | None:
@@ -217,15 +240,6 @@ def _task(study: Study, supernet: Supernet, formats: tuple[str, ...]) -> Task | 
         raise ValueError(f"study {study.name!r} names no task, so {graphs[0]} export has "
                          "no example inputs to trace and check with")
     return get_task(name)
-
-
-def _refuse_nonempty(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that already holds files: a new export would mix with them."""
-    if not overwrite and out.is_dir() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already holds files; choose an empty directory "
-                              "or pass --force to write into it")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file, not a directory")
 
 
 def _export(

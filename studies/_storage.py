@@ -5,6 +5,13 @@ Optuna accepts (``postgresql://...`` when many workers or machines share a searc
 Opening checks what SQLAlchemy would otherwise turn into long tracebacks (a missing
 directory, a file that is not a database, a database of some other program) and raises
 one-line ``ValueError`` s instead, before anything is written.
+
+Several processes may open one new SQLite file at once (two ``nas search`` started
+together): Optuna creates the schema without guarding against that (one process dies
+on ``table studies already exists`` or on the alembic version row), so opening an
+SQLite storage holds an exclusive ``flock`` on the database file while Optuna creates
+or checks the schema. SQLite's own locks are POSIX record locks, which ``flock`` does
+not touch, so the lock orders only the schema step.
 """
 
 from __future__ import annotations
@@ -12,8 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: concurrent first use is not guarded
+    fcntl = None  # type: ignore[assignment]
 
 import optuna
 
@@ -51,12 +64,15 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.Base
     if not isinstance(url, str) or not url:
         raise ValueError(f"storage must be a database URL such as {DEFAULT_URL!r}, got {url!r}")
     quiet_optuna()
-    _check_sqlite(url)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as err:  # SQLAlchemy and Optuna raise many kinds; say it on one line
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot open study storage {url!r}: {reason}") from err
+    path = sqlite_path(url)
+    _check_sqlite_folder(url, path)
+    with _schema_lock(path):
+        _check_sqlite_file(url, path)
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as err:  # SQLAlchemy and Optuna raise many kinds; say it in one line
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot open study storage {url!r}: {reason}") from err
 
 
 def storage_label(storage: str | optuna.storages.BaseStorage) -> str:
@@ -86,8 +102,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-def _check_sqlite(url: str) -> None:
-    path = sqlite_path(url)
+def _check_sqlite_folder(url: str, path: Path | None) -> None:
     if path is None:
         return
     if not path.parent.is_dir():
@@ -96,7 +111,10 @@ def _check_sqlite(url: str) -> None:
         )
     if path.is_dir():
         raise ValueError(f"cannot open study storage {url!r}: '{path}' is a directory")
-    if not path.exists() or path.stat().st_size == 0:
+
+
+def _check_sqlite_file(url: str, path: Path | None) -> None:
+    if path is None or not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb") as handle:
         header = handle.read(len(_SQLITE_MAGIC))
@@ -108,6 +126,22 @@ def _check_sqlite(url: str) -> None:
             f"cannot open study storage {url!r}: '{path}' is an SQLite database of another "
             f"program (no Optuna tables); choose another file"
         )
+
+
+@contextmanager
+def _schema_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the SQLite file ``path`` (created empty if missing,
+    which SQLite takes as a new database); nothing for other storages or without
+    ``fcntl`` (Windows)."""
+    if path is None or fcntl is None:
+        yield
+        return
+    with path.open("ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _sqlite_tables(path: Path) -> set[str]:

@@ -12,15 +12,23 @@ What must match when a study is reopened, and why:
 * supernet, checkpoint hash, space (name and definition), task and evaluation limit:
   the stored accuracies are only valid for exactly these;
 * hardware target and its fingerprint: latencies are target-specific;
-* objectives: they fix the Optuna study's directions and the stored values.
+* objectives: they fix the Optuna study's directions and the stored values;
+* seed and algorithm: resume is replay (the algorithm asks again for the configs it
+  asked before and the study serves them), which holds only for the same algorithm
+  and seed;
+* budgets: what "feasible" and "the front" mean for everything the study reports.
 
-What may change: the budgets (feasibility is recomputed from the stored metrics, so a
-study run at 50 ms can be continued at 40 ms), the seed and the algorithm. The stored
-metadata then records the latest run's values.
+A study's settings are fixed when it is created; reopening with others is a one-line
+:class:`StudyMismatchError` naming both values, and nothing is written. The one
+exception is explicit: ``open_study(..., change_budget=True)`` (``nas search
+--change-budget``) continues a study under a new budget, recomputes feasibility from
+the stored metrics, and records the change with its time and trial count in the
+study's ``nas.budget_changes`` attribute (:meth:`Study.budget_changes`).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -46,6 +54,7 @@ _FORMAT = 1
 _META_ATTR = "nas.meta"
 _SPACE_ATTR = "nas.space"
 _FORMAT_ATTR = "nas.format"
+_BUDGET_CHANGES_ATTR = "nas.budget_changes"
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 
 StorageLike = str | optuna.storages.BaseStorage
@@ -228,6 +237,20 @@ class Study:
             record = self._by_key.get(cache_key)
         return record
 
+    def budget_changes(self) -> list[dict[str, Any]]:
+        """Every budget change made with ``change_budget=True``, oldest first:
+        ``{"at": ISO time, "trials": count then, "from": [...], "to": [...]}``."""
+        return list(self._study.user_attrs.get(_BUDGET_CHANGES_ATTR, []))
+
+    def trial_state(self, number: int) -> str | None:
+        """The state of trial ``number`` in any state (``"COMPLETE"``, ``"RUNNING"``,
+        ``"PRUNED"``, ...), or None where the study has no such trial; for messages
+        about trials that :meth:`trials` does not list."""
+        for trial in self._study.get_trials(deepcopy=False):
+            if trial.number == number:
+                return trial.state.name
+        return None
+
     def attach_space(self, space: SearchSpace) -> None:
         """Give the study its search space (needed to add trials); a study without a
         stored definition records this one.
@@ -357,6 +380,7 @@ def open_study(
     meta: StudyMeta,
     space: SearchSpace | None = None,
     create: bool = True,
+    change_budget: bool = False,
 ) -> Study:
     """Open the study ``name`` for a search described by ``meta``, creating it if needed.
 
@@ -364,15 +388,18 @@ def open_study(
         name: the study name.
         storage: an Optuna storage URL (``sqlite:///nas-studies.db``, ``postgresql://...``)
             or storage object.
-        meta: what this search runs against; an existing study must match (see the
-            module docstring), and its budgets, seed and algorithm are updated to these.
+        meta: what this search runs against; an existing study must match it (see the
+            module docstring).
         space: the search space; needed to add trials, and stored with a new study so
             that the study can later be read without the supernet.
         create: create the study when missing (else raise :class:`StudyNotFoundError`).
+        change_budget: continue an existing study under ``meta``'s budgets although
+            they differ from its own, recording the change.
 
     Raises:
         StudyMismatchError: the study exists but belongs to another supernet, checkpoint,
-            space, hardware target, task or objectives; nothing is changed.
+            space, hardware target, task, objectives, seed, algorithm or (without
+            ``change_budget``) budget; nothing is changed.
         StudyNotFoundError: ``create`` is False and there is no such study.
         ValueError: a bad name, storage URL, or a space whose name differs from ``meta``.
     """
@@ -392,18 +419,14 @@ def open_study(
             _adopt_or_refuse(study, meta)
         else:
             _check_compatible(name, stored, meta)
+            _check_settings(name, stored, meta, change_budget=change_budget)
             _check_space(name, study, space)
             if space is not None and _SPACE_ATTR not in study.user_attrs:
                 study.set_user_attr(_SPACE_ATTR, space.to_spec())
             if space is None:
                 space = _stored_space(study)
-            if stored != meta:
-                if stored.constraints != meta.constraints:
-                    logger.info(
-                        "study %r: budgets changed from %s to %s; feasibility is recomputed",
-                        name, list(stored.constraints), list(meta.constraints),
-                    )
-                study.set_user_attr(_META_ATTR, meta.to_dict())
+            if stored.constraints != meta.constraints:
+                _record_budget_change(study, stored, meta)
             return Study(study, storage=label, meta=meta, space=space)
     elif not create:
         raise StudyNotFoundError(_not_found(name, label, names))
@@ -438,6 +461,20 @@ def load_study(name: str, storage: StorageLike) -> Study:
     if meta is None:
         raise ValueError(f"study {name!r} in {label!r} was not created by nas (no metadata)")
     return Study(study, storage=label, meta=meta, space=_stored_space(study))
+
+
+def stored_meta(name: str, storage: StorageLike) -> StudyMeta | None:
+    """The settings study ``name`` was created with, or None where there is no such
+    study (nothing is created, not even an empty database file)."""
+    _check_name(name)
+    path = sqlite_path(storage) if isinstance(storage, str) else None
+    if path is not None and not path.exists():
+        return None
+    quiet_optuna()
+    backend = open_storage(storage)
+    if name not in optuna.get_all_study_names(backend):
+        return None
+    return _stored_meta(optuna.load_study(study_name=name, storage=backend))
 
 
 def list_studies(storage: StorageLike) -> list[StudySummary]:
@@ -561,6 +598,48 @@ def _check_compatible(name: str, stored: StudyMeta, wanted: StudyMeta) -> None:
             f"study {name!r} optimises {_objectives_text(stored)}, "
             f"not {_objectives_text(wanted)}"
         )
+
+
+def _check_settings(name: str, stored: StudyMeta, wanted: StudyMeta, *,
+                    change_budget: bool) -> None:
+    """Seed, algorithm and budgets are the study's own (module docstring)."""
+    for field_name, option in (("seed", "--seed"), ("algorithm", "--algorithm")):
+        old, new = getattr(stored, field_name), getattr(wanted, field_name)
+        if old != new:
+            raise StudyMismatchError(
+                f"study {name!r} was created with {field_name} {old!r}, this run asks for "
+                f"{new!r}: resume it with {option} {old} (or leave {option} out), or "
+                f"choose another --study"
+            )
+    if stored.constraints != wanted.constraints and not change_budget:
+        raise StudyMismatchError(
+            f"study {name!r} was created with budget {constraints_text(stored.constraints)}, "
+            f"this run asks for {constraints_text(wanted.constraints)}: resume it with its "
+            f"budget, choose another --study, or pass --change-budget to continue it under "
+            f"the new budget (the change is recorded in the study)"
+        )
+
+
+def _record_budget_change(study: optuna.Study, stored: StudyMeta, meta: StudyMeta) -> None:
+    """Store the new budgets and append the change to the study's record of them."""
+    changes = list(study.user_attrs.get(_BUDGET_CHANGES_ATTR, []))
+    changes.append({
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "trials": len(study.get_trials(deepcopy=False, states=_FINISHED)),
+        "from": [dict(c) for c in stored.constraints],
+        "to": [dict(c) for c in meta.constraints],
+    })
+    study.set_user_attr(_BUDGET_CHANGES_ATTR, changes)
+    study.set_user_attr(_META_ATTR, meta.to_dict())
+    logger.info("study %r: budget changed from %s to %s; feasibility is recomputed",
+                study.study_name, constraints_text(stored.constraints),
+                constraints_text(meta.constraints))
+
+
+def constraints_text(constraints: Sequence[Mapping[str, Any]]) -> str:
+    """Budgets for messages: ``latency_ms <= 50``, or ``none``."""
+    parts = [f"{c['metric']} <= {c['upper']:g}" for c in constraints]
+    return ", ".join(parts) or "none"
 
 
 def _objectives_text(meta: StudyMeta) -> str:

@@ -21,11 +21,11 @@ pandas is imported lazily: ``import nas.studies`` stays fast for the search itse
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._files import atomic_write, check_output
 from nas._space import Gene
 from nas.studies._pareto import front_of
 from nas.studies._report import study_problem
@@ -102,14 +102,8 @@ def write_study_table(
     """
     if fmt not in _WRITERS:
         raise ValueError(f"format must be one of {', '.join(_WRITERS)}, got {fmt!r}")
-    target = Path(path)
-    _check_target(target, overwrite=overwrite)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        _WRITERS[fmt](df, temporary)
-        temporary.replace(target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    target = check_output(path, kind="file", force=overwrite)
+    atomic_write(target, lambda temporary: _WRITERS[fmt](df, temporary))
     return target
 
 
@@ -169,15 +163,6 @@ def _add_columns(columns: dict[str, pd.Series], new: dict[str, pd.Series]) -> No
 
 
 # -- files --------------------------------------------------------------------------------
-
-
-def _check_target(path: Path, *, overwrite: bool) -> None:
-    if path.is_dir():
-        raise ValueError(f"'{path}' is a directory; give a file name")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"'{path}' already exists; choose another file or overwrite it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write '{path}': directory '{path.parent}' does not exist")
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

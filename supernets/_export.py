@@ -3,13 +3,15 @@
 The two files alone rebuild the model: ``config.json`` names the family, whose dense
 builder (registered in :data:`nas.SUBNET_BUILDERS`) takes ``subnet_config``; the weights
 are safetensors, so loading never runs pickled code.
+
+Loading trusts neither file (an agent receives both from the network): the document's
+types are checked here, and :mod:`nas.supernets._untrusted` checks the config against
+the weights file before anything real is allocated.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from nas._files import atomic_write, write_text_atomic
+from nas._registry import UnknownNameError
 from nas._supernet import SUBNET_BUILDERS
+from nas.supernets._untrusted import (
+    build_checked,
+    build_on_meta,
+    check_fits_weights,
+    check_sizes,
+    read_weights_header,
+)
 
 FORMAT = "nas-subnet/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
 
 def save_subnet(
     model: nn.Module,
@@ -52,8 +62,8 @@ def save_subnet(
         "subnet_config": model.subnet_config(),
         "metadata": metadata or {},
     }
-    _atomic_write(out / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
-    _atomic_write(out / CONFIG, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(out / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
+    write_text_atomic(out / CONFIG, json.dumps(document, indent=2) + "\n")
     return out
 
 
@@ -61,20 +71,21 @@ def load_subnet(path: str | Path) -> nn.Module:
     """Rebuild an exported dense subnet from ``config.json`` + ``model.safetensors``.
 
     Returns the model in eval mode. Raises ``FileNotFoundError`` or ``ValueError`` with
-    a one-line message naming the file and what is wrong with it.
+    a one-line message naming the file and what is wrong with it; a config that does not
+    describe the weights is refused before its model is allocated (module docstring).
     """
     folder = Path(path)
     document = read_subnet_config(folder)
     builder = SUBNET_BUILDERS.entry(document["family"]).factory
-    try:
-        model = builder(**document["subnet_config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"{folder / CONFIG}: subnet_config does not build a model: {err}"
-        ) from None
-    weights = folder / WEIGHTS
+    config, config_path, weights = document["subnet_config"], folder / CONFIG, folder / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing; an export holds {WEIGHTS} and {CONFIG}")
+    header = read_weights_header(weights)
+    check_sizes(config, header, config_path=config_path, weights=weights)
+    planned = build_on_meta(builder, config, config_path=config_path, weights=weights,
+                            tensors=len(header))
+    check_fits_weights(planned, header, config_path=config_path, weights=weights)
+    model = build_checked(builder, config, config_path)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError) as err:
@@ -91,28 +102,29 @@ def load_subnet(path: str | Path) -> nn.Module:
 
 
 def read_subnet_config(folder: Path) -> dict[str, Any]:
-    """The validated ``config.json`` of an export."""
+    """The validated ``config.json`` of an export: an object with the format, a
+    registered family and a ``subnet_config`` object (``metadata``, if any, an object)."""
     path = folder / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; an export holds {WEIGHTS} and {CONFIG}")
     try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, too many digits
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not valid JSON: nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{path} is not a subnet export (expected \"format\": \"{FORMAT}\")")
     for key in ("family", "subnet_config"):
         if key not in document:
             raise ValueError(f"{path} lacks the key {key!r}")
-    return document
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    tmp = Path(name)
     try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        SUBNET_BUILDERS.entry(document["family"])
+    except UnknownNameError as err:
+        raise UnknownNameError(f"{path}: {err}") from None
+    for key in ("subnet_config", "metadata"):
+        value = document.get(key, {})
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must be a JSON object, got "
+                             f"{type(value).__name__} {repr(value)[:60]}")
+    return document

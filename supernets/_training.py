@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from nas._evaluator import accepts_keyword
-from nas._files import file_sha256
+from nas._files import atomic_write, file_sha256, write_text_atomic
 from nas._space import Config
 from nas._supernet import SUPERNET_FAMILIES, Supernet
 from nas._task import Task
@@ -333,7 +333,8 @@ def save_checkpoint(
     }
     # One metadata key: safetensors writes several in a per-process order, which would
     # change the file's sha256 between runs that store identical weights.
-    save_file(stored, str(weights), metadata={"aliases": json.dumps(aliases, sort_keys=True)})
+    metadata = {"aliases": json.dumps(aliases, sort_keys=True)}
+    atomic_write(weights, lambda temp: save_file(stored, str(temp), metadata=metadata))
     document = {
         "format_version": FORMAT_VERSION,
         "family": supernet.family,
@@ -346,7 +347,7 @@ def save_checkpoint(
         "command": command,
         "recipe": dict(recipe),
     }
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(document, indent=2) + "\n")
     logger.info("wrote %s (%s, %.1f MB)", weights, chosen, weights.stat().st_size / 1e6)
     return document
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from nas._files import check_outputs
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import Task, get_task
 from nas.supernets._g2p import PAD, G2PTask
@@ -152,6 +153,7 @@ def train_and_save(
     out: Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train zoo entry ``name`` from scratch and write its checkpoint into ``out``.
 
@@ -166,14 +168,20 @@ def train_and_save(
             write ``<folder>/<recipe stem>.*`` into; the zoo folder when omitted.
         progress: show a progress bar.
         command: the command line to record; the current ``sys.argv`` when omitted.
+        overwrite: replace an existing checkpoint at ``out`` (checked before training).
 
     Returns:
         The checkpoint's JSON document plus ``"paths"`` (the two files written).
 
     Raises:
         ValueError: an unknown name or invalid training options.
+        FileExistsError: a checkpoint file exists at ``out`` and ``overwrite`` is false.
     """
     recipe = zoo_recipe(name)
+    stem = _stem(out, recipe)
+    files = _checkpoint_files(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs(files, force=overwrite)  # before the training, not after it
     task = get_task(recipe.task)
     seed = recipe.seed if seed is None else seed
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
@@ -193,7 +201,7 @@ def train_and_save(
         progress=progress,
         eval_limit=recipe.eval_limit,
     )
-    stem = _stem(out, recipe)
+    check_outputs(files, force=overwrite)  # one may have appeared while it trained
     document = save_checkpoint(
         supernet,
         stem,
@@ -202,8 +210,11 @@ def train_and_save(
         eval_limit=recipe.eval_limit,
         command=command if command is not None else _argv_command(),
     )
-    paths = [str(stem.with_suffix(".safetensors")), str(stem.with_suffix(".json"))]
-    return document | {"paths": paths}
+    return document | {"paths": [str(path) for path in files]}
+
+
+def _checkpoint_files(stem: Path) -> tuple[Path, Path]:
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
 def _stem(out: Path | None, recipe: ZooRecipe) -> Path:

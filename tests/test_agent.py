@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import statistics
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from nas.hardware._agent import (
     task_identity,
 )
 from nas.hardware._remote import AgentError, RemoteTarget, export_bytes
+from nas.hardware._timing import torch_threads
 
 TOKEN = "test-token"
 
@@ -108,17 +111,21 @@ def test_the_agent_rebuilds_the_same_model_from_the_envelope(supernet, task):
                           threads=None)
     request = decode_request(body)
     assert (request.warmup, request.repeats, request.threads) == (1, 2, None)
-    model = rebuild_model(request.subnet, request.weights, max_bytes=2**30)
+    model = rebuild_model(request.subnet, request.weights)
     src, prev = task.example_inputs()
     supernet.activate(config)
     with torch.inference_mode():
         assert torch.allclose(model(src, prev), supernet(src, prev), atol=1e-5)
 
 
-def test_a_config_describing_a_model_over_the_limit_is_refused_before_building(supernet):
+def test_a_config_describing_a_bigger_model_than_its_weights_is_refused(supernet):
+    """The body's limit bounds the weights, and load_subnet's checks bound the model by
+    its weights, so a small request cannot describe a big model."""
     subnet, weights = export_bytes(supernet.extract(supernet.space.smallest()), family="hat")
-    with pytest.raises(AgentRequestError, match="describes .* bytes of weights, over"):
-        rebuild_model(subnet, weights, max_bytes=len(weights) // 2)
+    bigger, _ = export_bytes(supernet.extract(supernet.space.largest()), family="hat")
+    with pytest.raises(AgentRequestError) as err:
+        rebuild_model(bigger, weights)
+    assert one_line(err).startswith("model.safetensors does not match config.json: ")
 
 
 # -- bad input ---------------------------------------------------------------------------
@@ -169,7 +176,8 @@ GOOD_HEADER = {"protocol": "nas-agent/1", "subnet": {}, "task": {"name": "g2p-cm
         ((2**40).to_bytes(8, "big") + b"{}", "header length 1099511627776 exceeds"),
         (b"\x00" * 7 + b"\x05{not}", "header is not UTF-8 JSON"),
         (_envelope(["a list"]), "\"protocol\": \"nas-agent/1\""),
-        (_envelope({**GOOD_HEADER, "timing": {"warmup": 0, "repeats": 0}}), "repeats >= 1"),
+        (_envelope({**GOOD_HEADER, "timing": {"warmup": 0, "repeats": 0}}),
+         "timing.repeats must be from 1 to 10000, got 0"),
         (_envelope({**GOOD_HEADER, "task": "g2p"}), "'task' must be a dict"),
         (_envelope(GOOD_HEADER, b""), "no model.safetensors after the header"),
         (_envelope({**GOOD_HEADER, "task": {"name": "nope"}}), "unknown task 'nope'"),
@@ -181,6 +189,98 @@ def test_a_malformed_body_gets_400_and_the_agent_keeps_serving(port, body, messa
     status, document = raw(port, "POST", "/measure", body)
     assert status == 400 and message in document["error"], document
     assert raw(port, "GET", "/health")[0] == 200
+
+
+def _timing(**timing: object) -> bytes:
+    return _envelope({**GOOD_HEADER, "timing": {"warmup": 0, "repeats": 1, "threads": None,
+                                                **timing}})
+
+
+@pytest.mark.parametrize(
+    ("timing", "message"),
+    [
+        ({"threads": 1_000_000}, "usable core(s)), got 1000000"),
+        ({"threads": 0}, "timing.threads must be from 1 to "),
+        ({"threads": "x"}, "timing.threads must be an integer from 1 to "),
+        ({"threads": True}, "timing.threads must be an integer from 1 to "),
+        ({"repeats": 10**12}, "timing.repeats must be from 1 to 10000"),
+        ({"repeats": None}, "timing.repeats must be an integer from 1 to 10000, got None"),
+        ({"warmup": -1}, "timing.warmup must be from 0 to 10000, got -1"),
+        ({"warmup": 10**6}, "timing.warmup must be from 0 to 10000"),
+    ],
+    ids=["threads-1e6", "threads-0", "threads-text", "threads-bool", "repeats-huge",
+         "repeats-null", "warmup-negative", "warmup-huge"],
+)
+def test_timing_out_of_bounds_gets_400_and_the_agent_keeps_serving(port, timing, message):
+    status, document = raw(port, "POST", "/measure", _timing(**timing))
+    assert status == 400 and message in document["error"], document
+    assert raw(port, "GET", "/health")[0] == 200
+
+
+def test_thread_counts_are_bounded_wherever_they_reach_torch():
+    for threads in (0, 10**6, "2"):
+        with pytest.raises(ValueError, match="threads must be"):
+            AgentServer(token=TOKEN, threads=threads)
+        with pytest.raises(ValueError, match="threads must be"):
+            with torch_threads(threads):
+                pass
+    for options in ({"threads": 0}, {"threads": "2"}, {"repeats": 10**9}, {"warmup": -1}):
+        with pytest.raises(ValueError) as err:
+            RemoteTarget("h", 1, token=TOKEN, **options)
+        assert next(iter(options)) in one_line(err)
+
+
+def test_a_negative_dimension_or_a_list_family_gets_400_not_500(supernet, task, port):
+    subnet, weights = export_bytes(supernet.extract(supernet.space.smallest()), family="hat")
+    negative = json.loads(json.dumps(subnet))
+    negative["subnet_config"]["config"]["encoder.0.ffn_dim"] = -1
+    cases = [
+        (negative, "config.json: subnet_config does not build a model: Trying to create "
+                   "tensor with negative dimension -1"),
+        ({**subnet, "family": ["hat"]}, "config.json: subnet family must be a name (a "
+                                        "string), got ['hat']; known: "),
+        ({**subnet, "subnet_config": None}, "config.json: subnet_config must be a JSON object"),
+    ]
+    for document, message in cases:
+        body = encode_request(document, task_identity(task), weights, warmup=0, repeats=1,
+                              threads=None)
+        status, answer = raw(port, "POST", "/measure", body)
+        assert status == 400 and answer["error"].startswith(message), answer
+    assert raw(port, "GET", "/health")[0] == 200
+
+
+def _drop(port: int, *, sent: int, declared: int, reset: bool) -> None:
+    """A client that sends ``sent`` of ``declared`` body bytes and goes away, closing
+    politely or (``reset``) with a TCP reset."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"POST /measure HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n"
+                       f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * sent)
+        if reset:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            time.sleep(0.1)  # let the agent start reading the body first
+
+
+def _agent_records(caplog, start: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records[start:] if r.name == _agent.logger.name]
+
+
+@pytest.mark.parametrize(("sent", "reset"), [(500, False), (500, True), (1000, True)],
+                         ids=["half-body-close", "half-body-reset", "reset-before-answer"])
+def test_a_client_that_drops_costs_one_log_line_and_no_traceback(port, caplog, capfd, sent,
+                                                                  reset):
+    caplog.set_level(logging.INFO, logger=_agent.logger.name)
+    start = len(caplog.records)
+    _drop(port, sent=sent, declared=1000, reset=reset)
+    deadline = time.monotonic() + 10
+    while not _agent_records(caplog, start) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert raw(port, "GET", "/health")[0] == 200  # still serving
+    records = _agent_records(caplog, start)
+    dropped = [r for r in records if "/health" not in r.getMessage()]
+    assert len(dropped) == 1, [r.getMessage() for r in records]
+    assert dropped[0].levelno <= logging.WARNING and dropped[0].exc_info is None
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_malformed_weights_and_config_get_400(supernet, task, port):

@@ -235,7 +235,7 @@ def test_data_csv_subset(tmp_path: Path) -> None:
 def test_write_outputs_refuses_a_file_as_folder(tmp_path: Path) -> None:
     bench = bench_search("nb201", device="raspi4", algorithms=["random"], evals=5, seeds=1)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="is not a folder"):
+    with pytest.raises(ValueError, match="is a file; give a folder"):
         write_outputs(bench, tmp_path / "file")
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from nas.cli._dashboard import dashboard
 from nas.studies import describe_study, load_study, open_storage
-from nas.studies._dashboard import index_page, make_server
+from nas.studies._dashboard import export_formats, index_page, make_server
 from nas.studies._optuna_dashboard import optuna_dashboard_url, start_optuna_dashboard
 
 PIXEL = "pixel3"
@@ -56,15 +56,19 @@ def storage(tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def server(storage):
-    server = make_server(storage, port=0)
+def serving(server):
+    """Serve ``server`` in a thread for a fixture's lifetime (``yield from serving(s)``)."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server(storage):
+    yield from serving(make_server(storage, port=0))
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -109,7 +113,7 @@ def test_compare_shows_fronts_and_export_commands(server, storage):
             assert f'<tr data-trial="{trial}">' in html
     first = _pareto_trials(storage, PIXEL)[0]
     assert (f"nas export --study pixel3 --trial {first} --out exports/pixel3-trial{first} "
-            f"--format safetensors,onnx --storage {storage}") in html
+            f"--format {export_formats()} --storage {storage}") in html
     assert "nas export --study &#x27;gold&lt;&amp;&gt;&#x27;" in html  # shell-quoted, escaped
 
     status, js = _get(server.url + "plotly.min.js")

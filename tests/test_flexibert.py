@@ -29,6 +29,7 @@ from nas.supernets._flexibert_space import (
     TINY_SPEC,
     FlexiBERTSpec,
 )
+from tests.budgets import feasible_budget
 from tests.markers import HAS_MINILM, needs_minilm
 
 
@@ -335,7 +336,8 @@ def run_nas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_cli_search_export_and_reload(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     search = run_nas("search", "--supernet", "flexibert", "--hw", "local-cpu", "--budget",
-                     "50ms", "--evals", "20", "--storage", storage, "--json", cwd=tmp_path)
+                     feasible_budget("flexibert")[1], "--evals", "20", "--storage", storage,
+                     "--json", cwd=tmp_path)
     assert search.returncode == 0, search.stderr
     result = json.loads(search.stdout)
     front = result["pareto"]

@@ -28,6 +28,7 @@ from nas.supernets.matformer import (
     PydocLMTask,
     matformer_space,
 )
+from tests.budgets import feasible_budget
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 128, "context": 32}
 TINY_TRAINING = {"steps": 400, "batch_size": 16, "lr": 1e-2, "seed": 0, "warmup": 40}
@@ -296,7 +297,8 @@ def test_search_export_and_reload_end_to_end(tmp_path) -> None:
         return result
 
     found = json.loads(run("search", "--supernet", "matformer", "--hw", "local-cpu",
-                           "--budget", "200ms", "--evals", "6", "--eval-limit", "20",
+                           "--budget", feasible_budget("matformer")[1], "--evals", "6",
+                           "--eval-limit", "20",
                            "--storage", storage, "--json").stdout)
     assert found["evaluations"] >= 6 and found["pareto"]
     run("export", "--study", "matformer-local-cpu", "--pareto", "--out", str(tmp_path / "out"),

@@ -22,6 +22,7 @@ from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignS
 from nas.supernets._training import read_checkpoint_meta, train_supernet
 from nas.supernets._zoo import zoo_dir
 from nas.supernets.ofa import OFAMobileNetV3, calibration_images, digits_task
+from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run_nas
 
 TINY = OFADesignSpace("ofa-tiny", stages=2, resolutions=(12, 16))
@@ -351,8 +352,8 @@ def test_shipped_checkpoint(task) -> None:
 @pytest.mark.slow
 def test_search_and_export_end_to_end(tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    result = run_nas("search", "--supernet", "ofa", "--hw", "local-cpu", "--budget", "100ms",
-                     "--evals", "6", "--storage", storage, "--json")
+    result = run_nas("search", "--supernet", "ofa", "--hw", "local-cpu", "--budget",
+                     feasible_budget("ofa")[1], "--evals", "6", "--storage", storage, "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.output[result.output.index("{"):])
     assert document["pareto"], document

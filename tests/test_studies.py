@@ -159,20 +159,43 @@ def test_reopen_with_other_space_definition_raises(db: Path) -> None:
         open_study("s", url(db), meta=META, space=changed)
 
 
-def test_budget_seed_and_algorithm_may_change(db: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seed": 7}, "created with seed 0, this run asks for 7: resume it with --seed 0"),
+        ({"algorithm": "random"}, "created with algorithm 'nsga2', this run asks for 'random'"),
+        ({"constraints": ({"metric": "latency_ms", "upper": 5.0},)},
+         "created with budget latency_ms <= 10, this run asks for latency_ms <= 5"),
+    ],
+)
+def test_a_resumed_study_keeps_its_settings(db: Path, change: dict, message: str) -> None:
+    """Issue 14: resuming with another budget used to rewrite the stored one silently
+    (and a seed or algorithm the replay depends on); now it is refused, unchanged."""
+    study = open_study("s", url(db), meta=META, space=SPACE)
+    add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
+    before = digest(db)
+    with pytest.raises(StudyMismatchError, match=message) as err:
+        open_study("s", url(db), meta=dataclasses.replace(META, **change))
+    assert "\n" not in str(err.value)
+    assert digest(db) == before
+    assert load_study("s", url(db)).meta == META
+
+
+def test_change_budget_continues_under_the_new_budget_and_records_it(db: Path) -> None:
     study = open_study("s", url(db), meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
     add(study, {"depth": 1, "width.0": 16}, 0.6, 8.0)
-    tighter = accuracy_latency_problem(SPACE, budget_ms=5.0)
-    meta = StudyMeta.for_problem(
-        tighter, supernet="hat", checkpoint_hash="abc123", hardware="rpi4",
-        hardware_fingerprint="rpi4-v1", seed=7, algorithm="random", task="g2p",
-    )
-    reopened = open_study("s", url(db), meta=meta)  # space comes from the study
+    tighter = dataclasses.replace(META, constraints=({"metric": "latency_ms", "upper": 5.0},))
+    reopened = open_study("s", url(db), meta=tighter, change_budget=True)
     assert [r.feasible for r in reopened.trials()] == [True, False]  # recomputed
     assert reopened.space is not None and reopened.space.name == "toy"
-    assert load_study("s", url(db)).meta == meta  # the latest run is recorded
+    assert load_study("s", url(db)).meta == tighter
     assert reopened.problem().constraints[0].upper == 5.0
+    (change,) = load_study("s", url(db)).budget_changes()
+    assert change["trials"] == 2 and change["at"]
+    assert change["from"] == [{"metric": "latency_ms", "upper": 10.0}]
+    assert change["to"] == [{"metric": "latency_ms", "upper": 5.0}]
+    assert describe_study("s", url(db))["budget_changes"] == [change]
 
 
 def test_reading_a_missing_database_never_creates_it(tmp_path: Path) -> None:
@@ -320,6 +343,20 @@ def test_describe_study(db: Path) -> None:
     assert document["hypervolume"] == pytest.approx(0.34)
 
 
+def test_export_of_an_unfinished_trial_says_its_state(db: Path, tmp_path: Path) -> None:
+    """Issue 14: a RUNNING or PRUNED trial was reported as missing ("no trial 15")."""
+    _filled(db)
+    optuna_study = load_study("s", url(db)).optuna_study
+    running = optuna_study.ask()
+    pruned = optuna_study.ask()
+    optuna_study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    for trial, state in ((running.number, "RUNNING"), (pruned.number, "PRUNED")):
+        with pytest.raises(ValueError, match=f"trial {trial} of study 's' is {state}: ") as err:
+            export_trial("s", trial, tmp_path / "x", storage=url(db), supernet=TinySupernet())
+        assert "finished trials 0 to 3" in str(err.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_trial_and_pareto(db: Path, tmp_path: Path) -> None:
     _filled(db)
     out = export_trial("s", 1, tmp_path / "one", storage=url(db), supernet=TinySupernet())
@@ -329,7 +366,7 @@ def test_export_trial_and_pareto(db: Path, tmp_path: Path) -> None:
     assert (out / "model.safetensors").is_file()
     with pytest.raises(FileExistsError):
         export_trial("s", 1, out, storage=url(db), supernet=TinySupernet())
-    with pytest.raises(ValueError, match="has no trial 9 \\(it has trials 0 to 3\\)"):
+    with pytest.raises(ValueError, match="has no trial 9 \\(it has finished trials 0 to 3\\)"):
         export_trial("s", 9, tmp_path / "x", storage=url(db), supernet=TinySupernet())
     with pytest.raises(StudyMismatchError, match="checkpoint abc123"):
         export_trial("s", 1, tmp_path / "y", storage=url(db), supernet=TinySupernet("other"))

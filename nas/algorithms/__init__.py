@@ -4,6 +4,7 @@ from nas.algorithms._base import (
     ALGORITHMS,
     Algorithm,
     algorithm_options,
+    canonical_algorithm,
     get_algorithm,
     list_algorithms,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "RandomSearch",
     "TPESearch",
     "algorithm_options",
+    "canonical_algorithm",
     "get_algorithm",
     "list_algorithms",
 ]

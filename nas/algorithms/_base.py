@@ -106,6 +106,17 @@ def get_algorithm(name: str, problem: Problem, *, seed: int, **options: Any) -> 
     return factory(problem=problem, seed=seed, **options)
 
 
+def canonical_algorithm(name: str) -> str:
+    """The name an algorithm is registered under by its own class (``default`` and
+    aliases such as ``optuna-tpe`` resolve to ``ehvi``, ``tpe``); what studies record.
+
+    Raises:
+        UnknownNameError: no algorithm of that name.
+    """
+    own = getattr(ALGORITHMS.entry(name).factory, "name", "")
+    return own if own and own in ALGORITHMS else name
+
+
 def algorithm_options(name: str) -> list[str]:
     """The keyword options algorithm ``name`` takes besides ``problem`` and ``seed``."""
     factory = ALGORITHMS.entry(name).factory

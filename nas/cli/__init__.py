@@ -20,9 +20,11 @@ from nas.cli import (
     _supernets,
     _train,
 )
+from nas.cli._common import OneLineErrors
 
 app = typer.Typer(
     name="nas",
+    cls=OneLineErrors,
     help="Hardware-aware neural architecture search and model compression.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

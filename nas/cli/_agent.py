@@ -8,7 +8,7 @@ import socket
 
 import typer
 
-from nas.cli._common import console, fail, user_errors
+from nas.cli._common import console, fail, threads_option, user_errors
 
 # Not imported from nas.hardware._agent: that pulls in every target and supernet, and
 # `nas --help` should not pay for it; tests/test_agent.py checks that both agree.
@@ -31,8 +31,7 @@ def agent(
         None, "--max-bytes", min=1,
         help="Largest request (and model) accepted, in bytes (default: 256 MiB).",
     ),
-    threads: int = typer.Option(1, "--threads", min=1,
-                                help="Intra-op threads when a client does not choose."),
+    threads: int = threads_option(1, "Intra-op threads when a client does not choose"),
 ) -> None:
     """Measure subnets sent by `--hw remote:HOST:PORT` on this device, until Ctrl-C."""
     from nas.hardware._agent import DEFAULT_MAX_BYTES, AgentServer, is_loopback

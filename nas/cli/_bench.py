@@ -8,7 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nas.cli._common import JSON_HELP, configure_logging, console, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    configure_logging,
+    console,
+    force_option,
+    print_json,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Benchmarks of the search algorithms on tabular benchmarks.",
@@ -36,15 +43,20 @@ def search(
     out: Path = typer.Option(
         Path("benchmarks/results"), "--out", help="Folder for the JSON document and PNG plot."
     ),
+    force: bool = force_option("Replace the JSON document and plot of an earlier run in OUT."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     """Run every algorithm for every seed on SPACE and report, per evaluation checkpoint,
     the median hypervolume gap to the true Pareto front of (error, latency on DEVICE)
     and the true Pareto points found."""
-    from nas._bench import bench_search, write_outputs
+    from nas._bench import bench_search, file_stem, output_paths, write_outputs
+    from nas._files import check_outputs
 
     configure_logging(verbose)
+    files = output_paths(out, file_stem(space, device, evals))
+    if out.is_dir():  # refused before the runs, not after them
+        check_outputs(files, force=force)
     bench = bench_search(
         space,
         device=device,
@@ -55,7 +67,7 @@ def search(
         dataset=dataset,
         progress=True,
     )
-    json_path, png_path = write_outputs(bench, out)
+    json_path, png_path = write_outputs(bench, out, overwrite=force)
     document = bench.to_dict()
     document["files"] = {"json": str(json_path), "plot": str(png_path)}
     if json_output:

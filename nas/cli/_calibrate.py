@@ -6,7 +6,14 @@ from typing import Any
 
 import typer
 
-from nas.cli._common import JSON_HELP, configure_logging, console, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    configure_logging,
+    console,
+    force_option,
+    print_json,
+    user_errors,
+)
 
 
 @user_errors
@@ -17,6 +24,7 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="Seed of the subnets and the held-out split."),
     supernet: str = typer.Option("hat", "--supernet", help="HAT-family supernet whose "
                                  "space is calibrated (see `nas supernets list`)."),
+    force: bool = force_option("Replace this machine's existing calibration."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every subnet's figures."),
 ) -> None:
@@ -26,21 +34,31 @@ def calibrate(
 
     Under a second per subnet. Run it on a machine as idle as you can make it.
     """
+    from nas._files import check_output
     from nas._supernet import SUPERNETS, get_supernet
     from nas._task import get_task
-    from nas.hardware._local_model import TARGET_NAME, calibrate_local, save_calibration
+    from nas.hardware._local_model import (
+        TARGET_NAME,
+        calibrate_local,
+        calibration_path,
+        save_calibration,
+    )
 
     configure_logging(verbose)
     if target != TARGET_NAME:
         raise ValueError(f"target must be one of ['{TARGET_NAME}'] (the targets calibrated "
                          f"here), got {target!r}")
     SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
+    path = calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, kind="file", force=force, option="the calibration")
     net = get_supernet(supernet)
     if net.task_name is None:
         raise ValueError(f"supernet {supernet!r} records no task to take a latency probe from")
     calibration = calibrate_local(net, get_task(net.task_name), n=samples, seed=seed,
                                   progress=not json_output or console.is_terminal)
-    path = save_calibration(calibration)
+    check_output(path, kind="file", force=force, option="the calibration")
+    save_calibration(calibration, path)
     document: dict[str, Any] = {"path": str(path), **calibration.to_dict()}
     if json_output:
         print_json(document)

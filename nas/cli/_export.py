@@ -13,13 +13,14 @@ from nas.cli._common import (
     console,
     fail,
     print_json,
+    study_name,
     user_errors,
 )
 
 
 @user_errors
 def export(
-    study: str = typer.Option(..., "--study", help=STUDY_HELP),
+    study: str = typer.Option(..., "--study", callback=study_name, help=STUDY_HELP),
     out: Path = typer.Option(
         ..., "--out", help="Directory to write (one folder per subnet with --pareto)."
     ),

@@ -16,6 +16,7 @@ from nas.cli._common import (
     STUDY_HELP,
     console,
     print_json,
+    study_name,
     user_errors,
 )
 
@@ -87,7 +88,7 @@ def show(
 @app.command("check")
 @user_errors
 def check(
-    study: str = typer.Option(..., "--study", help=STUDY_HELP),
+    study: str = typer.Option(..., "--study", callback=study_name, help=STUDY_HELP),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     on: str = typer.Option("local-cpu", "--on", help="Where to measure: local-cpu (this CPU) "
                            "or remote:HOST:PORT (a device running `nas agent`)."),

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import typer
 
-from nas._files import file_sha256
-from nas.cli._common import JSON_HELP, console, print_json, user_errors
+from nas._files import check_output, file_sha256, write_text_atomic
+from nas.cli._common import JSON_HELP, console, force_option, print_json, user_errors
 
 app = typer.Typer(help="Learned predictors of accuracy, latency and memory.",
                   no_args_is_help=True)
@@ -48,11 +48,14 @@ def fit(
                                     help="Fit log(target) (positive targets only)."),
     proxies: bool = typer.Option(True, "--proxies/--no-proxies",
                                  help="nb201: add live-operation counts to the one-hot."),
+    force: bool = force_option("Write into OUT although it holds files (an earlier "
+                               "predictor is replaced)."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit a predictor of TARGET on (K rows of) a CSV and save it to OUT."""
     from nas.predictors import create_encoder, create_predictor, read_csv
 
+    check_output(out, kind="dir", force=force)
     predictor = create_predictor(model, seed=seed, log_target=log_target)
     encoder = create_encoder(space, target=target, drop=_split_drop(drop), proxies=proxies)
     table = read_csv(data)
@@ -70,6 +73,7 @@ def fit(
     encoder.fit(train)
     X, y = encoder.transform(train), train.target(target)
     predictor.fit(X, y)
+    check_output(out, kind="dir", force=force)  # files may have appeared while it fitted
     predictor.save(out)
     record: dict[str, Any] = {
         "features": encoder.to_spec(),
@@ -85,7 +89,7 @@ def fit(
         "train_keys_sha256": hashlib.sha256(
             "\n".join(sorted(encoder.row_keys(train))).encode()).hexdigest(),
     }
-    (out / FIT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out / FIT_FILE, json.dumps(record, indent=2) + "\n")
     summary = {"out": str(out), "model": model, "chosen": record["chosen"],
                "cv_scores": record["cv_scores"], "n_train": int(rows.size),
                "n_features": len(record["feature_names"])}

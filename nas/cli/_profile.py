@@ -8,7 +8,14 @@ from typing import Any
 
 import typer
 
-from nas.cli._common import JSON_HELP, configure_logging, console, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    configure_logging,
+    console,
+    print_json,
+    threads_option,
+    user_errors,
+)
 
 
 @user_errors
@@ -21,8 +28,7 @@ def profile(
                                 "total (a rerun continues)."),
     out: Path = typer.Option(..., "--out", help="The CSV to write or extend."),
     seed: int = typer.Option(0, "--seed", help="Seed of the config sampling."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads while "
-                                "timing."),
+    threads: int = threads_option(1, "torch intra-op threads while timing"),
     rel_ci: float = typer.Option(0.05, "--rel-ci", help="Stop timing a subnet once the 95% "
                                  "interval of its median is within ±this fraction."),
     min_repeats: int = typer.Option(10, "--min-repeats", help="Timed runs per round (>= 6)."),
@@ -61,6 +67,10 @@ def profile(
     plan = plan_dataset(out, supernet_name=supernet, supernet=net, target=target,
                         samples=samples, seed=seed, settings=settings)
     rows: list[dict[str, Any]] = []
+    if plan.torn_bytes:
+        console.print(f"{out}: its last row was cut short by a kill ({plan.torn_bytes} bytes); "
+                      "dropping it and measuring that subnet again", highlight=False,
+                      soft_wrap=True)
     if plan.todo:
         if net.task_name is None:
             raise ValueError(f"supernet {supernet!r} records no task to take a latency probe "
@@ -74,6 +84,7 @@ def profile(
             raise typer.Exit(130) from None
     document = summary(plan.path, plan.existing, rows, plan.identity,
                        {**environment(), "threads": threads})
+    document["dropped_torn_bytes"] = plan.torn_bytes
     if json_output:
         print_json(document)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nas._hardware import get_hardware
@@ -16,6 +17,7 @@ from nas.cli._common import (
     configure_logging,
     console,
     print_json,
+    study_name,
     user_errors,
 )
 
@@ -35,14 +37,22 @@ def search(
     evals: int = typer.Option(
         120, "--evals", min=1, help="Evaluations the study should hold in total (resumes count)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the search algorithm."),
-    algorithm: str = typer.Option(
-        "default", "--algorithm",
-        help="Search algorithm: default (= ehvi), nsga2, random, linas, evo, tpe, ... "
-             "(an unknown name lists them all).",
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the search algorithm (default: the study's, or 0)."
     ),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: SUPERNET-HW)."),
+    algorithm: str | None = typer.Option(
+        None, "--algorithm",
+        help="Search algorithm (default: the study's, or default = ehvi): nsga2, random, "
+             "linas, evo, tpe, ... (an unknown name lists them all).",
+    ),
+    study: str | None = typer.Option(None, "--study", callback=study_name,
+                                     help="Study name (default: SUPERNET-HW)."),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    change_budget: bool = typer.Option(
+        False, "--change-budget",
+        help="Continue an existing study under another --budget (recorded in the study); "
+             "without it a study keeps the budget it was created with.",
+    ),
     eval_limit: int = typer.Option(
         DEFAULT_EVAL_LIMIT, "--eval-limit", min=0,
         help="Validate each subnet on a fixed sample of N validation examples (0: all).",
@@ -67,13 +77,20 @@ def search(
         study=study or f"{supernet}-{hw}",
         storage=storage,
         eval_limit=eval_limit or None,
+        change_budget=change_budget,
     )
     prepared = prepare_search(request)
+    request = prepared.request
     console.print(
-        f"study [bold]{request.study}[/] in {prepared.storage}: {supernet} on {hw}, "
-        f"latency <= {budget_ms:g} ms (smallest subnet: {prepared.min_latency_ms:.1f} ms)",
+        f"study [bold]{escape(str(request.study))}[/] in {escape(prepared.storage)}: {supernet} "
+        f"on {hw}, latency <= {budget_ms:g} ms (smallest subnet: "
+        f"{prepared.min_latency_ms:.1f} ms), {request.algorithm}, seed {request.seed}",
         highlight=False,
     )
+    if budget_ms >= prepared.max_latency_ms:
+        console.print(
+            f"[bold yellow]warning:[/] the budget constrains nothing: the largest subnet "
+            f"takes {prepared.max_latency_ms:.1f} ms on {hw}", highlight=False)
     result = run_prepared(prepared, progress=not json_output or console.is_terminal)
     document = result_document(result, request)
     if json_output:

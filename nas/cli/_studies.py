@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nas.cli._common import JSON_HELP, STORAGE_HELP, fail, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    STORAGE_HELP,
+    force_option,
+    print_json,
+    study_name,
+    user_errors,
+)
 
 app = typer.Typer(help="Study databases.", no_args_is_help=True)
 
@@ -36,7 +43,7 @@ def list_command(
 @app.command("show")
 @user_errors
 def show(
-    name: str = typer.Argument(..., help="Study name."),
+    name: str = typer.Argument(..., callback=study_name, help="Study name."),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -62,20 +69,19 @@ def show(
 @app.command("export")
 @user_errors
 def export(
-    name: str = typer.Argument(..., help="Study name."),
+    name: str = typer.Argument(..., callback=study_name, help="Study name."),
     storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
     fmt: str = typer.Option(..., "--format", help="Table format: csv or parquet."),
     out: Path | None = typer.Option(
         None, "--out", help="File to write (default: NAME.csv or NAME.parquet here)."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+    force: bool = force_option(),
 ) -> None:
     """Write a study as a table: one row per trial, one column per gene and metric."""
+    from nas._files import check_output
     from nas.studies import default_storage, study_dataframe, write_study_table
 
-    path = out or Path(f"{name}.{fmt}")
-    if path.exists() and not path.is_dir() and not force:  # before reading the study
-        fail(f"'{path}' already exists; choose another --out or pass --force")
+    path = check_output(out or Path(f"{name}.{fmt}"), kind="file", force=force)
     table = study_dataframe(name, storage or default_storage())
     write_study_table(table, path, fmt, overwrite=force)
     typer.echo(f"wrote {len(table)} trials to {path}")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from nas.cli._common import JSON_HELP, configure_logging, console, print_json, user_errors
+from nas.cli._common import (
+    JSON_HELP,
+    configure_logging,
+    console,
+    force_option,
+    print_json,
+    user_errors,
+)
 
 
 @user_errors
@@ -21,6 +28,7 @@ def train(
         "--out",
         help="Checkpoint path stem (.safetensors/.json); checkpoints/<zoo stem> by default.",
     ),
+    force: bool = force_option("Replace an existing checkpoint at OUT."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -33,12 +41,14 @@ def train(
     from nas.supernets._zoo import zoo_recipe
 
     configure_logging(verbose)
-    out = Path("checkpoints") / zoo_recipe(supernet).stem if out is None else out
+    if out is None:
+        out = Path("checkpoints") / zoo_recipe(supernet).stem
+        out.parent.mkdir(exist_ok=True)
     summary = train_and_save(
         supernet, steps=steps, batch_size=batch_size, lr=lr, seed=seed, out=out,
-        progress=True,
+        progress=True, overwrite=force,
     )
     if json_output:
         print_json(summary)
     else:
-        console.print(f"saved {out}.safetensors and {out}.json", highlight=False)
+        console.print(f"saved {' and '.join(summary['paths'])}", highlight=False)
