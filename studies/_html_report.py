@@ -24,6 +24,7 @@ from html import escape
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from nas._messages import one_line
 from nas._problem import Problem
 from nas._supernet import Supernet, get_supernet
 from nas.studies._pareto import front_of, hypervolume_defined, search_hypervolume
@@ -415,11 +416,6 @@ def _hover_config(config: Mapping[str, Any], per_line: int = 3) -> str:
 
 def format_number(value: float | int | None, spec: str) -> str:
     return _DASH if value is None else format(value, spec)
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _version() -> str:

@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - Windows: concurrent first use is not g
 
 import optuna
 
+from nas._messages import one_line
+
 ENV_VAR = "NAS_STORAGE"
 DEFAULT_URL = "sqlite:///nas-studies.db"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -71,8 +73,7 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.Base
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as err:  # SQLAlchemy and Optuna raise many kinds; say it in one line
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"cannot open study storage {url!r}: {reason}") from err
+            raise ValueError(f"cannot open study storage {url!r}: {one_line(err)}") from err
 
 
 def storage_label(storage: str | optuna.storages.BaseStorage) -> str:

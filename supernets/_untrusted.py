@@ -30,6 +30,8 @@ from torch.nn.modules.module import (
 )
 from torch.overrides import TorchFunctionMode
 
+from nas._messages import one_line
+
 SIZE_FLOOR = 2**16
 """Integers in ``subnet_config`` up to this are always accepted; larger ones only up to
 the number of values the weights file holds."""
@@ -136,8 +138,8 @@ def build_checked(builder: Any, config: dict[str, Any], path: Path) -> nn.Module
     except _OverBound as err:
         raise ValueError(f"{path}: {err}") from None
     except Exception as err:  # any failure: see the docstring
-        reason = next(iter(str(err).strip().splitlines()), "")[:300] or type(err).__name__
-        raise ValueError(f"{path}: subnet_config does not build a model: {reason}") from None
+        raise ValueError(f"{path}: subnet_config does not build a model: "
+                         f"{one_line(err)[:300]}") from None
 
 
 def build_on_meta(builder: Any, config: dict[str, Any], *, config_path: Path, weights: Path,

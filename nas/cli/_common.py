@@ -14,6 +14,8 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 
+from nas._messages import one_line
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
@@ -62,12 +64,6 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def one_line(text: str) -> str:
-    """The first non-empty line of ``text`` (messages are one line on the terminal)."""
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
 def user_errors(command: F) -> F:
     """Turn the library's user-facing exceptions into a one-line error and exit code 2."""
 
@@ -76,7 +72,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as err:
-            fail(one_line(str(err)) or type(err).__name__)
+            fail(one_line(err))
         except KeyboardInterrupt:
             console.print("interrupted; finished trials are saved in the study")
             raise typer.Exit(130) from None
