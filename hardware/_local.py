@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+from torch import nn
 
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
 from nas._limits import MAX_REPEATS, check_count, check_threads
@@ -12,6 +16,7 @@ from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
 from nas.hardware._timing import cpu_model, median_ms, torch_threads
+from nas.quant import int8_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +43,29 @@ class LocalCPUTarget(HardwareTarget):
         self.warmup = check_count(warmup, name="warmup", low=0, high=MAX_REPEATS)
         self.repeats = check_count(repeats, name="repeats", low=1, high=MAX_REPEATS)
 
+    quant_bits = (32, 8)
+    """fp32 and int8: the widths torch's CPU kernels run (SimQ-NAS's choices)."""
+
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
-        model = supernet.extract(config).to("cpu").eval()
-        probe = task.latency_probe(model)
-        with torch_threads(self.threads), torch.inference_mode():
-            latency = median_ms(probe, warmup=self.warmup, repeats=self.repeats)
+        latency = self._time(supernet.extract(config).to("cpu").eval(), task)
         logger.debug("local-cpu: %s -> %.3f ms", config.key, latency)
         return latency
+
+    def quantized_latency_ms(
+        self, model: nn.Module, bits: Mapping[str, int], ranges: Mapping[str, Any], task: Task
+    ) -> float:
+        """Measured with the 8-bit layers on torch's integer kernels (static grids)."""
+        other = sorted({b for b in bits.values() if b not in self.quant_bits})
+        if other:
+            raise ValueError(
+                f"local-cpu runs {', '.join(map(str, self.quant_bits))}-bit layers, not {other}"
+            )
+        return self._time(int8_kernels(copy.deepcopy(model).to("cpu").eval(), bits, ranges), task)
+
+    def _time(self, model: nn.Module, task: Task) -> float:
+        probe = task.latency_probe(model)
+        with torch_threads(self.threads), torch.inference_mode():
+            return median_ms(probe, warmup=self.warmup, repeats=self.repeats)
 
     def provenance(self) -> Provenance:
         return Provenance(

@@ -123,10 +123,16 @@ class Evaluator(BaseEvaluator):
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:
         self.supernet.activate(config)
+        metrics = self._score(self.supernet)
+        metrics["latency_ms"] = float(self.target.latency_ms(self.supernet, config, self.task))
+        return metrics
+
+    def _score(self, model: Any) -> dict[str, float]:
+        """The task's numeric metrics of ``model`` on the validation sample."""
         kwargs: dict[str, Any] = {"split": "validation", "limit": self.eval_limit}
         if self._task_takes_per:
             kwargs["per"] = False
-        scores = self.task.evaluate(self.supernet, **kwargs)
+        scores = self.task.evaluate(model, **kwargs)
         if not isinstance(scores, Mapping) or "accuracy" not in scores:
             raise ValueError(
                 f"task {getattr(self.task, 'name', self.task)!r}.evaluate must return a dict "
@@ -136,7 +142,6 @@ class Evaluator(BaseEvaluator):
                    if v is not None}
         if "accuracy" not in metrics:
             raise ValueError(f"task accuracy must be a number, got {scores['accuracy']!r}")
-        metrics["latency_ms"] = float(self.target.latency_ms(self.supernet, config, self.task))
         return metrics
 
 

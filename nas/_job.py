@@ -11,12 +11,15 @@ import logging
 from dataclasses import dataclass
 
 from nas._evaluator import Evaluator
-from nas._hardware import HardwareTarget, get_hardware
-from nas._problem import Problem, accuracy_latency_problem
+from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
+from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._search import SearchResult, run_search
+from nas._space import Config
 from nas._supernet import Supernet, get_supernet
 from nas._task import Task, get_task
 from nas.algorithms import canonical_algorithm, get_algorithm
+from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
+from nas.quant._evaluator import BYTES_PER_MB, QuantizedEvaluator
 from nas.studies import Study, StudyMeta, default_storage, open_study, stored_meta
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ class SearchRequest:
     eval_limit: int | None = None
     change_budget: bool = False
     """Continue an existing study under ``budget_ms`` although it has another budget."""
+    quantize: str | None = None
+    """``none``, ``int8`` or ``mixed`` (:data:`nas.quant.QUANTIZE_MODES`); None: the
+    study's own, or ``none``."""
+    size_objective: bool = False
+    """Minimise ``size_mb`` too."""
+    size_budget_mb: float | None = None
+    """``size_mb <= size_budget_mb`` (implies the size objective)."""
 
 
 @dataclass
@@ -59,6 +69,7 @@ class PreparedSearch:
     min_latency_ms: float
     max_latency_ms: float
     """The largest subnet's latency: a budget at or above it constrains nothing."""
+    evaluator: Evaluator
 
 
 def prepare_search(request: SearchRequest) -> PreparedSearch:
@@ -78,15 +89,17 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
     if supernet.task_name is None:
         raise ValueError(f"supernet {request.supernet!r} records no task to validate it on")
     task = get_task(supernet.task_name)
-    smallest = supernet.space.smallest()
-    min_latency = target.latency_ms(supernet, smallest, task)
+    evaluator = _evaluator(request, supernet, task, target)
+    space = evaluator.space
+    min_latency = min(_latency(evaluator, c) for c in _smallest(evaluator))
+    largest = space.largest()
     if min_latency > request.budget_ms:
         raise InfeasibleBudgetError(
             f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
             f"subnet of {request.supernet} takes {min_latency:.1f} ms"
         )
-    max_latency = target.latency_ms(supernet, supernet.space.largest(), task)
-    problem = accuracy_latency_problem(supernet.space, budget_ms=request.budget_ms)
+    max_latency = _latency(evaluator, largest)
+    problem = _problem(request, evaluator)
     meta = StudyMeta.for_problem(
         problem,
         supernet=request.supernet,
@@ -97,11 +110,78 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
         algorithm=request.algorithm,
         task=task.name,
         eval_limit=request.eval_limit,
+        quantize=str(request.quantize),
     )
-    study = open_study(name, storage, meta=meta, space=supernet.space,
+    study = open_study(name, storage, meta=meta, space=space,
                        change_budget=request.change_budget)
     return PreparedSearch(request, supernet, task, target, problem, study, storage, min_latency,
-                          max_latency)
+                          max_latency, evaluator)
+
+
+def _evaluator(request: SearchRequest, supernet: Supernet, task: Task,
+               target: HardwareTarget) -> Evaluator:
+    """The plain evaluator (weight slicing) for fp32 searches of accuracy and latency; the
+    quantized one (dense, calibrated) when subnets are quantized or sized.
+
+    Raises:
+        ValueError: quantization asked of a supernet without quantizable units, on a
+            target without quantized latencies, or of a task without calibration data.
+    """
+    mode = check_mode(str(request.quantize))
+    sized = request.size_objective or request.size_budget_mb is not None
+    if mode == "none" and not sized:
+        return Evaluator(supernet, task, target, eval_limit=request.eval_limit)
+    space = None
+    if mode != "none":
+        units = supernet.quant_units()
+        if not units:
+            raise ValueError(
+                f"supernet {request.supernet!r} has no weights to quantize (a tabular "
+                f"benchmark); use --quantize none"
+            )
+        if not target.quant_bits:
+            raise no_quantized_latency(target.name)
+        space = joint_space(supernet.space, units, target.quant_bits) if mode == "mixed" else None
+    evaluator = QuantizedEvaluator(supernet, task, target, mode=mode, space=space,
+                                   eval_limit=request.eval_limit)
+    if mode != "none":
+        evaluator.batches()  # a task without calibration data fails here, before any work
+    return evaluator
+
+
+def _smallest(evaluator: Evaluator) -> list[Config]:
+    """The smallest subnet, at every bit width of a mixed policy (integer kernels can be
+    slower than float ones on narrow layers, so the fastest is not known in advance)."""
+    smallest = evaluator.supernet.space.smallest()
+    if not isinstance(evaluator, QuantizedEvaluator) or evaluator.mode != "mixed":
+        return [smallest]
+    units = [unit.name for unit in evaluator.supernet.quant_units()]
+    return [evaluator.space.config({**smallest, **{f"{BITS_PREFIX}{u}": b for u in units}})
+            for b in evaluator.target.quant_bits]
+
+
+def _latency(evaluator: Evaluator, config: Config) -> float:
+    if isinstance(evaluator, QuantizedEvaluator):
+        return evaluator.latency_of(evaluator.quantized(config))
+    return float(evaluator.target.latency_ms(evaluator.supernet, config, evaluator.task))
+
+
+def _problem(request: SearchRequest, evaluator: Evaluator) -> Problem:
+    """Accuracy and latency under the budget; size too when asked (bounded by
+    ``--size-budget``, else by the largest fp32 subnet's size, which constrains nothing
+    but gives the hypervolume its reference)."""
+    problem = accuracy_latency_problem(evaluator.space, budget_ms=request.budget_ms)
+    if not (request.size_objective or request.size_budget_mb is not None):
+        return problem
+    bound = request.size_budget_mb
+    if bound is None:
+        largest = evaluator.supernet.extract(evaluator.supernet.space.largest())
+        bound = size_bytes(largest, {}) / BYTES_PER_MB
+    return Problem(
+        space=problem.space,
+        objectives=(*problem.objectives, Objective("size_mb", "minimize")),
+        constraints=(*problem.constraints, Constraint("size_mb", float(bound))),
+    )
 
 
 def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> SearchRequest:
@@ -115,16 +195,17 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
     seed = request.seed
     if seed is None:
         seed = stored.seed if stored is not None and stored.seed is not None else 0
-    return dataclasses.replace(request, seed=seed, algorithm=canonical_algorithm(algorithm))
+    quantize = request.quantize
+    if quantize is None:
+        quantize = stored.quantize if stored is not None else "none"
+    return dataclasses.replace(request, seed=seed, algorithm=canonical_algorithm(algorithm),
+                               quantize=check_mode(quantize))
 
 
 def run_prepared(prepared: PreparedSearch, *, progress: bool = True) -> SearchResult:
     request = prepared.request
     algorithm = get_algorithm(request.algorithm, prepared.problem, seed=request.seed)
-    evaluator = Evaluator(
-        prepared.supernet, prepared.task, prepared.target, eval_limit=request.eval_limit
-    )
     return run_search(
-        prepared.problem, algorithm, evaluator, prepared.study,
+        prepared.problem, algorithm, prepared.evaluator, prepared.study,
         n_evals=request.evals, progress=progress,
     )

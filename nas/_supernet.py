@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from nas._registry import Registry
-from nas._space import Config, SearchSpace
+from nas._space import Condition, Config, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,16 @@ class SubnetShape:
 
     def count(self, kind: str) -> int:
         return sum(1 for layer in self.layers if layer.kind == kind)
+
+
+@dataclass(frozen=True)
+class QuantUnit:
+    """One unit a quantization policy gives a bit width: a block's attention or FFN, an
+    MBConv block. ``active_if`` is the condition of the layer the unit belongs to (a unit
+    of a layer the depth removes is inactive, as the layer's genes are)."""
+
+    name: str
+    active_if: Condition | None = None
 
 
 class Supernet(nn.Module, abc.ABC):
@@ -98,6 +108,21 @@ class Supernet(nn.Module, abc.ABC):
         their own (OFA recalibrates on activation); exporters then keep them, so an
         exported model scores what the search recorded. False by default."""
         return False
+
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """The units a quantization policy may give bit widths, in a fixed order (empty:
+        the family has nothing to quantize). Layers outside every unit (embeddings,
+        norms, stems and heads) stay in float, as HAQ and HAWQ keep them."""
+        return ()
+
+    def quant_modules(self, config: Config | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """Active unit -> name prefixes in the dense model ``extract(config)`` returns:
+        every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` at or under a prefix belongs to
+        the unit (prefixes depend on the config where extraction renumbers blocks)."""
+        return self._quant_modules(self.space.config(config))
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {}
 
     def architecture(self) -> dict[str, Any]:
         """The constructor arguments (JSON-able) that rebuild this supernet untrained."""

@@ -88,6 +88,8 @@ class StudyMeta:
     algorithm: str = ""
     task: str = ""
     eval_limit: int | None = None
+    quantize: str = "none"
+    """The quantization mode of every subnet (``none``, ``int8`` or ``mixed``)."""
 
     def __post_init__(self) -> None:
         objectives = objectives_from_dicts(self.objectives)
@@ -110,6 +112,7 @@ class StudyMeta:
         algorithm: str,
         task: str = "",
         eval_limit: int | None = None,
+        quantize: str = "none",
     ) -> StudyMeta:
         """The metadata of a search of ``problem`` (space, objectives and budgets from it)."""
         return cls(
@@ -124,6 +127,7 @@ class StudyMeta:
             algorithm=algorithm,
             task=task,
             eval_limit=eval_limit,
+            quantize=quantize,
         )
 
     @property
@@ -575,6 +579,12 @@ def _check_compatible(name: str, stored: StudyMeta, wanted: StudyMeta) -> None:
             f"study {name!r} belongs to supernet {stored.supernet!r} "
             f"(checkpoint {_short(stored.checkpoint_hash)}), not {wanted.supernet!r} "
             f"(checkpoint {_short(wanted.checkpoint_hash)})"
+        )
+    if stored.quantize != wanted.quantize:
+        raise StudyMismatchError(
+            f"study {name!r} searched subnets with --quantize {stored.quantize}, not "
+            f"--quantize {wanted.quantize}: resume it with --quantize {stored.quantize}, or "
+            f"choose another --study"
         )
     if stored.space != wanted.space:
         raise StudyMismatchError(

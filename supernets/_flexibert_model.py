@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from nas._space import Config
-from nas._supernet import LayerShape, SubnetShape, Supernet
+from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
 from nas.supernets._flexibert_dense import FlexiBERTSubnet
 from nas.supernets._flexibert_ops import op_kind
 from nas.supernets._flexibert_space import OPS, FlexiBERTSpec, LayerChoice, layer_choices
@@ -195,6 +195,20 @@ class FlexiBERTSupernet(Supernet):
                      for k, v in self._dense_state(config).items()}
         model.load_state_dict(state, strict=True)
         return model.to(self.word.weight.dtype).eval()
+
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Per layer its operation (attention, convolution or transform weights) and its
+        FFN (with the projection to the next layer's width, when it has one)."""
+        return tuple(QuantUnit(f"layer.{i}.{part}", self.space.gene(f"layer.{i}.op").active_if)
+                     for i in range(self.spec.max_layers) for part in ("op", "ffn"))
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {
+            f"layer.{i}.{part}": modules
+            for i in range(int(config["layers"]))
+            for part, modules in (("op", (f"layers.{i}.op",)),
+                                  ("ffn", (f"layers.{i}.ffn", f"layers.{i}.proj")))
+        }
 
     def _describe(self, config: Config) -> SubnetShape:
         choices = layer_choices(config)

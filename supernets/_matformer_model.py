@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas._space import Config, Gene, SearchSpace
-from nas._supernet import LayerShape, SubnetShape, Supernet
+from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
 from nas.supernets._matformer_dense import FAMILY, LMTrunk, MatFormerLM, check_dims
 from nas.supernets._schemes import TrainingScheme, WeightedConfigs
 
@@ -154,6 +154,15 @@ class MatFormerSupernet(Supernet):
             state[f"trunk.{key}"] = _slice(key, tensor, widths)
         dense.load_state_dict(state)
         return dense.eval()
+
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Per block its attention (q/k/v and output projections) and its FFN."""
+        return tuple(QuantUnit(f"block.{i}.{part}") for i in range(self.n_layers)
+                     for part in ("attn", "ffn"))
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {f"block.{i}.{part}": (f"trunk.blocks.{i}.{part}",)
+                for i in range(self.n_layers) for part in ("attn", "ffn")}
 
     def _describe(self, config: Config) -> SubnetShape:
         layers = tuple(

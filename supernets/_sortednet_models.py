@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas._space import Config, Gene, SearchSpace
-from nas._supernet import LayerShape, SubnetShape, Supernet
+from nas._space import Condition, Config, Gene, SearchSpace
+from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
 from nas.supernets._sortednet_dense import (
     MLP_FAMILY,
     TRANSFORMER_FAMILY,
@@ -146,6 +146,13 @@ class SortedMLP(Supernet):
             dense.head.bias.copy_(self.head.bias)
         return dense.eval()
 
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Each hidden layer (inactive beyond the depth)."""
+        return tuple(QuantUnit(f"hidden.{i}", _deeper_than(i)) for i in range(self.max_depth))
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {f"hidden.{i}": (f"hidden.{i}",) for i in range(int(config["depth"]))}
+
     def _describe(self, config: Config) -> SubnetShape:
         k, depth = self._dims(config)
         layers = [LayerShape("linear", {"in_features": self.in_features if i == 0 else k,
@@ -263,6 +270,18 @@ class SortedTransformer(Supernet):
         dense.load_state_dict(sliced)
         return dense.eval()
 
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Per layer its attention and its FFN (inactive beyond the depth)."""
+        return tuple(QuantUnit(f"layer.{i}.{part}", _deeper_than(i))
+                     for i in range(self._arch["max_depth"]) for part in ("attn", "ffn"))
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {
+            f"layer.{i}.{part}": tuple(f"layers.{i}.{m}" for m in modules)
+            for i in range(int(config["depth"]))
+            for part, modules in (("attn", ("q", "k", "v", "out")), ("ffn", ("fc1", "fc2")))
+        }
+
     def _describe(self, config: Config) -> SubnetShape:
         heads, f, depth = self._dims(config)
         dims = {"embed_dim": self._arch["embed_dim"], "heads": heads,
@@ -273,3 +292,8 @@ class SortedTransformer(Supernet):
             {"embed_dim": self._arch["embed_dim"], "max_len": self._arch["max_len"],
              "num_classes": self._arch["num_classes"]},
         )
+
+
+def _deeper_than(layer: int) -> Condition | None:
+    """Layer ``layer`` (from 0) runs when ``depth`` is at least ``layer + 1``."""
+    return Condition("depth", layer + 1) if layer else None

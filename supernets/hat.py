@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas._space import Config
-from nas._supernet import LayerShape, SubnetShape, Supernet
+from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
 from nas.supernets._hat_dense import (
     HATEncoderOut,
     HATSubnet,
@@ -44,6 +44,13 @@ from nas.supernets._hat_layers import (
 from nas.supernets._hat_space import HATDesignSpace
 
 __all__ = ["HATSuperTransformer"]
+
+
+_QUANT_PARTS = {
+    "encoder": {"attn": ("attn",), "ffn": ("fc1", "fc2")},
+    "decoder": {"self_attn": ("self_attn",), "ende_attn": ("ende_attn",), "ffn": ("fc1", "fc2")},
+}
+"""Quantization units of a layer -> the dense layer's modules they cover."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,24 @@ class HATSuperTransformer(Supernet):
         dims = {"src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab,
                 "encoder_embed_dim": enc, "decoder_embed_dim": dec}
         return SubnetShape(family=self.family, layers=tuple(layers), dims=dims)
+
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Per encoder layer its self-attention and FFN; per decoder layer its
+        self-attention, encoder-decoder attention and FFN."""
+        units = []
+        for side, layers in (("encoder", self.encoder_layers), ("decoder", self.decoder_layers)):
+            for i in range(len(layers)):
+                when = self.space.gene(f"{side}.{i}.ffn_dim").active_if
+                units += [QuantUnit(f"{side}.{i}.{part}", when) for part in _QUANT_PARTS[side]]
+        return tuple(units)
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        return {
+            f"{side}.{i}.{part}": tuple(f"{side}.{i}.{m}" for m in modules)
+            for side, parts in _QUANT_PARTS.items()
+            for i in range(int(config[f"{side}.layers"]))
+            for part, modules in parts.items()
+        }
 
     def _architecture(self) -> dict[str, Any]:
         return {

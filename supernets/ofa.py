@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from nas._space import Config
-from nas._supernet import SUPERNETS, LayerShape, SubnetShape, Supernet
+from nas._supernet import SUPERNETS, LayerShape, QuantUnit, SubnetShape, Supernet
 from nas._task import TASKS, Task
 from nas.supernets._digits import DigitsTask
 from nas.supernets._ofa_dense import (
@@ -173,6 +173,19 @@ class OFAMobileNetV3(Supernet):
                                    int(config[f"stage{s}.block{b}.kernel"]),
                                    int(config[f"stage{s}.block{b}.expand"])))
         return tuple(steps)
+
+    def quant_units(self) -> tuple[QuantUnit, ...]:
+        """Each searched MBConv block (expand, depthwise, squeeze-excite and project
+        convolutions); the stem, the first block and the head stay in float."""
+        return tuple(
+            QuantUnit(f"stage{s}.block{b}", self.space.gene(f"stage{s}.block{b}.kernel").active_if)
+            for s in range(self.design.stages) for b in range(self.design.max_depth)
+        )
+
+    def _quant_modules(self, config: Config) -> dict[str, tuple[str, ...]]:
+        names = [f"stage{s}.block{b}" for s in range(self.design.stages)
+                 for b in range(int(config[f"stage{s}.depth"]))]
+        return {name: (f"blocks.{i}",) for i, name in enumerate(names)}
 
     def _activate(self, config: Config) -> None:
         self._steps = self._steps_of(config)

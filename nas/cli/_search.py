@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nas._hardware import get_hardware
 from nas._supernet import SUPERNETS
-from nas._units import parse_latency_ms
+from nas._units import parse_latency_ms, parse_size_mb
 from nas.cli._common import (
     JSON_HELP,
     STORAGE_HELP,
@@ -20,6 +20,8 @@ from nas.cli._common import (
     study_name,
     user_errors,
 )
+from nas.quant import BITS_PREFIX, CALIBRATION_SAMPLES, check_mode
+from nas.quant._evaluator import QuantizedEvaluator
 
 DEFAULT_EVAL_LIMIT = 2000
 """Validation examples per evaluation: about 0.25% standard error on token accuracy
@@ -57,6 +59,17 @@ def search(
         DEFAULT_EVAL_LIMIT, "--eval-limit", min=0,
         help="Validate each subnet on a fixed sample of N validation examples (0: all).",
     ),
+    quantize: str | None = typer.Option(
+        None, "--quantize",
+        help="none: fp32 subnets; int8: every unit 8-bit; mixed: per-unit bit widths searched "
+             "with the architecture (the target's widths; default: the study's, or none).",
+    ),
+    objective: list[str] = typer.Option(
+        [], "--objective", help="Add an objective: size (model size in MB, minimised)."
+    ),
+    size_budget: str | None = typer.Option(
+        None, "--size-budget", help="Model size budget, e.g. '2MB' (adds the size objective)."
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
@@ -65,6 +78,13 @@ def search(
 
     configure_logging(verbose)
     budget_ms = parse_latency_ms(budget)
+    size_budget_mb = parse_size_mb(size_budget) if size_budget is not None else None
+    unknown = sorted(set(objective) - {"size"})
+    if unknown:
+        raise ValueError(f"--objective must be size (accuracy and latency are always "
+                         f"objectives), got {', '.join(unknown)}")
+    if quantize is not None:
+        check_mode(quantize)
     SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
     get_hardware(hw)  # unknown or malformed targets fail here too
     request = SearchRequest(
@@ -78,6 +98,9 @@ def search(
         storage=storage,
         eval_limit=eval_limit or None,
         change_budget=change_budget,
+        quantize=quantize,
+        size_objective="size" in objective,
+        size_budget_mb=size_budget_mb,
     )
     prepared = prepare_search(request)
     request = prepared.request
@@ -91,16 +114,26 @@ def search(
         console.print(
             f"[bold yellow]warning:[/] the budget constrains nothing: the largest subnet "
             f"takes {prepared.max_latency_ms:.1f} ms on {hw}", highlight=False)
+    if request.quantize != "none":
+        console.print(f"quantize {request.quantize}: {_policy_words(prepared)}", highlight=False)
     result = run_prepared(prepared, progress=not json_output or console.is_terminal)
-    document = result_document(result, request)
+    document = result_document(result, request, prepared.evaluator)
     if json_output:
         print_json(document)
     else:
         print_front(document)
 
 
-def result_document(result: Any, request: Any) -> dict[str, Any]:
-    """The JSON document of a finished search (also the basis of the table)."""
+def _policy_words(prepared: Any) -> str:
+    bits = prepared.target.quant_bits if prepared.request.quantize == "mixed" else (8,)
+    units = len(prepared.supernet.quant_units())
+    return (f"{units} units of {prepared.request.supernet} at {'/'.join(map(str, bits))} bits, "
+            f"calibrated on {CALIBRATION_SAMPLES} training samples")
+
+
+def result_document(result: Any, request: Any, evaluator: Any = None) -> dict[str, Any]:
+    """The JSON document of a finished search (also the basis of the table); points of
+    a quantized or sized search carry ``bits`` (unit -> bits) and ``size_mb``."""
     return {
         "study": result.study,
         "storage": result.storage,
@@ -113,16 +146,23 @@ def result_document(result: Any, request: Any) -> dict[str, Any]:
         "new_evaluations": result.new_evaluations,
         "stopped_early": result.stopped_early,
         "hypervolume": result.to_dict()["hypervolume"],
-        "pareto": [
-            {
-                "trial": point.trial,
-                "accuracy": point.metrics["accuracy"],
-                "latency_ms": point.metrics["latency_ms"],
-                "config": point.config,
-            }
-            for point in result.pareto
-        ],
+        "quantize": request.quantize,
+        "pareto": [_point(point, evaluator) for point in result.pareto],
     }
+
+
+def _point(point: Any, evaluator: Any) -> dict[str, Any]:
+    entry = {
+        "trial": point.trial,
+        "accuracy": point.metrics["accuracy"],
+        "latency_ms": point.metrics["latency_ms"],
+        "config": point.config,
+    }
+    if "size_mb" in point.metrics:
+        entry["size_mb"] = point.metrics["size_mb"]
+    if isinstance(evaluator, QuantizedEvaluator):
+        entry["bits"] = evaluator.policy_of(evaluator.space.config(point.config))[1]
+    return entry
 
 
 def print_front(document: dict[str, Any]) -> None:
@@ -133,15 +173,22 @@ def print_front(document: dict[str, Any]) -> None:
     table.add_column("trial", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("latency ms", justify="right")
+    points = document["pareto"]
+    sized = any("size_mb" in p for p in points)
+    quantized = any("bits" in p for p in points)
+    if sized:
+        table.add_column("size MB", justify="right")
+    if quantized:
+        table.add_column("bits")
     table.add_column("subnet")
-    for point in document["pareto"]:
-        config = point["config"]
-        table.add_row(
-            str(point["trial"]),
-            f"{point['accuracy']:.4f}",
-            f"{point['latency_ms']:.2f}",
-            _summary(config),
-        )
+    for point in points:
+        config = {k: v for k, v in point["config"].items() if not k.startswith(BITS_PREFIX)}
+        row = [str(point["trial"]), f"{point['accuracy']:.4f}", f"{point['latency_ms']:.2f}"]
+        if sized:
+            row.append(f"{point['size_mb']:.3f}")
+        if quantized:
+            row.append(_bits_summary(point["bits"]))
+        table.add_row(*row, _summary(config))
     out = Console()
     out.print(table)
     out.print(
@@ -152,6 +199,16 @@ def print_front(document: dict[str, Any]) -> None:
     )
     if not document["pareto"]:
         out.print("no evaluated subnet meets the budget yet; raise --evals or the budget")
+
+
+def _bits_summary(bits: dict[str, int]) -> str:
+    """``8x12 32x4``: how many units run at each width (all fp32: ``32``)."""
+    if not bits:
+        return "32"
+    counts: dict[int, int] = {}
+    for width in bits.values():
+        counts[width] = counts.get(width, 0) + 1
+    return " ".join(f"{w}x{n}" for w, n in sorted(counts.items()))
 
 
 def _summary(config: dict[str, Any]) -> str:

@@ -1,0 +1,112 @@
+"""Scoring a subnet under a quantization policy: calibrate, fake-quantize, score, cost.
+
+The architecture part of the config is extracted dense (equal in output to the
+activated supernet), calibrated on the task's fixed calibration samples, and scored
+fake-quantized: the modules quantized are the ones exported, so the search scores what
+is shipped. Latency comes from the target's quantized path (integer kernels measured
+on ``local-cpu``), size from the packed weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from nas._evaluator import Evaluator
+from nas._space import Config, SearchSpace
+from nas.quant._calibrate import (
+    CALIBRATION_SAMPLES,
+    Ranges,
+    calibrate,
+    calibration_batches,
+)
+from nas.quant._fake import fake_quantize
+from nas.quant._modules import module_bits
+from nas.quant._policy import split_config, uniform_policy
+from nas.quant._size import size_bytes
+
+BYTES_PER_MB = 1_000_000
+"""Sizes are in MB of 10**6 bytes, as ``--size-budget 2MB`` reads them."""
+
+
+@dataclass(frozen=True)
+class QuantizedSubnet:
+    """A dense fp32 subnet, the bits of its quantized layers and their calibrated ranges."""
+
+    arch: Config
+    model: nn.Module
+    bits: dict[str, int]
+    ranges: Ranges
+
+    @property
+    def size_mb(self) -> float:
+        return size_bytes(self.model, self.bits, calibrated=len(self.ranges)) / BYTES_PER_MB
+
+
+class QuantizedEvaluator(Evaluator):
+    """Accuracy, latency and ``size_mb`` of quantized subnets.
+
+    Args:
+        supernet, task, target, eval_limit: as for :class:`~nas.Evaluator`.
+        mode: ``"none"`` (fp32, dense: for size objectives), ``"int8"`` (every unit 8-bit;
+            configs are the supernet's) or ``"mixed"`` (configs of ``space``, the joint
+            space of :func:`~nas.quant.joint_space`).
+        space: the joint space (``mixed`` only).
+        calibration_seed: which training samples calibrate (part of the cache key).
+    """
+
+    def __init__(self, supernet: Any, task: Any, target: Any, *, mode: str,
+                 space: SearchSpace | None = None, eval_limit: int | None = None,
+                 calibration_seed: int = 0) -> None:
+        super().__init__(supernet, task, target, eval_limit=eval_limit)
+        if (mode == "mixed") != (space is not None):
+            raise ValueError("a joint space is given for --quantize mixed, and only then")
+        self.mode = mode
+        self.space = space if space is not None else supernet.space
+        self.calibration_seed = calibration_seed
+        self._batches: list[Any] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return (f"{super().fingerprint}|quantize={self.mode}|space={self.space.name}"
+                f"|calibration={CALIBRATION_SAMPLES}@{self.calibration_seed}")
+
+    def policy_of(self, config: Config) -> tuple[Config, dict[str, int]]:
+        """The architecture and the unit -> bits policy of ``config``."""
+        if self.mode == "mixed":
+            return split_config(config, self.supernet.space)
+        units = self.supernet.quant_modules(config)
+        return config, uniform_policy(units, 8) if self.mode == "int8" else {}
+
+    def _evaluate(self, config: Config) -> Mapping[str, float]:
+        subnet = self.quantized(config)
+        metrics = self._score(fake_quantize(copy.deepcopy(subnet.model), subnet.bits,
+                                            subnet.ranges))
+        metrics["latency_ms"] = self.latency_of(subnet)
+        metrics["size_mb"] = subnet.size_mb
+        return metrics
+
+    def quantized(self, config: Config | Mapping[str, Any]) -> QuantizedSubnet:
+        """The dense fp32 subnet of ``config`` with its policy resolved and calibrated."""
+        arch, policy = self.policy_of(self.space.config(config))
+        model = self.supernet.extract(arch).eval()
+        bits = module_bits(model, self.supernet.quant_modules(arch), policy)
+        ranges = calibrate(model, bits, self.task, self.batches()) if bits else {}
+        return QuantizedSubnet(arch, model, bits, ranges)
+
+    def latency_of(self, subnet: QuantizedSubnet) -> float:
+        """The target's latency of a quantized subnet (its fp32 latency without bits)."""
+        if subnet.bits:
+            return float(self.target.quantized_latency_ms(subnet.model, subnet.bits,
+                                                          subnet.ranges, self.task))
+        return float(self.target.latency_ms(self.supernet, subnet.arch, self.task))
+
+    def batches(self) -> list[Any]:
+        """The calibration batches, drawn once."""
+        if self._batches is None:
+            self._batches = calibration_batches(self.task, seed=self.calibration_seed)
+        return self._batches

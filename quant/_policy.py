@@ -1,0 +1,70 @@
+"""Quantization policies as genes: one bit-width gene per quantizable unit, added to any
+search space by one transform.
+
+A supernet names its units (:meth:`~nas.Supernet.quant_units`); :func:`joint_space`
+appends a gene ``bits.<unit>`` per unit, conditioned like the unit's layer, so a unit
+the depth removes is inactive and configs stay canonical. Everything that works on a
+:class:`~nas.SearchSpace` (hashing, pymoo vectors, Optuna distributions, predictor
+features) then works on the joint space unchanged. :func:`split_config` takes a joint
+config apart again: the architecture for the supernet, the bits for the quantizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from nas._space import Config, Gene, SearchSpace
+from nas._supernet import QuantUnit
+
+BITS_PREFIX = "bits."
+"""Genes of the policy are named ``bits.<unit>``."""
+
+QuantizeMode = Literal["none", "int8", "mixed"]
+QUANTIZE_MODES: tuple[str, ...] = ("none", "int8", "mixed")
+"""``none``: fp32 subnets; ``int8``: every unit 8-bit (the architecture is searched);
+``mixed``: the bit width of every unit is searched jointly with the architecture."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
+    return mode
+
+
+def joint_space(space: SearchSpace, units: Sequence[QuantUnit], bits: Sequence[int]) -> SearchSpace:
+    """``space`` with one gene ``bits.<unit>`` over ``bits`` per unit, after its own genes.
+
+    The joint space's name records the bit choices, so a study of one policy space never
+    resumes with another.
+
+    Raises:
+        ValueError: no units (the family has nothing to quantize) or fewer than two
+            bit widths (nothing to search).
+    """
+    if not units:
+        raise ValueError(f"search space {space.name!r} has no quantizable units")
+    choices = tuple(int(b) for b in bits)
+    if len(choices) < 2:
+        raise ValueError(f"a mixed policy needs at least two bit widths, got {list(choices)}")
+    genes = [Gene(f"{BITS_PREFIX}{unit.name}", choices, unit.active_if) for unit in units]
+    name = f"{space.name}+bits{'-'.join(str(b) for b in choices)}"
+    return SearchSpace(name, [*space.genes, *genes])
+
+
+def split_config(
+    config: Config | Mapping[str, Any], base: SearchSpace
+) -> tuple[Config, dict[str, int]]:
+    """The architecture (a config of ``base``) and the policy (unit -> bits, active units
+    only) of a joint config."""
+    values = dict(config)
+    policy = {name[len(BITS_PREFIX):]: int(value) for name, value in values.items()
+              if name.startswith(BITS_PREFIX)}
+    arch = base.config({name: value for name, value in values.items()
+                        if not name.startswith(BITS_PREFIX)})
+    return arch, policy
+
+
+def uniform_policy(units: Sequence[str], bits: int) -> dict[str, int]:
+    """Every unit at ``bits`` (``--quantize int8``)."""
+    return {unit: int(bits) for unit in units}
