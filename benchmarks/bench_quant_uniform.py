@@ -40,7 +40,7 @@ def one(supernet: nas.Supernet, task: nas.Task, config: nas.Config, target: Loca
     bits = module_bits(model, modules, uniform_policy(modules, 8))
     ranges = calibrate(model, bits, task, batches)
     fake = fake_quantize(copy.deepcopy(model), bits, ranges)
-    real = int8_kernels(copy.deepcopy(model), bits, ranges)
+    real = int8_kernels(copy.deepcopy(fake))
     scores = {name: task.evaluate(m, split="validation", limit=EVAL_LIMIT)["accuracy"]
               for name, m in (("fp32", model), ("fake_int8", fake), ("real_int8", real))}
     fp32_ms = target.latency_ms(supernet, config, task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -80,5 +81,10 @@ def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
 
 def count_params(model: nn.Module) -> int:
     """Parameters of ``model``; a tensor shared by several modules (tied embeddings)
-    counts once, as ``parameters()`` yields it once."""
-    return sum(p.numel() for p in model.parameters())
+    counts once, as ``parameters()`` yields it once. A quantized layer's weights and bias
+    (integer and float buffers) count as the parameters they are."""
+    from nas.quant import QuantizedLayer
+
+    quantized = sum(math.prod(m.shape) + (m.bias.numel() if m.bias is not None else 0)
+                    for m in model.modules() if isinstance(m, QuantizedLayer))
+    return sum(p.numel() for p in model.parameters()) + quantized

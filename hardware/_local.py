@@ -16,7 +16,7 @@ from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
 from nas.hardware._timing import cpu_model, median_ms, torch_threads
-from nas.quant import int8_kernels
+from nas.quant import fake_quantize, int8_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class LocalCPUTarget(HardwareTarget):
             raise ValueError(
                 f"local-cpu runs {', '.join(map(str, self.quant_bits))}-bit layers, not {other}"
             )
-        return self._time(int8_kernels(copy.deepcopy(model).to("cpu").eval(), bits, ranges), task)
+        quantized = fake_quantize(copy.deepcopy(model).to("cpu").eval(), bits, ranges)
+        return self._time(int8_kernels(quantized), task)
 
     def _time(self, model: nn.Module, task: Task) -> float:
         probe = task.latency_probe(model)

@@ -35,6 +35,7 @@ def export_onnx(
     path: str | Path,
     *,
     opset: int = OPSET,
+    dynamic: bool = False,
 ) -> Path:
     """Export ``model`` (in eval mode) to an ONNX file and check the graph.
 
@@ -49,6 +50,12 @@ def export_onnx(
     require("onnx", purpose="ONNX export")
     import onnx
 
+    other = sorted(set(_quantized_bits(model)) - {8})
+    if other:
+        raise ValueError(
+            f"ONNX export holds 8-bit quantized layers (int8 QDQ); this subnet has "
+            f"{', '.join(map(str, other))}-bit layers: export it as safetensors"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = tuple(example_inputs)
@@ -63,9 +70,12 @@ def export_onnx(
             torch.onnx.export(
                 model, inputs, str(path), dynamo=False, opset_version=opset,
                 input_names=[f"input{i}" for i in range(len(inputs))],
+                dynamic_axes=_dynamic_axes(inputs) if dynamic else None,
             )
     finally:
         model.train(was_training)
+    if _quantized_bits(model):
+        store_integer_weights(path)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
@@ -105,6 +115,22 @@ def run_onnx(session: Any, inputs: Sequence[torch.Tensor | np.ndarray]) -> list[
     return session.run(None, _feeds(session, inputs))
 
 
+class OnnxModule(nn.Module):
+    """An ONNX file on ONNX Runtime, called like the torch model it was exported from
+    (positional tensor inputs, tensor output), so a task can score the exported graph
+    itself: ``task.evaluate(OnnxModule("model.onnx"))``. The graph must take the shapes
+    it is given (quantized exports take any batch and sequence length)."""
+
+    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._session = onnx_session(self.path, threads=threads)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        outputs = run_onnx(self._session, [x.cpu() for x in inputs])
+        return torch.from_numpy(outputs[0])
+
+
 def measure_onnx(
     path: str | Path,
     inputs: Sequence[torch.Tensor | np.ndarray],
@@ -135,3 +161,30 @@ def measure_onnx(
     env = {**measurement.environment, "runtime": f"onnxruntime {ort.__version__}",
            "providers": ",".join(session.get_providers())}
     return dataclasses.replace(measurement, environment=env)
+
+
+def _dynamic_axes(inputs: tuple[torch.Tensor, ...]) -> dict[str, dict[int, str]]:
+    """Every dim of a token input (batch and length), the batch dim of a float one."""
+    return {
+        f"input{i}": ({d: f"input{i}_dim{d}" for d in range(x.dim())}
+                      if not x.is_floating_point() else {0: "batch"})
+        for i, x in enumerate(inputs)
+    }
+
+
+def _quantized_bits(model: nn.Module) -> list[int]:
+    from nas.quant import QuantizedLayer
+
+    return [m.bits for m in model.modules() if isinstance(m, QuantizedLayer)]
+
+
+def store_integer_weights(path: Path) -> None:
+    """Rewrite the exported graph with int8 weight initializers (see
+    :func:`nas.quant._onnx.fold_weight_quantizers`)."""
+    import onnx
+
+    from nas.quant._onnx import fold_weight_quantizers
+
+    graph = onnx.load(str(path))
+    fold_weight_quantizers(graph)
+    onnx.save(graph, str(path))

@@ -19,7 +19,8 @@ from nas._supernet import Supernet, get_supernet
 from nas._task import Task, get_task
 from nas.algorithms import canonical_algorithm, get_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
-from nas.quant._evaluator import BYTES_PER_MB, QuantizedEvaluator
+from nas.quant._evaluator import QuantizedEvaluator
+from nas.quant._subnet import BYTES_PER_MB
 from nas.studies import Study, StudyMeta, default_storage, open_study, stored_meta
 
 logger = logging.getLogger(__name__)

@@ -11,40 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-
-from torch import nn
 
 from nas._evaluator import Evaluator
 from nas._space import Config, SearchSpace
-from nas.quant._calibrate import (
-    CALIBRATION_SAMPLES,
-    Ranges,
-    calibrate,
-    calibration_batches,
-)
+from nas.quant._calibrate import CALIBRATION_SAMPLES, calibration_batches
 from nas.quant._fake import fake_quantize
-from nas.quant._modules import module_bits
-from nas.quant._policy import split_config, uniform_policy
-from nas.quant._size import size_bytes
-
-BYTES_PER_MB = 1_000_000
-"""Sizes are in MB of 10**6 bytes, as ``--size-budget 2MB`` reads them."""
-
-
-@dataclass(frozen=True)
-class QuantizedSubnet:
-    """A dense fp32 subnet, the bits of its quantized layers and their calibrated ranges."""
-
-    arch: Config
-    model: nn.Module
-    bits: dict[str, int]
-    ranges: Ranges
-
-    @property
-    def size_mb(self) -> float:
-        return size_bytes(self.model, self.bits, calibrated=len(self.ranges)) / BYTES_PER_MB
+from nas.quant._subnet import QuantizedSubnet, policy_of, quantized_subnet
 
 
 class QuantizedEvaluator(Evaluator):
@@ -77,10 +50,7 @@ class QuantizedEvaluator(Evaluator):
 
     def policy_of(self, config: Config) -> tuple[Config, dict[str, int]]:
         """The architecture and the unit -> bits policy of ``config``."""
-        if self.mode == "mixed":
-            return split_config(config, self.supernet.space)
-        units = self.supernet.quant_modules(config)
-        return config, uniform_policy(units, 8) if self.mode == "int8" else {}
+        return policy_of(self.supernet, config, self.mode)
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:
         subnet = self.quantized(config)
@@ -92,11 +62,8 @@ class QuantizedEvaluator(Evaluator):
 
     def quantized(self, config: Config | Mapping[str, Any]) -> QuantizedSubnet:
         """The dense fp32 subnet of ``config`` with its policy resolved and calibrated."""
-        arch, policy = self.policy_of(self.space.config(config))
-        model = self.supernet.extract(arch).eval()
-        bits = module_bits(model, self.supernet.quant_modules(arch), policy)
-        ranges = calibrate(model, bits, self.task, self.batches()) if bits else {}
-        return QuantizedSubnet(arch, model, bits, ranges)
+        return quantized_subnet(self.supernet, self.task, self.space.config(config),
+                                mode=self.mode, batches=self.batches())
 
     def latency_of(self, subnet: QuantizedSubnet) -> float:
         """The target's latency of a quantized subnet (its fp32 latency without bits)."""

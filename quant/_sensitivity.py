@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from nas.quant._modules import QUANTIZABLE
 from nas.quant._quantizers import fake_quantize_weight
 
 __all__ = ["LossFn", "Units", "hessian_traces", "perturbations", "sensitivity"]
@@ -31,7 +32,6 @@ a mean over several batches inside it gives the dataset's Hessian, as HAWQ avera
 Units = Mapping[str, Sequence[str]]
 """Unit name -> names (as in ``model.named_modules()``) of the layers that share its bits."""
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def _unit_weights(model: nn.Module, units: Units) -> dict[str, list[nn.Parameter]]:
@@ -50,7 +50,7 @@ def _unit_weights(model: nn.Module, units: Units) -> dict[str, list[nn.Parameter
                 module = model.get_submodule(name)
             except AttributeError:
                 raise ValueError(f"unit {unit!r}: the model has no module {name!r}") from None
-            if not isinstance(module, _LAYERS):
+            if not isinstance(module, QUANTIZABLE):
                 raise ValueError(
                     f"unit {unit!r}: module {name!r} is a {type(module).__name__}, "
                     "not a Linear, Conv1d or Conv2d"

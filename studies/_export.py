@@ -234,7 +234,7 @@ def _task(study: Study, supernet: Supernet, formats: tuple[str, ...]) -> Task | 
     BatchNorm is then left as is); graph formats need its example inputs."""
     name = study.meta.task or supernet.task_name
     graphs = [f for f in formats if f != "safetensors"]
-    if not graphs and name not in TASKS.names():
+    if not graphs and name not in TASKS.names() and study.meta.quantize == "none":
         return None
     if not name:
         raise ValueError(f"study {study.name!r} names no task, so {graphs[0]} export has "
@@ -273,12 +273,14 @@ def _build(
 ) -> None:
     from nas import save_subnet  # the core's lazy re-export of the supernets' exporter
 
-    model = supernet.extract(supernet.space.config(record.config)).eval()
-    if supernet.recalibrates_batchnorm:
-        batchnorm = ("recalibrated by the supernet on extraction (its own calibration set), "
-                     "as when the search scored it")
+    quantize = study.meta.quantize
+    if quantize != "none":
+        model = _quantized_model(study, record, supernet, task)
+        batchnorm = ("as the search scored it: quantized subnets are calibrated and scored as "
+                     "extracted")
     else:
-        batchnorm = recalibrate_batchnorm(model, task, seed=study.meta.seed or 0)
+        model = supernet.extract(supernet.space.config(record.config)).eval()
+        batchnorm = _batchnorm(model, supernet, task, seed=study.meta.seed or 0)
     save_subnet(model, folder, family=supernet.family, metadata=_metadata(study, record,
                                                                           supernet))
     if "safetensors" not in formats:
@@ -293,9 +295,32 @@ def _build(
         assert task is not None  # _task refuses graph formats without one
         inputs = tuple(task.example_inputs())
         document["inputs"] = input_spec(model, inputs)
-        document["formats"].update(write_graphs(model, inputs, folder, graphs))
+        document["formats"].update(write_graphs(model, inputs, folder, graphs,
+                                                quantized=quantize != "none"))
     (folder / CONFIG).write_text(json.dumps(document, indent=2) + "\n")
     (folder / CARD).write_text(model_card(document))
+
+
+def _batchnorm(model: nn.Module, supernet: Supernet, task: Task | None, *, seed: int) -> str:
+    if supernet.recalibrates_batchnorm:
+        return ("recalibrated by the supernet on extraction (its own calibration set), "
+                "as when the search scored it")
+    return recalibrate_batchnorm(model, task, seed=seed)
+
+
+def _quantized_model(study: Study, record: TrialRecord, supernet: Supernet,
+                     task: Task | None) -> nn.Module:
+    """The trial's subnet quantized as the search scored it (same policy, same
+    calibration samples)."""
+    from nas.quant import calibration_batches, fake_quantize
+    from nas.quant._subnet import quantized_subnet
+
+    if task is None:
+        raise ValueError(f"study {study.name!r} names no task to calibrate its quantized "
+                         "subnets on")
+    subnet = quantized_subnet(supernet, task, record.config, mode=study.meta.quantize,
+                              batches=calibration_batches(task))
+    return fake_quantize(subnet.model, subnet.bits, subnet.ranges)
 
 
 def _metadata(study: Study, record: TrialRecord, supernet: Supernet) -> dict[str, Any]:

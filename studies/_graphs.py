@@ -9,6 +9,7 @@ without our package.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,10 @@ OUTPUTS = "expected_outputs.npz"
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between a graph format's outputs and torch's."""
 
+QUANTIZED_COSINE = 0.999
+"""Smallest cosine similarity allowed between a quantized ONNX graph's outputs (on ONNX
+Runtime's integer kernels) and the fake-quantized torch model's."""
+
 
 def input_spec(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[dict[str, Any]]:
     """Names (graph input and forward argument), shapes and dtypes of the example inputs."""
@@ -39,9 +44,16 @@ def input_spec(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[dict[
 
 
 def write_graphs(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], folder: Path, formats: list[str]
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], folder: Path, formats: list[str],
+    *, quantized: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Write each graph format, run it back and compare with torch on ``inputs``."""
+    """Write each graph format, run it back and compare with torch on ``inputs``.
+
+    A quantized model's ONNX graph runs on ONNX Runtime's integer kernels, which may
+    round a value to the neighbouring step of its 8-bit grid where torch's float
+    arithmetic rounds the other way; its outputs are compared by cosine similarity
+    (at least :data:`QUANTIZED_COSINE`) instead, and its graph takes any batch and
+    sequence length (so the export can be scored on a whole validation split)."""
     with torch.no_grad():
         expected = _flatten(model(*inputs))
     np.savez(folder / INPUTS, **{f"input{i}": x.numpy() for i, x in enumerate(inputs)})
@@ -52,21 +64,31 @@ def write_graphs(
     }
     results = {}
     for name in formats:
-        actual = writers[name](model, inputs, folder / FILES[name])
+        writer = functools.partial(_onnx, dynamic=True) if quantized and name == "onnx" \
+            else writers[name]
+        actual = writer(model, inputs, folder / FILES[name])
         diff = _max_abs_diff(expected, actual, name)
-        if diff > TOLERANCE:
+        check: dict[str, Any] = {"max_abs_diff": diff, "tolerance": TOLERANCE}
+        if quantized and name == "onnx":
+            cosine = _cosine(expected, actual)
+            if cosine < QUANTIZED_COSINE:
+                raise ValueError(f"the quantized onnx export's outputs have cosine {cosine:.6f} "
+                                 f"to torch's (less than {QUANTIZED_COSINE}); nothing was "
+                                 f"written")
+            check = {"max_abs_diff": diff, "cosine": cosine, "min_cosine": QUANTIZED_COSINE}
+        elif diff > TOLERANCE:
             raise ValueError(f"the {name} export differs from torch by {diff:.2e} "
                              f"(more than {TOLERANCE:g}); nothing was written")
-        results[name] = {"file": FILES[name], "checked_with": _runtime(name),
-                         "max_abs_diff": diff, "tolerance": TOLERANCE}
+        results[name] = {"file": FILES[name], "checked_with": _runtime(name), **check}
     return results
 
 
-def _onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> list[np.ndarray]:
+def _onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, *,
+          dynamic: bool = False) -> list[np.ndarray]:
     """Export to ONNX and run the file in ONNX Runtime."""
     from nas.hardware._onnx import export_onnx, onnx_session, run_onnx
 
-    export_onnx(model, inputs, path)
+    export_onnx(model, inputs, path, dynamic=dynamic)
     return list(run_onnx(onnx_session(path), inputs))
 
 
@@ -92,6 +114,13 @@ def _flatten(outputs: Any) -> list[np.ndarray]:
     if isinstance(outputs, torch.Tensor):
         return [outputs.detach().cpu().numpy()]
     return [array for item in outputs for array in _flatten(item)]
+
+
+def _cosine(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:
+    e = np.concatenate([x.astype(np.float64).ravel() for x in expected])
+    a = np.concatenate([x.astype(np.float64).ravel() for x in actual])
+    norms = np.linalg.norm(e) * np.linalg.norm(a)
+    return float(e @ a / norms) if norms else float(np.array_equal(e, a))
 
 
 def _max_abs_diff(expected: list[np.ndarray], actual: list[np.ndarray], name: str) -> float:

@@ -2,7 +2,9 @@
 
 The two files alone rebuild the model: ``config.json`` names the family, whose dense
 builder (registered in :data:`nas.SUBNET_BUILDERS`) takes ``subnet_config``; the weights
-are safetensors, so loading never runs pickled code.
+are safetensors, so loading never runs pickled code. A quantized subnet's
+``config.json`` also lists its quantized layers, whose integers and scales the weights
+file holds.
 
 Loading trusts neither file (an agent receives both from the network): the document's
 types are checked here, and :mod:`nas.supernets._untrusted` checks the config against
@@ -22,6 +24,7 @@ from torch import nn
 from nas._files import atomic_write, write_text_atomic
 from nas._registry import UnknownNameError
 from nas._supernet import SUBNET_BUILDERS
+from nas.quant import quantization_document, read_quantization, with_quantized_layers
 from nas.supernets._untrusted import (
     build_checked,
     build_on_meta,
@@ -62,6 +65,9 @@ def save_subnet(
         "subnet_config": model.subnet_config(),
         "metadata": metadata or {},
     }
+    quantization = quantization_document(model)
+    if quantization is not None:
+        document["quantization"] = quantization
     atomic_write(out / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
     write_text_atomic(out / CONFIG, json.dumps(document, indent=2) + "\n")
     return out
@@ -82,10 +88,13 @@ def load_subnet(path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"{weights} is missing; an export holds {WEIGHTS} and {CONFIG}")
     header = read_weights_header(weights)
     check_sizes(config, header, config_path=config_path, weights=weights)
+    layers = read_quantization(document, config_path)
     planned = build_on_meta(builder, config, config_path=config_path, weights=weights,
                             tensors=len(header))
+    planned = with_quantized_layers(planned, layers, config_path)
     check_fits_weights(planned, header, config_path=config_path, weights=weights)
-    model = build_checked(builder, config, config_path)
+    model = with_quantized_layers(build_checked(builder, config, config_path), layers,
+                                  config_path)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError) as err:

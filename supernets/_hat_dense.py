@@ -97,8 +97,9 @@ def ende_memory(enc: HATEncoderOut, layers: int) -> tuple[Tensor, Tensor]:
 
 
 def attend_mask(padding_mask: Tensor) -> Tensor | None:
-    """A boolean SDPA mask (B, 1, 1, S), True where keys take part; None without padding."""
-    if not bool(padding_mask.any()):
+    """A boolean SDPA mask (B, 1, 1, S), True where keys take part; None without padding
+    (except while tracing: a traced graph must hold the mask for inputs that have some)."""
+    if not torch.jit.is_tracing() and not bool(padding_mask.any()):
         return None
     return ~padding_mask[:, None, None, :]
 

@@ -118,7 +118,7 @@ def test_fake_quantization_scores_what_int8_kernels_score(family):
     ranges = calibrate(model, bits, task, calibration_batches(task, samples=64))
     assert set(ranges) == set(bits)
     fake = fake_quantize(copy.deepcopy(model), bits, ranges)
-    real = int8_kernels(copy.deepcopy(model), bits, ranges)
+    real = int8_kernels(copy.deepcopy(fake))
     fp32 = task.evaluate(model, split="validation", limit=300)["accuracy"]
     fake_acc = task.evaluate(fake, split="validation", limit=300)["accuracy"]
     real_acc = task.evaluate(real, split="validation", limit=300)["accuracy"]

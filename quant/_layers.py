@@ -1,0 +1,151 @@
+"""The quantized layer: integer weights, per-channel scales, calibrated 8-bit grids.
+
+One module serves the search, export and loading: :func:`quantize_layers` swaps each
+quantized ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` of a dense subnet for a
+:class:`QuantizedLayer` holding what ships (``weight_int8``, or ``weight_int4`` packed
+two per byte, ``weight_scale`` per output channel, the bias, and the input and output
+grids), whose forward pass computes in float what integer kernels compute. Its state
+dict is the export's safetensors; its forward pass traces to the Q/DQ graph ONNX Runtime
+fuses into integer kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas.quant._modules import QUANTIZABLE
+from nas.quant._quantizers import ActivationQuant, quantize_weight
+
+STORED_BITS = (8, 4)
+"""Widths an export stores (int8, packed int4). Layers of 5 to 7 bits are held as int8
+and of 2 or 3 bits packed like 4-bit ones, but only simulated: no runtime runs them."""
+
+Grids = Mapping[str, tuple[ActivationQuant, ActivationQuant]]
+"""Module name -> (input grid, output grid)."""
+
+
+class QuantizedLayer(nn.Module):
+    """A linear or convolution layer with ``bits``-bit weights (and, with ``grids``,
+    8-bit static input and output grids).
+
+    ``weight`` is the dequantized float weight (functional code that reads a layer's
+    weight keeps working, on the rounded values).
+    """
+
+    def __init__(self, layer: nn.Module, bits: int,
+                 grids: tuple[ActivationQuant, ActivationQuant] | None = None) -> None:
+        super().__init__()
+        if not isinstance(layer, QUANTIZABLE):
+            raise ValueError(f"only {', '.join(t.__name__ for t in QUANTIZABLE)} layers "
+                             f"quantize, got {type(layer).__name__}")
+        if not 2 <= bits <= 8:
+            raise ValueError(f"a quantized layer has 2- to 8-bit weights, got {bits}")
+        self.bits = bits
+        self.kind = type(layer).__name__
+        self.shape = tuple(layer.weight.shape)
+        self.conv = ({"stride": layer.stride, "padding": layer.padding,
+                      "dilation": layer.dilation, "groups": layer.groups}
+                     if self.kind != "Linear" else {})
+        q, scale = quantize_weight(layer.weight, bits)
+        if bits > 4:
+            self.register_buffer("weight_int8", q)
+        else:
+            self.register_buffer("weight_int4", pack_nibbles(q.reshape(q.shape[0], -1)))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        self.static = grids is not None
+        if grids is not None:
+            for side, grid in zip(("input", "output"), grids, strict=True):
+                self.register_buffer(f"{side}_scale", torch.tensor(grid.scale,
+                                                                   dtype=torch.float32))
+                self.register_buffer(f"{side}_zero_point",
+                                     torch.tensor(grid.zero_point, dtype=torch.uint8))
+
+    @property
+    def integers(self) -> Tensor:
+        """The integer weights, ``int8`` of the layer's weight shape."""
+        if self.bits > 4:
+            return self.weight_int8
+        columns = self.weight_int4.shape[1] * 2
+        values = unpack_nibbles(self.weight_int4, self.shape[0])
+        return values[:, : columns - (columns - _per_row(self.shape))].reshape(self.shape)
+
+    @property
+    def weight(self) -> Tensor:
+        scale = self.weight_scale.reshape((-1,) + (1,) * (len(self.shape) - 1))
+        return self.integers.float() * scale
+
+    def grid(self, side: str) -> ActivationQuant:
+        return ActivationQuant(float(getattr(self, f"{side}_scale")),
+                               int(getattr(self, f"{side}_zero_point")))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.static:
+            x = _fake(x, self.input_scale, self.input_zero_point)
+        weight = self._grid_weight()
+        if self.kind == "Linear":
+            y = F.linear(x, weight, self.bias)
+        else:
+            conv = F.conv2d if self.kind == "Conv2d" else F.conv1d
+            y = conv(x, weight, self.bias, **self.conv)
+        if self.static:
+            y = _fake(y, self.output_scale, self.output_zero_point)
+        return y
+
+    def _grid_weight(self) -> Tensor:
+        """The dequantized weight through a per-channel fake quantization that changes no
+        value (it is on its grid) but makes the ONNX exporter write the Q/DQ pair that
+        :func:`nas.quant._onnx.fold_weight_quantizers` turns into an int8 initializer."""
+        if self.bits != 8:
+            return self.weight
+        zero = torch.zeros(self.weight_scale.shape, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(self.weight, self.weight_scale, zero,
+                                                      0, -128, 127)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}{list(self.shape)}, {self.bits}-bit, static={self.static}"
+
+
+def _per_row(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape[1:]:
+        count *= size
+    return count
+
+
+def _fake(x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point.to(torch.int32), 0, 255)
+
+
+def quantize_layers(model: nn.Module, bits: Mapping[str, int], grids: Grids | None) -> nn.Module:
+    """Swap every layer named in ``bits`` for its :class:`QuantizedLayer` (in place; the
+    layers with a grid in ``grids`` get static 8-bit activations). Returns ``model``."""
+    modules = dict(model.named_modules())
+    for name, width in bits.items():
+        grid = grids.get(name) if grids is not None else None
+        parent, _, attr = name.rpartition(".")
+        setattr(modules[parent] if parent else model, attr,
+                QuantizedLayer(modules[name], width, grid))
+    return model
+
+
+def pack_nibbles(q: Tensor) -> Tensor:
+    """Rows of 4-bit integers (in ``[-8, 7]``) packed two per byte: even columns in the
+    low nibble, odd ones in the high nibble, each offset by 8; an odd row length is
+    padded with a zero."""
+    if q.shape[1] % 2:
+        q = F.pad(q, (0, 1))
+    nibbles = (q.to(torch.int16) + 8).to(torch.uint8)
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+
+
+def unpack_nibbles(packed: Tensor, rows: int) -> Tensor:
+    """Inverse of :func:`pack_nibbles` (rows of ``2 * packed.shape[1]`` int8 values; the
+    caller drops a padding column by reshaping)."""
+    low = (packed & 0x0F).to(torch.int8) - 8
+    high = (packed >> 4).to(torch.int8) - 8
+    return torch.stack([low, high], dim=-1).reshape(rows, -1)
