@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nas.quant._modules import QUANTIZABLE
 from nas.quant._quantizers import fake_quantize_weight
@@ -114,7 +115,8 @@ def hessian_traces(
             p.requires_grad_(False)
         for w in flat:
             w.requires_grad_(True)
-        with torch.enable_grad():
+        # Fused attention kernels have no double backward: the math kernel does.
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             loss = loss_fn(model)
             if loss.numel() != 1:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
@@ -125,17 +127,18 @@ def hessian_traces(
             # A weight the loss ignores, or in which it is linear, has no curvature.
             live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
             generator = torch.Generator().manual_seed(seed)
+            hvp = _double_backward(grads, flat, live)
             for _ in range(samples):
                 vs = [_rademacher(w, generator) for w in flat]  # drawn for all: seed-stable
                 if not live:
                     continue
-                hvs = torch.autograd.grad(
-                    [grads[i] for i in live],
-                    [flat[i] for i in live],
-                    grad_outputs=[vs[i] for i in live],
-                    retain_graph=True,
-                    allow_unused=True,
-                )
+                try:
+                    hvs = hvp(vs)
+                except RuntimeError as err:
+                    if "not implemented" not in str(err):
+                        raise
+                    hvp = _central_difference(model, loss_fn, flat, live)  # e.g. hardswish
+                    hvs = hvp(vs)
                 for i, hv in zip(live, hvs):
                     if hv is not None:
                         totals[unit_of[i]] += (hv.detach() * vs[i]).double().sum()
@@ -147,6 +150,46 @@ def hessian_traces(
     return {
         u: float(totals[u]) / samples / sum(w.numel() for w in ws) for u, ws in weights.items()
     }
+
+
+def _double_backward(grads: Sequence[Tensor | None], flat: list[Tensor], live: list[int]):
+    """``H v`` as the gradient of ``g . v`` (exact; needs every op's double backward)."""
+    def hvp(vs: list[Tensor]) -> Sequence[Tensor | None]:
+        return torch.autograd.grad([grads[i] for i in live], [flat[i] for i in live],
+                                   grad_outputs=[vs[i] for i in live], retain_graph=True,
+                                   allow_unused=True)
+    return hvp
+
+
+FINITE_STEP = 1e-3
+"""Step of the central difference, relative to the weights' norm over the vector's."""
+
+
+def _central_difference(model: nn.Module, loss_fn: LossFn, flat: list[Tensor],
+                        live: list[int]):
+    """``H v ~= (g(w + e v) - g(w - e v)) / 2e``, for models with an op that has no double
+    backward (hardswish, hardsigmoid): two plain backward passes, error O(e**2)."""
+    weights = [flat[i] for i in live]
+
+    def gradient(vs: list[Tensor], step: float) -> list[Tensor]:
+        with torch.no_grad():
+            for w, i in zip(weights, live):
+                w.add_(vs[i], alpha=step)
+        try:
+            grads = torch.autograd.grad(loss_fn(model), weights, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for w, i in zip(weights, live):
+                    w.sub_(vs[i], alpha=step)
+        return [g if g is not None else torch.zeros_like(w) for g, w in zip(grads, weights)]
+
+    def hvp(vs: list[Tensor]) -> list[Tensor]:
+        norm_w = torch.sqrt(sum((w.detach() ** 2).sum() for w in weights))
+        norm_v = torch.sqrt(sum((vs[i] ** 2).sum() for i in live))
+        step = float(FINITE_STEP * norm_w / norm_v) if norm_w > 0 else FINITE_STEP
+        plus, minus = gradient(vs, step), gradient(vs, -step)
+        return [(a - b) / (2 * step) for a, b in zip(plus, minus)]
+    return hvp
 
 
 def _widths(bits: Iterable[int]) -> list[int]:

@@ -82,7 +82,7 @@ READ_ONLY = {
     "dashboard": "serves pages",
     "hw list": "", "hw show": "", "hw check": "records its figures in the study",
     "studies list": "", "studies show": "", "supernets list": "", "supernets show": "",
-    "predictor eval": "",
+    "predictor eval": "", "quant sensitivity": "", "quant allocate": "",
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``nas`` command line: search, train, hardware, studies, export and compression."""
+"""The ``nas`` command line: search, train, hardware, studies, export, compression and
+quantization."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nas.cli import (
     _hardware,
     _predictor,
     _profile,
+    _quant,
     _report,
     _search,
     _studies,
@@ -44,6 +46,7 @@ app.add_typer(_supernets.app, name="supernets")
 app.add_typer(_predictor.app, name="predictor")
 app.add_typer(_bench.app, name="bench")
 app.add_typer(_compress.app, name="compress")
+app.add_typer(_quant.app, name="quant")
 
 
 def main() -> None:

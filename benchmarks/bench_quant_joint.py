@@ -1,0 +1,142 @@
+"""Joint search of architecture and bits (SimQ-NAS) against quantizing an fp32 search.
+
+Per family (HAT, OFA) and seed, on ``local-cpu`` (latency measured with torch's int8
+kernels), objectives accuracy, latency and size:
+
+- **joint**: ``--quantize mixed`` (the default search over the joint space), N evaluations;
+- **fp32 + int8**: an fp32 search of N evaluations, then every subnet of its front also
+  as uniform int8 (its front and their int8 versions are both offered);
+- **fp32 + milp**: the same fp32 front, then HAWQ-V3's integer program per subnet at
+  three size budgets between its int8 and fp32 sizes (plus the fp32 subnets).
+
+The baselines get N evaluations of search plus their post-hoc evaluations, more than
+the joint search. Hypervolume is normalised as the search's own (reference: the latency
+budget, the largest fp32 subnet's size, error 1). Also reported, as SimQ-NAS does: at
+the accuracy of the best uniform-int8 subnet, the lowest latency and size the joint
+front reaches, as ratios to that subnet's.
+
+Run: ``python benchmarks/bench_quant_joint.py [--evals N] [--seeds K]`` (default 24, 5;
+about 20 minutes per family on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import write_results  # noqa: E402
+
+from nas._job import SearchRequest, prepare_search, run_prepared  # noqa: E402
+from nas.quant import BITS_PREFIX, calibration_batches  # noqa: E402
+from nas.quant._evaluator import QuantizedEvaluator  # noqa: E402
+from nas.quant._hawq import hawq_policy, subnet_sensitivity  # noqa: E402
+from nas.quant._policy import joint_space  # noqa: E402
+from nas.studies._pareto import hypervolume, normalised_points  # noqa: E402
+
+FAMILIES = {"hat": 8.0, "ofa": 6.0}
+"""Family -> latency budget (ms on local-cpu here; generous: int8 is slower at batch 1)."""
+EVAL_LIMIT = 300
+OUT = Path(__file__).parent / "results" / "quant_joint.json"
+
+
+def _request(family: str, budget: float, evals: int, seed: int, quantize: str,
+             storage: str) -> SearchRequest:
+    return SearchRequest(supernet=family, hardware="local-cpu", budget_ms=budget, evals=evals,
+                         seed=seed, study=f"{family}-{quantize}-{seed}", storage=storage,
+                         eval_limit=EVAL_LIMIT, quantize=quantize, size_objective=True)
+
+
+def _hv(metrics: list[dict], problem) -> float:
+    feasible = [m for m in metrics if problem.is_feasible(m)]
+    return hypervolume(normalised_points(feasible, problem), [1.0] * len(problem.objectives))
+
+
+def run_seed(family: str, budget: float, evals: int, seed: int, storage: str) -> dict:
+    joint = prepare_search(_request(family, budget, evals, seed, "mixed", storage))
+    joint_result = run_prepared(joint, progress=False)
+    joint_points = [t.metrics for t in joint.study.trials()]
+
+    fp32 = prepare_search(_request(family, budget, evals, seed, "none", storage))
+    fp32_result = run_prepared(fp32, progress=False)
+    front = [p.config for p in fp32_result.pareto]
+    supernet, task, target = fp32.supernet, fp32.task, fp32.target
+    mixed = QuantizedEvaluator(supernet, task, target, mode="mixed", eval_limit=EVAL_LIMIT,
+                               space=joint_space(supernet.space, supernet.quant_units(),
+                                                 target.quant_bits))
+    fp32_points = [p.metrics for p in fp32_result.pareto]
+    int8_points = []
+    milp_points = []
+    batches = calibration_batches(task)
+    for config in front:
+        units = [u.name for u in supernet.quant_units()]
+        uniform = mixed.evaluate({**config, **{f"{BITS_PREFIX}{u}": 8 for u in units}})
+        int8_points.append(uniform)
+        model, layers, omega = subnet_sensitivity(supernet, task, supernet.space.config(config),
+                                                  (32, 8), batches=batches)
+        fp32_mb = _metric(fp32_result, config, "size_mb")
+        for fraction in (0.25, 0.5, 0.75):
+            cap = uniform["size_mb"] + fraction * (fp32_mb - uniform["size_mb"])
+            policy, _ = hawq_policy(omega, model, layers, size_budget_mb=cap)
+            bits = {f"{BITS_PREFIX}{u}": policy.get(u, 32) for u in units}
+            milp_points.append(mixed.evaluate({**config, **bits}))
+    problem = joint.problem
+    best_int8 = max((m for m in int8_points if problem.is_feasible(m)),
+                    key=lambda m: m["accuracy"], default=None)
+    ratios = None
+    if best_int8 is not None:
+        matched = [m for m in joint_points if problem.is_feasible(m)
+                   and m["accuracy"] >= best_int8["accuracy"]]
+        if matched:
+            ratios = {"latency_x": best_int8["latency_ms"] / min(m["latency_ms"] for m in matched),
+                      "size_x": best_int8["size_mb"] / min(m["size_mb"] for m in matched)}
+    return {
+        "hv_joint": _hv(joint_points, problem),
+        "hv_fp32_then_int8": _hv(fp32_points + int8_points, problem),
+        "hv_fp32_then_milp": _hv(fp32_points + milp_points, problem),
+        "joint_hv_reported": joint_result.hypervolume,
+        "post_hoc_evaluations": len(int8_points) + len(milp_points),
+        "ratios_vs_best_uniform_int8": ratios,
+    }
+
+
+def _metric(result, config: dict, name: str) -> float:
+    return next(p.metrics[name] for p in result.pareto if p.config == config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--evals", type=int, default=24)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        for family in args.families.split(","):
+            runs = []
+            for seed in range(args.seeds):
+                runs.append(run_seed(family, FAMILIES[family], args.evals, seed, storage))
+                print(family, seed, {k: v for k, v in runs[-1].items() if k.startswith("hv")},
+                      flush=True)
+            median = {key: statistics.median(r[key] for r in runs)
+                      for key in ("hv_joint", "hv_fp32_then_int8", "hv_fp32_then_milp")}
+            results[family] = {"budget_ms": FAMILIES[family], "median": median,
+                               "joint_beats_both": median["hv_joint"] > max(
+                                   median["hv_fp32_then_int8"], median["hv_fp32_then_milp"]),
+                               "runs": runs}
+            print(family, median, flush=True)
+    write_results(OUT, {"what": "joint bits+architecture search vs fp32 search then uniform "
+                                "int8 / then HAWQ milp, local-cpu, objectives accuracy, latency, "
+                                "size", "evals": args.evals, "seeds": args.seeds,
+                        "eval_limit": EVAL_LIMIT, "families": results}, started)
+
+
+if __name__ == "__main__":
+    main()
