@@ -27,6 +27,7 @@ from typing import Any
 from nas._messages import one_line
 from nas._problem import Problem
 from nas._supernet import Supernet, get_supernet
+from nas.quant._policy import BITS_PREFIX
 from nas.studies._pareto import front_of, hypervolume_defined, search_hypervolume
 from nas.studies._report import study_problem
 from nas.studies._study import Study, StudyMeta, TrialRecord
@@ -264,7 +265,8 @@ class _SubnetCounter:
             ))
         # Counting must not stop the report; whatever fails is shown in a footnote.
         try:
-            model = supernet.extract(config)
+            model = supernet.extract({k: v for k, v in config.items()
+                                      if not k.startswith(BITS_PREFIX)})
         except Exception as err:
             return _Counts(None, None, f"the subnet could not be rebuilt: {one_line(err)}")
         params = count_params(model)
@@ -306,24 +308,41 @@ def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
     memory = memory_metric(data.front)
     notes: list[str] = []
     rows = []
+    quantized = data.study.meta.quantize != "none"
     for trial in data.front:
         counts = counter.counts(data.study.meta, trial.config)
         mark = _footnote(counts.note, notes)
+        policy = _policy_cells(trial) if quantized else ""
         rows.append(
             f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
-            f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}</tr>"
+            f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}{policy}</tr>"
         )
     memory_header = f"memory ({escape(memory)})" if memory else "memory"
-    body = "\n".join(rows) or '<tr><td colspan="7">no feasible trial yet</td></tr>'
+    policy_header = "<th>size (MB)</th><th>bits</th>" if quantized else ""
+    body = "\n".join(rows) or (
+        f'<tr><td colspan="{9 if quantized else 7}">no feasible trial yet</td></tr>')
     footnotes = "".join(
         f'<p class="note">[{i}] {escape(text)}</p>' for i, text in enumerate(notes, 1)
     )
     return (
         f"<h2>Pareto subnets of {name}</h2>\n"
         f'<table data-study="{name}">\n<tr><th>trial</th><th>config</th><th>accuracy</th>'
-        f"<th>latency (ms)</th><th>{memory_header}</th><th>params</th><th>MACs</th></tr>\n"
+        f"<th>latency (ms)</th><th>{memory_header}</th><th>params</th><th>MACs</th>"
+        f"{policy_header}</tr>\n"
         f"{body}\n</table>\n{footnotes}"
     )
+
+
+def _policy_cells(trial: TrialRecord) -> str:
+    """Size and bit widths of a quantized study's subnet (``8x12 32x4``: units per width;
+    a ``--quantize int8`` study's configs hold no bit genes: every unit is 8-bit)."""
+    counts: dict[int, int] = {}
+    for name, value in trial.config.items():
+        if name.startswith(BITS_PREFIX):
+            counts[int(value)] = counts.get(int(value), 0) + 1
+    bits = " ".join(f"{w}x{n}" for w, n in sorted(counts.items())) or "8 (all units)"
+    return (f'<td class="num">{format_number(trial.metrics.get("size_mb"), ".3f")}</td>'
+            f"<td>{escape(bits)}</td>")
 
 
 def _count_cell(value: int | None, mark: str) -> str:
@@ -387,6 +406,7 @@ def _settings(data: StudyData) -> dict[str, str]:
         "objectives": ", ".join(f"{o['name']} ({o['direction']})" for o in meta.objectives),
         "budget": ", ".join(f"{c['metric']} \u2264 {c['upper']:g}" for c in meta.constraints)
         or _DASH,
+        "quantize": meta.quantize,
         "algorithm": meta.algorithm or _DASH,
         "seed": _DASH if meta.seed is None else str(meta.seed),
     }

@@ -173,3 +173,17 @@ def test_a_target_without_quantized_latencies_is_named(tmp_path):
     result = run("search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms",
                  "--quantize", "mixed", "--storage", f"sqlite:///{tmp_path / 's.db'}")
     one_line_error(result, "'rpi4' has no latency for quantized subnets", "local-cpu")
+
+
+@pytest.mark.slow
+def test_linas_searches_the_joint_space(tmp_path):
+    """SimQ-NAS's loop (predictors refit on every measurement, NSGA-II on them) takes the
+    bit genes like any other."""
+    result = run("search", "--supernet", "sortednet", "--hw", "local-cpu",
+                 "--budget", feasible_budget("sortednet", factor=50.0)[1], "--quantize", "mixed",
+                 "--algorithm", "linas", "--evals", "24", "--eval-limit", "200",
+                 "--storage", f"sqlite:///{tmp_path / 's.db'}", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["algorithm"] == "linas" and document["evaluations"] == 24
+    assert all(set(p["bits"].values()) <= {32, 8} for p in document["pareto"])

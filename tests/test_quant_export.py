@@ -73,7 +73,7 @@ def quantized_export(tmp_path_factory):
     exported = run("export", "--study", "hat-local-cpu", "--trial", str(point["trial"]),
                    "--storage", storage, "--out", str(out), "--format", "safetensors,onnx")
     assert exported.exit_code == 0, exported.output
-    return point, out
+    return point, out, storage
 
 
 _FRESH = """
@@ -92,7 +92,7 @@ print(json.dumps({name: task.evaluate(m, limit=limit, per=False)["accuracy"]
 
 @pytest.mark.slow
 def test_exported_files_score_the_search_accuracy_in_a_fresh_process(quantized_export):
-    point, folder = quantized_export
+    point, folder, _ = quantized_export
     document = json.loads((folder / "config.json").read_text())
     layers = document["quantization"]["layers"]
     assert layers and {layer["bits"] for layer in layers.values()} == {8}
@@ -112,7 +112,7 @@ def test_exported_files_score_the_search_accuracy_in_a_fresh_process(quantized_e
 @pytest.mark.slow
 def test_the_onnx_graph_runs_integer_kernels(quantized_export):
     onnx = pytest.importorskip("onnx")
-    _, folder = quantized_export
+    _, folder, _ = quantized_export
     graph = onnx.load(str(folder / "model.onnx")).graph
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert int8_weights, "the graph holds no int8 weights"
@@ -145,7 +145,7 @@ def _tamper(folder: Path, tmp_path: Path, change) -> Path:
 )
 def test_a_tampered_quantization_is_refused_in_one_line(quantized_export, tmp_path, change,
                                                         message):
-    _, folder = quantized_export
+    _, folder, _ = quantized_export
     with pytest.raises(ValueError, match=message.replace("{", r"\{")):
         nas.load_subnet(_tamper(folder, tmp_path, change))
 
@@ -162,3 +162,17 @@ def test_quantize_on_a_task_without_calibration_data_is_refused(tmp_path, monkey
     one_line_error(result, "no training data to calibrate", "--quantize none")
     listed = run("studies", "list", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--json")
     assert json.loads(listed.stdout) == []  # refused before the study was created
+
+
+@pytest.mark.slow
+def test_the_report_shows_each_subnets_bits_and_size(quantized_export, tmp_path):
+    point, _, storage = quantized_export
+    page = tmp_path / "report.html"
+    result = run("report", "--study", "hat-local-cpu", "--storage", storage, "--out", str(page))
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "<th>size (MB)</th><th>bits</th>" in html and "<th>quantize</th><td>mixed</td>" in html
+    row = html.split(f'<tr data-trial="{point["trial"]}">')[1].split("</tr>")[0]
+    eights = sum(1 for b in point["bits"].values() if b == 8)
+    assert f"8x{eights}" in row and f"{point['size_mb']:.3f}" in row
+    assert "could not be rebuilt" not in html  # counts work on joint configs
