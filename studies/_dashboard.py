@@ -36,12 +36,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 from nas._messages import one_line
 from nas.studies._export import available_formats
 from nas.studies._html_report import (
+    POLICY_HEADER,
     STYLE,
     StudyData,
     figure_html,
     front_figure,
     hypervolume_section,
     memory_metric,
+    policy_cells,
     subnet_cells,
 )
 from nas.studies._http_guard import IDLE_TIMEOUT_S, RequestGuard, refusal_headers
@@ -325,22 +327,26 @@ def export_formats() -> str:
 def _pareto_table(data: StudyData, storage: str) -> str:
     name = escape(data.study.name)
     memory = memory_metric(data.front)
+    quantized = data.study.meta.quantize != "none"
     rows = []
     for trial in data.front:
         command = export_command(data.study.name, trial.number, storage)
+        policy = policy_cells(trial) if quantized else ""
         rows.append(
-            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
+            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}{policy}'
             f'<td><div class="cmd"><button type="button" data-copy="{escape(command)}">copy'
             f"</button><code>{escape(command)}</code></div></td></tr>"
         )
     memory_header = f"memory ({escape(memory)})" if memory else "memory"
-    body = "\n".join(rows) or '<tr><td colspan="6">no feasible trial yet</td></tr>'
+    body = "\n".join(rows) or (
+        f'<tr><td colspan="{8 if quantized else 6}">no feasible trial yet</td></tr>')
     return (
         f"<h2>Pareto subnets of {name}</h2>\n"
         f'<p class="note">{len(data.trials)} trials, {len(data.front)} on the feasible '
         "front.</p>\n"
         f'<table data-study="{name}">\n<tr><th>trial</th><th>config</th><th>accuracy</th>'
-        f"<th>latency (ms)</th><th>{memory_header}</th><th>export</th></tr>\n{body}\n</table>"
+        f"<th>latency (ms)</th><th>{memory_header}</th>{POLICY_HEADER if quantized else ''}"
+        f"<th>export</th></tr>\n{body}\n</table>"
     )
 
 

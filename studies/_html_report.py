@@ -312,13 +312,13 @@ def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
     for trial in data.front:
         counts = counter.counts(data.study.meta, trial.config)
         mark = _footnote(counts.note, notes)
-        policy = _policy_cells(trial) if quantized else ""
+        policy = policy_cells(trial) if quantized else ""
         rows.append(
             f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
             f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}{policy}</tr>"
         )
     memory_header = f"memory ({escape(memory)})" if memory else "memory"
-    policy_header = "<th>size (MB)</th><th>bits</th>" if quantized else ""
+    policy_header = POLICY_HEADER if quantized else ""
     body = "\n".join(rows) or (
         f'<tr><td colspan="{9 if quantized else 7}">no feasible trial yet</td></tr>')
     footnotes = "".join(
@@ -333,7 +333,11 @@ def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
     )
 
 
-def _policy_cells(trial: TrialRecord) -> str:
+POLICY_HEADER = "<th>size (MB)</th><th>bits</th>"
+"""The headers of :func:`policy_cells` (report and dashboard)."""
+
+
+def policy_cells(trial: TrialRecord) -> str:
     """Size and bit widths of a quantized study's subnet (``8x12 32x4``: units per width;
     a ``--quantize int8`` study's configs hold no bit genes: every unit is 8-bit)."""
     counts: dict[int, int] = {}

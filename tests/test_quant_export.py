@@ -176,3 +176,16 @@ def test_the_report_shows_each_subnets_bits_and_size(quantized_export, tmp_path)
     eights = sum(1 for b in point["bits"].values() if b == 8)
     assert f"8x{eights}" in row and f"{point['size_mb']:.3f}" in row
     assert "could not be rebuilt" not in html  # counts work on joint configs
+
+
+@pytest.mark.slow
+def test_the_dashboard_front_shows_bits_and_size(quantized_export):
+    from nas.studies import load_study
+    from nas.studies._dashboard import _pareto_table
+    from nas.studies._html_report import StudyData
+
+    point, _, storage = quantized_export
+    table = _pareto_table(StudyData.of(load_study("hat-local-cpu", storage)), storage)
+    assert "<th>size (MB)</th><th>bits</th><th>export</th>" in table
+    row = table.split(f'<tr data-trial="{point["trial"]}">')[1].split("</tr>")[0]
+    assert f"{point['size_mb']:.3f}" in row and "8x" in row
