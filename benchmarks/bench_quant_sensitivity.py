@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
 from _results import write_results  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
@@ -42,7 +43,11 @@ def measure(family: str) -> dict:
     seconds = time.perf_counter() - started
     held_out = calibration_batches(task, samples=512, seed=1)
     loss = task_loss(task, held_out)
-    with_grad_off = lambda m: float(loss(m).detach())  # noqa: E731
+
+    def with_grad_off(m) -> float:
+        with torch.no_grad():
+            return float(loss(m))
+
     base_loss = with_grad_off(model)
     fast = {"per": False} if accepts_keyword(task.evaluate, "per") else {}
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +14,7 @@ from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
 from nas.hardware._timing import cpu_model, median_ms, torch_threads
-from nas.quant import fake_quantize, int8_kernels
+from nas.quant import QuantizedLayer, int8_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +49,15 @@ class LocalCPUTarget(HardwareTarget):
         logger.debug("local-cpu: %s -> %.3f ms", config.key, latency)
         return latency
 
-    def quantized_latency_ms(
-        self, model: nn.Module, bits: Mapping[str, int], ranges: Mapping[str, Any], task: Task
-    ) -> float:
+    def quantized_latency_ms(self, model: nn.Module, task: Task) -> float:
         """Measured with the 8-bit layers on torch's integer kernels (static grids)."""
-        other = sorted({b for b in bits.values() if b not in self.quant_bits})
+        other = sorted({m.bits for m in model.modules()
+                        if isinstance(m, QuantizedLayer) and m.bits not in self.quant_bits})
         if other:
             raise ValueError(
                 f"local-cpu runs {', '.join(map(str, self.quant_bits))}-bit layers, not {other}"
             )
-        quantized = fake_quantize(copy.deepcopy(model).to("cpu").eval(), bits, ranges)
-        return self._time(int8_kernels(quantized), task)
+        return self._time(int8_kernels(copy.deepcopy(model).to("cpu").eval()), task)
 
     def _time(self, model: nn.Module, task: Task) -> float:
         probe = task.latency_probe(model)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +47,9 @@ class HardwareTarget(abc.ABC):
     def latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         return self._latency_ms(supernet, supernet.space.config(config), task)
 
-    def quantized_latency_ms(
-        self, model: nn.Module, bits: Mapping[str, int], ranges: Mapping[str, Any], task: Task
-    ) -> float:
-        """The latency of the dense fp32 ``model`` with the layers of ``bits`` quantized to
-        their widths (activations on the calibrated ``ranges``).
+    def quantized_latency_ms(self, model: nn.Module, task: Task) -> float:
+        """The latency of a dense subnet whose quantized layers are
+        :class:`~nas.quant.QuantizedLayer` s (``model`` is left as it is).
 
         Raises:
             ValueError: the target has no quantized latencies.

@@ -40,15 +40,12 @@ def calibration_batches(
     generator = torch.Generator().manual_seed(seed)
     try:
         next_batch = task.train_batches(batch_size=CALIBRATION_BATCH, generator=generator)
-        batches = [next_batch() for _ in range(-(-samples // CALIBRATION_BATCH))]
-    except NotImplementedError:
-        batches = []
-    if not batches:
+    except NotImplementedError:  # a user's task that cannot give training batches
         raise ValueError(
             f"task {getattr(task, 'name', task)!r} has no training data to calibrate a "
             "quantized subnet on; use --quantize none"
-        )
-    return batches
+        ) from None
+    return [next_batch() for _ in range(-(-samples // CALIBRATION_BATCH))]
 
 
 def calibrate(

@@ -9,14 +9,12 @@ on ``local-cpu``), size from the packed weights.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from nas._evaluator import Evaluator
 from nas._space import Config, SearchSpace
 from nas.quant._calibrate import CALIBRATION_SAMPLES, calibration_batches
-from nas.quant._fake import fake_quantize
 from nas.quant._subnet import QuantizedSubnet, policy_of, quantized_subnet
 
 
@@ -54,9 +52,9 @@ class QuantizedEvaluator(Evaluator):
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:
         subnet = self.quantized(config)
-        metrics = self._score(fake_quantize(copy.deepcopy(subnet.model), subnet.bits,
-                                            subnet.ranges))
-        metrics["latency_ms"] = self.latency_of(subnet)
+        quantized = subnet.fake_quantized()
+        metrics = self._score(quantized)
+        metrics["latency_ms"] = self.latency_of(subnet, quantized)
         metrics["size_mb"] = subnet.size_mb
         return metrics
 
@@ -65,11 +63,12 @@ class QuantizedEvaluator(Evaluator):
         return quantized_subnet(self.supernet, self.task, self.space.config(config),
                                 mode=self.mode, batches=self.batches())
 
-    def latency_of(self, subnet: QuantizedSubnet) -> float:
-        """The target's latency of a quantized subnet (its fp32 latency without bits)."""
+    def latency_of(self, subnet: QuantizedSubnet, quantized: Any = None) -> float:
+        """The target's latency of a quantized subnet (its fp32 latency without bits);
+        ``quantized``: its fake-quantized model, when already built."""
         if subnet.bits:
-            return float(self.target.quantized_latency_ms(subnet.model, subnet.bits,
-                                                          subnet.ranges, self.task))
+            model = quantized if quantized is not None else subnet.fake_quantized()
+            return float(self.target.quantized_latency_ms(model, self.task))
         return float(self.target.latency_ms(self.supernet, subnet.arch, self.task))
 
     def batches(self) -> list[Any]:

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from nas._space import Config
 from nas.quant._allocate import allocate_bits
-from nas.quant._modules import module_bits
-from nas.quant._policy import uniform_policy
+from nas.quant._modules import unit_layers
 from nas.quant._quantizers import quantized_bytes
 from nas.quant._sensitivity import sensitivity
 from nas.quant._size import ACTIVATION_QPARAM_BYTES, size_bytes
@@ -26,19 +25,6 @@ from nas.quant._size import ACTIVATION_QPARAM_BYTES, size_bytes
 HUTCHINSON_SAMPLES = 16
 """Rademacher vectors per trace (PyHessian stops near 1e-3 relative change; 16 ranks
 our units stably)."""
-
-
-def unit_layers(model: nn.Module,
-                unit_modules: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """Unit -> the quantizable layers of ``model`` under its prefixes (units without any,
-    such as a FlexiBERT transform without weights, are left out)."""
-    bits = module_bits(model, unit_modules, uniform_policy(unit_modules, 8))
-    layers: dict[str, list[str]] = {}
-    for unit, prefixes in unit_modules.items():
-        names = [n for n in bits if any(n == p or n.startswith(p + ".") for p in prefixes)]
-        if names:
-            layers[unit] = names
-    return layers
 
 
 def task_loss(task: Any, batches: list[tuple[Tensor, ...]]):

@@ -11,6 +11,7 @@ fuses into integer kernels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -70,9 +71,8 @@ class QuantizedLayer(nn.Module):
         """The integer weights, ``int8`` of the layer's weight shape."""
         if self.bits > 4:
             return self.weight_int8
-        columns = self.weight_int4.shape[1] * 2
         values = unpack_nibbles(self.weight_int4, self.shape[0])
-        return values[:, : columns - (columns - _per_row(self.shape))].reshape(self.shape)
+        return values[:, : math.prod(self.shape[1:])].reshape(self.shape)
 
     @property
     def weight(self) -> Tensor:
@@ -108,13 +108,6 @@ class QuantizedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.kind}{list(self.shape)}, {self.bits}-bit, static={self.static}"
-
-
-def _per_row(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape[1:]:
-        count *= size
-    return count
 
 
 def _fake(x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:

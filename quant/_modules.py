@@ -27,16 +27,20 @@ def module_bits(
             f"the policy gives bits to units {unknown} that this subnet does not have "
             f"(its units: {', '.join(unit_modules)})"
         )
-    bits: dict[str, int] = {}
+    return {name: int(policy[unit]) for unit, names in unit_layers(model, unit_modules).items()
+            if int(policy.get(unit, FLOAT_BITS)) < FLOAT_BITS for name in names}
+
+
+def unit_layers(
+    model: nn.Module, unit_modules: Mapping[str, tuple[str, ...]]
+) -> dict[str, list[str]]:
+    """Unit -> the quantizable layers of ``model`` at or under its prefixes (a unit
+    without any, such as a FlexiBERT transform without weights, is left out)."""
+    layers: dict[str, list[str]] = {}
     for name, module in model.named_modules():
         if not isinstance(module, QUANTIZABLE):
             continue
         for unit, prefixes in unit_modules.items():
-            width = int(policy.get(unit, FLOAT_BITS))
-            if width < FLOAT_BITS and any(_under(name, p) for p in prefixes):
-                bits[name] = width
-    return bits
-
-
-def _under(name: str, prefix: str) -> bool:
-    return name == prefix or name.startswith(prefix + ".")
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
+                layers.setdefault(unit, []).append(name)
+    return layers

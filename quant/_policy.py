@@ -12,7 +12,7 @@ config apart again: the architecture for the supernet, the bits for the quantize
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from nas._space import Config, Gene, SearchSpace
 from nas._supernet import QuantUnit
@@ -20,7 +20,6 @@ from nas._supernet import QuantUnit
 BITS_PREFIX = "bits."
 """Genes of the policy are named ``bits.<unit>``."""
 
-QuantizeMode = Literal["none", "int8", "mixed"]
 QUANTIZE_MODES: tuple[str, ...] = ("none", "int8", "mixed")
 """``none``: fp32 subnets; ``int8``: every unit 8-bit (the architecture is searched);
 ``mixed``: the bit width of every unit is searched jointly with the architecture."""

@@ -6,6 +6,7 @@ here, so they quantize the same layers on the same calibration samples.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from torch import nn
 
 from nas._space import Config
 from nas.quant._calibrate import Ranges, calibrate
+from nas.quant._fake import fake_quantize
 from nas.quant._modules import module_bits
 from nas.quant._policy import split_config, uniform_policy
 from nas.quant._size import size_bytes
@@ -34,6 +36,10 @@ class QuantizedSubnet:
     @property
     def size_mb(self) -> float:
         return size_bytes(self.model, self.bits, calibrated=len(self.ranges)) / BYTES_PER_MB
+
+    def fake_quantized(self) -> nn.Module:
+        """A copy of the model with its quantized layers as ``QuantizedLayer`` s."""
+        return fake_quantize(copy.deepcopy(self.model), self.bits, self.ranges)
 
 
 def policy_of(supernet: Any, config: Mapping[str, Any], mode: str) -> tuple[Config, dict[str, int]]:

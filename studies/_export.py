@@ -312,7 +312,7 @@ def _quantized_model(study: Study, record: TrialRecord, supernet: Supernet,
                      task: Task | None) -> nn.Module:
     """The trial's subnet quantized as the search scored it (same policy, same
     calibration samples)."""
-    from nas.quant import calibration_batches, fake_quantize
+    from nas.quant import calibration_batches
     from nas.quant._subnet import quantized_subnet
 
     if task is None:
@@ -320,7 +320,7 @@ def _quantized_model(study: Study, record: TrialRecord, supernet: Supernet,
                          "subnets on")
     subnet = quantized_subnet(supernet, task, record.config, mode=study.meta.quantize,
                               batches=calibration_batches(task))
-    return fake_quantize(subnet.model, subnet.bits, subnet.ranges)
+    return subnet.fake_quantized()
 
 
 def _metadata(study: Study, record: TrialRecord, supernet: Supernet) -> dict[str, Any]:

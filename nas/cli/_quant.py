@@ -39,16 +39,12 @@ def _bits(text: str) -> list[int]:
     return widths
 
 
-def _options():
-    supernet = typer.Option(..., "--supernet", help="Supernet name (see `nas supernets list`).")
-    config = typer.Option("largest", "--config", help=CONFIG_HELP)
-    bits = typer.Option("8,4", "--bits", help=BITS_HELP)
-    samples = typer.Option(16, "--samples", min=1, max=256,
-                           help="Hutchinson samples per Hessian trace.")
-    return supernet, config, bits, samples
-
-
-_SUPERNET, _CONFIG, _BITS, _SAMPLES = _options()
+# The options both commands take.
+_SUPERNET = typer.Option(..., "--supernet", help="Supernet name (see `nas supernets list`).")
+_CONFIG = typer.Option("largest", "--config", help=CONFIG_HELP)
+_BITS = typer.Option("8,4", "--bits", help=BITS_HELP)
+_SAMPLES = typer.Option(16, "--samples", min=1, max=256,
+                        help="Hutchinson samples per Hessian trace.")
 
 
 @app.command("sensitivity")
