@@ -44,7 +44,7 @@ def one(supernet: nas.Supernet, task: nas.Task, config: nas.Config, target: Loca
     scores = {name: task.evaluate(m, split="validation", limit=EVAL_LIMIT)["accuracy"]
               for name, m in (("fp32", model), ("fake_int8", fake), ("real_int8", real))}
     fp32_ms = target.latency_ms(supernet, config, task)
-    int8_ms = target.quantized_latency_ms(fake, task)
+    int8_ms = target.quantized_latency_ms(supernet, config, fake, task)
     return {
         **{f"accuracy_{k}": v for k, v in scores.items()},
         "relative_drop": (scores["fp32"] - scores["fake_int8"]) / scores["fp32"],

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import torch
+import copy
 
+import torch
+from torch import nn
+
+from nas._extras import require
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
 from nas.hardware._profile import measure_latency_cuda
+from nas.hardware._quant_latency import check_bits
+from nas.quant._gpu import GPU_BITS, gpu_kernels
 
 _NO_CUDA = ("no CUDA device on this machine (torch.cuda.is_available() is False); "
             "measure on local-cpu, or on a GPU machine running `nas agent` via "
@@ -34,10 +40,27 @@ class CUDATarget(HardwareTarget):
         self.options = {"warmup": warmup, "min_repeats": min_repeats,
                         "max_repeats": max_repeats, "rel_ci": rel_ci}
 
+    quant_bits = GPU_BITS
+    """Weight-only widths: fp16, and int8/int4 on the Triton GEMMs (:mod:`nas.quant._gpu`)."""
+    quant_activations = False
+
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
+        return self._time(supernet.extract(config), task)
+
+    def quantized_latency_ms(self, supernet: Supernet, arch: Config, model: nn.Module,
+                             task: Task) -> float:
+        """``model`` measured with its weight-only layers on the GPU kernels (fp16
+        products, Triton int8/int4 GEMMs dequantizing in-kernel)."""
+        check_bits(model, self.name, self.quant_bits)
         if not torch.cuda.is_available():
             raise ValueError(_NO_CUDA)
-        model = supernet.extract(config).to(f"cuda:{self.device}").eval()
+        require("triton", purpose="int8/int4 GEMMs on the GPU")
+        return self._time(gpu_kernels(copy.deepcopy(model)), task)
+
+    def _time(self, model: nn.Module, task: Task) -> float:
+        if not torch.cuda.is_available():
+            raise ValueError(_NO_CUDA)
+        model = model.to(f"cuda:{self.device}").eval()
         probe = task.latency_probe(model)
         return measure_latency_cuda(probe, device=self.device, **self.options).median_ms
 

@@ -10,8 +10,11 @@ a subnet lies outside what HAT measured.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+
+from torch import nn
 
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
 from nas._space import Config
@@ -32,7 +35,9 @@ from nas.hardware._hat_latency import (
     predict_fairseq_ms,
 )
 from nas.hardware._latency_model import MEGA, LatencyBreakdown, LatencyCoefficients
+from nas.hardware._local_model import LocalModelTarget, shipped_quantized_path
 from nas.hardware._macs import DENSE_HAT_DECODING, DecodingScheme, Seq2SeqShape, seq2seq_macs
+from nas.hardware._quant_latency import MODELLED_BITS
 
 MODEL_VERSION = "hat-structured-v1"
 
@@ -144,6 +149,29 @@ class HATLatencyTarget(HardwareTarget):
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         return self.breakdown(supernet, config, task).total_ms
 
+    # -- quantized subnets -------------------------------------------------------------
+
+    quant_bits = MODELLED_BITS
+    """Modelled widths (:mod:`nas.hardware._quant_latency`)."""
+
+    def int8_model(self) -> LocalModelTarget:
+        """The CPU model whose int8-to-fp32 ratios this target applies (the shipped
+        calibration, :data:`~nas.hardware._local_model.SHIPPED_QUANTIZED`)."""
+        return _shipped_int8_model()
+
+    def quantized_latency_ms(self, supernet: Supernet, arch: Config, model: nn.Module,
+                             task: Task) -> float:
+        """This device's fp32 prediction of ``arch`` times the ratio of the same subnet's
+        int8 and fp32 latencies on the CPU the shipped calibration measured."""
+        cpu = self.int8_model()
+        ratio = (cpu.quantized_latency_ms(supernet, arch, model, task)
+                 / cpu.latency_ms(supernet, arch, task))
+        return self._latency_ms(supernet, arch, task) * ratio
+
+    @property
+    def quantized_fingerprint(self) -> str:
+        return f"{self.fingerprint}:int8-{self.int8_model().fingerprint}"
+
     def predict_hat_workload_ms(self, shape: Seq2SeqShape) -> float:
         """fairseq's latency on this device for HAT's own workload (what HAT measured):
         the fitted model and its in-range correction, without the implementation
@@ -179,6 +207,7 @@ class HATLatencyTarget(HardwareTarget):
             _factor_note(calibration, reference, self.scale_compute),
             self._g2p_prediction_note(),
             _assumption_note(calibration),
+            self._int8_note(),
         ]
         dropped = dropped_rows_note(fit)
         if dropped:
@@ -205,6 +234,19 @@ class HATLatencyTarget(HardwareTarget):
                 "calibration_machine": calibration.machine,
                 "calibration_validation": calibration.validation,
             },
+        )
+
+    def _int8_note(self) -> str:
+        c = self.int8_model().calibration()
+        e = c.quantized.heldout if c.quantized is not None else {}
+        checked = (f" (there, MAPE {e['mape']:.1%} and Kendall tau {e['kendall_tau']:.2f} on "
+                   f"{int(e['n'])} held-out subnets)" if e else "")
+        return (
+            f"Quantized subnets are modelled from int8 speedups measured on "
+            f"{c.machine.get('cpu')} on {c.date[:10]}: this device's fp32 prediction times "
+            f"the subnet's int8/fp32 ratio there{checked}. Whether {self.device} gains what "
+            f"that CPU gains from int8 is an assumption no measurement here checks; 6-, 4- "
+            f"and 2-bit layers are priced as 8-bit ones."
         )
 
     def _g2p_prediction_note(self) -> str:
@@ -237,6 +279,11 @@ class HATLatencyTarget(HardwareTarget):
         digest = calibration_digest(self.calibration_path)[:12]
         compute = "" if self.scale_compute else ":fairseq-compute"
         return f"{self.name}:{MODEL_VERSION}:calibration-{digest}{compute}"
+
+
+@functools.cache
+def _shipped_int8_model() -> LocalModelTarget:
+    return LocalModelTarget(path=shipped_quantized_path(), any_machine=True)
 
 
 def _overhead_share(b: LatencyBreakdown) -> float:

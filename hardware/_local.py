@@ -13,8 +13,9 @@ from nas._limits import MAX_REPEATS, check_count, check_threads
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
+from nas.hardware._quant_latency import check_bits
 from nas.hardware._timing import cpu_model, median_ms, torch_threads
-from nas.quant import QuantizedLayer, int8_kernels
+from nas.quant import int8_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +50,11 @@ class LocalCPUTarget(HardwareTarget):
         logger.debug("local-cpu: %s -> %.3f ms", config.key, latency)
         return latency
 
-    def quantized_latency_ms(self, model: nn.Module, task: Task) -> float:
-        """Measured with the 8-bit layers on torch's integer kernels (static grids)."""
-        other = sorted({m.bits for m in model.modules()
-                        if isinstance(m, QuantizedLayer) and m.bits not in self.quant_bits})
-        if other:
-            raise ValueError(
-                f"local-cpu runs {', '.join(map(str, self.quant_bits))}-bit layers, not {other}"
-            )
+    def quantized_latency_ms(self, supernet: Supernet, arch: Config, model: nn.Module,
+                             task: Task) -> float:
+        """``model`` measured with its 8-bit layers on torch's integer kernels (static
+        grids)."""
+        check_bits(model, self.name, self.quant_bits)
         return self._time(int8_kernels(copy.deepcopy(model).to("cpu").eval()), task)
 
     def _time(self, model: nn.Module, task: Task) -> float:

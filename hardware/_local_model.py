@@ -38,11 +38,13 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from nas._files import write_text_atomic
 from nas._hardware import HARDWARE, HardwareTarget, Provenance
@@ -63,7 +65,19 @@ from nas.hardware._macs import (
     encoder_macs,
 )
 from nas.hardware._profile import Measurement, measure_latency
+from nas.hardware._quant_latency import (
+    MODELLED_BITS,
+    RANDOM_POLICIES,
+    QuantizedCalibration,
+    QuantizedCosts,
+    check_bits,
+    fit_quantized_costs,
+    measure_int8,
+    random_policies,
+)
 from nas.hardware._timing import cpu_model
+from nas.quant import calibration_batches
+from nas.quant._work import QuantizedWork, quantized_work
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +85,9 @@ TARGET_NAME = "local-cpu-model"
 CALIBRATE_COMMAND = f"nas hw calibrate {TARGET_NAME}"
 CACHE_ENV = "NAS_CACHE"
 CALIBRATION_FILENAME = f"{TARGET_NAME}.json"
+SHIPPED_QUANTIZED = "quantized_cpu_calibration.json"
+"""The calibration with int8 costs shipped in ``data/`` (``python -m
+nas.hardware.calibrate --quantized``): the modelled HAT targets price int8 from it."""
 FORMAT_VERSION = 1
 THREADS = 1
 """Intra-op threads while calibrating: one, so thread CPU time counts all the work."""
@@ -128,6 +145,7 @@ class LocalCalibration:
         seed: seeds the subnets and the split.
         protocol: how each subnet was timed.
         date: when (UTC, ISO 8601).
+        quantized: the quantized latency model (``--quantized``), else ``None``.
     """
 
     coefficients: LatencyCoefficients
@@ -140,6 +158,7 @@ class LocalCalibration:
     seed: int
     protocol: dict[str, Any]
     date: str
+    quantized: QuantizedCalibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +166,7 @@ class LocalCalibration:
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
             "coefficients": self.coefficients.to_dict(),
             "workload": dataclasses.asdict(self.workload),
+            "quantized": self.quantized.to_dict() if self.quantized is not None else None,
         }
 
     @classmethod
@@ -162,15 +182,18 @@ class LocalCalibration:
                 f"{data.get('format_version')!r}, this version reads {FORMAT_VERSION}; run "
                 f"`{CALIBRATE_COMMAND}`"
             )
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in data and f.name != "quantized"]
         if missing:
             raise ValueError(f"the {TARGET_NAME} calibration lacks {', '.join(missing)}; run "
                              f"`{CALIBRATE_COMMAND}`")
-        fields = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        fields = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        quantized = data.get("quantized")
         return cls(**{
             **fields,
             "coefficients": LatencyCoefficients(**data["coefficients"]),
             "workload": Workload(**data["workload"]),
+            "quantized": QuantizedCalibration.from_dict(quantized) if quantized else None,
         })
 
     @property
@@ -197,7 +220,7 @@ def load_calibration(path: Path | None = None) -> LocalCalibration:
     p = path or calibration_path()
     if not p.is_file():
         raise FileNotFoundError(f"no {TARGET_NAME} calibration at {p}; run `{CALIBRATE_COMMAND}`")
-    calibration = LocalCalibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    calibration = read_calibration(p)
     here = machine_fingerprint()
     if calibration.machine != here:
         raise ValueError(
@@ -206,6 +229,17 @@ def load_calibration(path: Path | None = None) -> LocalCalibration:
             f"({_describe_machine(here)}); run `{CALIBRATE_COMMAND}`"
         )
     return calibration
+
+
+def shipped_quantized_path() -> Path:
+    """Where the shipped calibration with int8 costs lies in the package."""
+    return Path(str(resources.files("nas.hardware").joinpath("data", SHIPPED_QUANTIZED)))
+
+
+def read_calibration(path: Path) -> LocalCalibration:
+    """The calibration at ``path``, whichever machine made it (the shipped one that the
+    modelled targets take int8 costs from)."""
+    return LocalCalibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 # -- measuring and fitting ---------------------------------------------------------------
@@ -247,9 +281,7 @@ def measure_subnet(
     model = supernet.extract(config).to("cpu").eval()
     probe = task.latency_probe(model)
     src = task.example_inputs()[0]
-    options = dict(threads=settings.threads, warmup=settings.warmup,
-                   min_repeats=settings.min_repeats, max_repeats=settings.max_repeats,
-                   rel_ci=settings.rel_ci, clock=clock)
+    options = _options(settings, clock)
     with torch.inference_mode():
         total = measure_latency(probe, **options)
         encoder = measure_latency(lambda: model.encode(src), **options)
@@ -291,29 +323,33 @@ def prediction_errors(measured: np.ndarray, predicted: np.ndarray) -> dict[str, 
     return {"median_ape": median_ape, **regression_errors(measured, predicted)}
 
 
-def calibrate_local(
+@dataclass(frozen=True)
+class CalibrationTimings:
+    """What a calibration measured: ``n`` subnets, their fp32 figures and (with
+    ``quantized``) each one's figure under a random 32/8-bit policy (``joint``)."""
+
+    configs: list[Config]
+    shapes: list[Seq2SeqShape]
+    workload: Workload
+    encoder_ms: np.ndarray
+    total_ms: np.ndarray
+    joint: list[Config] | None = None
+    works: list[QuantizedWork] | None = None
+    int8_ms: np.ndarray | None = None
+
+
+def time_calibration_subnets(
     supernet: Supernet,
     task: Task,
     *,
-    n: int = 80,
+    n: int,
     seed: int = 0,
     settings: ProfileSettings = SETTINGS,
+    quantized: bool = False,
     progress: bool = False,
-) -> LocalCalibration:
-    """Measure ``n`` distinct random subnets here, fit the structured model, state its error.
-
-    The subnets are the first ``n`` distinct samples of ``space.sample`` with ``seed``
-    (those ``nas profile --seed`` measures). A quarter of them, chosen with ``seed``,
-    is held out: the error is that of the model fitted on the others; the coefficients
-    returned are then fitted on all ``n``.
-
-    Args:
-        supernet: a HAT-family supernet (untrained weights time the same).
-        task: the task whose latency probe is timed.
-        n: subnets to measure (at least 8).
-        seed: seeds the subnets and the held-out split.
-        settings: the profiler's budget per subnet (one thread).
-        progress: show a progress bar on stderr.
+) -> CalibrationTimings:
+    """Measure the first ``n`` distinct samples of ``space.sample`` with ``seed`` (those
+    ``nas profile --seed`` measures), as :func:`calibrate_local` does.
 
     Raises:
         ValueError: ``n`` out of range, more than one thread, or a supernet outside the
@@ -328,23 +364,95 @@ def calibrate_local(
     configs = list(sample_new_configs(space, seed, set(), n))
     shapes = [subnet_shape(supernet, c) for c in configs]  # fail before measuring
     encoder_ms, total_ms = _measure(supernet, configs, task, settings, progress)
-    workload = probe_workload(task)
+    timings = CalibrationTimings(configs, shapes, probe_workload(task), encoder_ms, total_ms)
+    if not quantized:
+        return timings
+    joint = random_policies(supernet, configs, seed)
+    works, int8_ms = _measure_int8(supernet, joint, task, settings, progress)
+    return dataclasses.replace(timings, joint=joint, works=works, int8_ms=int8_ms)
+
+
+def fit_timings(
+    timings: CalibrationTimings, rows: np.ndarray
+) -> tuple[LatencyCoefficients, QuantizedCosts | None]:
+    """The structured model and (if timed) the int8 costs, fitted on ``rows``."""
+    t = timings
+    coefficients = fit_local([t.shapes[i] for i in rows], t.workload, t.encoder_ms[rows],
+                             t.total_ms[rows])
+    if t.works is None or t.int8_ms is None:
+        return coefficients, None
+    costs = fit_quantized_costs([t.works[i] for i in rows], (t.int8_ms - t.total_ms)[rows])
+    return coefficients, costs
+
+
+def predict_int8_ms(
+    coefficients: LatencyCoefficients, costs: QuantizedCosts, timings: CalibrationTimings,
+    rows: np.ndarray,
+) -> np.ndarray:
+    """The quantized prediction (fp32 model plus int8 delta) of the timed ``rows``."""
+    shapes = [timings.shapes[i] for i in rows]
+    return (predict_ms(coefficients, shapes, timings.workload)
+            + np.array([costs.delta_ms(timings.works[i]) for i in rows]))
+
+
+def calibrate_local(
+    supernet: Supernet,
+    task: Task,
+    *,
+    n: int = 80,
+    seed: int = 0,
+    settings: ProfileSettings = SETTINGS,
+    quantized: bool = False,
+    progress: bool = False,
+) -> LocalCalibration:
+    """Measure ``n`` distinct random subnets here, fit the structured model, state its error.
+
+    The subnets are those of :func:`time_calibration_subnets`. A quarter of them,
+    chosen with ``seed``, is held out: the error is that of the model fitted on the
+    others; the coefficients returned are then fitted on all ``n``.
+
+    Args:
+        supernet: a HAT-family supernet (untrained weights time the same).
+        task: the task whose latency probe is timed.
+        n: subnets to measure (at least 8).
+        seed: seeds the subnets, their policies and the held-out split.
+        settings: the profiler's budget per subnet (one thread).
+        quantized: also time each subnet under a random 32/8-bit policy on the int8
+            kernels and fit the quantized latency model
+            (:mod:`nas.hardware._quant_latency`), held out on the same quarter.
+        progress: show a progress bar on stderr.
+
+    Raises:
+        ValueError: ``n`` out of range, more than one thread, or a supernet outside the
+            HAT family.
+    """
+    timings = time_calibration_subnets(supernet, task, n=n, seed=seed, settings=settings,
+                                       quantized=quantized, progress=progress)
     train, test = heldout_split(n, test_fraction=HELDOUT_FRACTION, seed=seed)
-    held = fit_local([shapes[i] for i in train], workload, encoder_ms[train], total_ms[train])
-    heldout = prediction_errors(total_ms[test],
-                                predict_ms(held, [shapes[i] for i in test], workload))
+    held, held_costs = fit_timings(timings, train)
+    heldout = prediction_errors(timings.total_ms[test],
+                                predict_ms(held, [timings.shapes[i] for i in test],
+                                           timings.workload))
+    coefficients, costs = fit_timings(timings, np.arange(n))
+    quant = None
+    if costs is not None and held_costs is not None:
+        quant = QuantizedCalibration(
+            costs=costs, n=n, policies=RANDOM_POLICIES,
+            heldout=prediction_errors(timings.int8_ms[test],
+                                      predict_int8_ms(held, held_costs, timings, test)))
     return LocalCalibration(
-        coefficients=fit_local(shapes, workload, encoder_ms, total_ms),
+        coefficients=coefficients,
         machine=machine_fingerprint(),
-        space=space.name,
+        space=supernet.space.name,
         task=task.name,
-        workload=workload,
+        workload=timings.workload,
         n=n,
         heldout=heldout,
         seed=seed,
         protocol={"clock": "thread_time", "statistic": "fastest run",
                   **dataclasses.asdict(settings)},
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        quantized=quant,
     )
 
 
@@ -363,6 +471,33 @@ def _measure(
         total.append(fastest_ms(timing.total))
         logger.info("%s: total %.3f ms, encoder %.3f ms", config.key, total[-1], encoder[-1])
     return np.array(encoder), np.array(total)
+
+
+def _measure_int8(
+    supernet: Supernet, joint: Sequence[Config], task: Task, settings: ProfileSettings,
+    progress: bool,
+) -> tuple[list[QuantizedWork], np.ndarray]:
+    """Each joint (32/8-bit) config's quantized work and its int8 figure (ms, fastest
+    thread-CPU-time run, as the fp32 figures)."""
+    from tqdm.auto import tqdm
+
+    batches = calibration_batches(task, seed=0)
+    works, figures = [], []
+    for config in tqdm(joint, desc=f"calibrate {TARGET_NAME} int8", unit="subnet",
+                       disable=not progress, dynamic_ncols=True):
+        work, measurement = measure_int8(
+            supernet, task, config, batches,
+            lambda fn: measure_latency(fn, **_options(settings, time.thread_time)))
+        works.append(work)
+        figures.append(fastest_ms(measurement))
+        logger.info("%s: int8 %.3f ms", config.key, figures[-1])
+    return works, np.array(figures)
+
+
+def _options(settings: ProfileSettings, clock: Callable[[], float]) -> dict[str, Any]:
+    return dict(threads=settings.threads, warmup=settings.warmup,
+                min_repeats=settings.min_repeats, max_repeats=settings.max_repeats,
+                rel_ci=settings.rel_ci, clock=clock)
 
 
 # -- the analytic roofline ---------------------------------------------------------------
@@ -419,14 +554,19 @@ class LocalModelTarget(HardwareTarget):
 
     Args:
         path: a calibration file other than :func:`calibration_path`.
+        any_machine: read it whichever machine made it (the shipped calibration the
+            modelled HAT targets take int8 costs from); else it must be this machine's.
     """
 
     name = TARGET_NAME
     description = (f"this machine's CPU, predicted by a per-layer model calibrated here "
                    f"(`{CALIBRATE_COMMAND}`)")
 
-    def __init__(self, *, path: Path | None = None) -> None:
+    def __init__(self, *, path: Path | None = None, any_machine: bool = False) -> None:
+        if any_machine and path is None:
+            raise ValueError("any_machine reads a given calibration file: pass its path")
         self.path = path
+        self.any_machine = any_machine
         self._calibration: LocalCalibration | None = None
 
     def calibration(self) -> LocalCalibration:
@@ -437,7 +577,8 @@ class LocalModelTarget(HardwareTarget):
             ValueError: it was made on another machine, or in another format.
         """
         if self._calibration is None:
-            self._calibration = load_calibration(self.path)
+            self._calibration = (read_calibration(self.path) if self.any_machine
+                                 else load_calibration(self.path))
         return self._calibration
 
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
@@ -450,6 +591,35 @@ class LocalModelTarget(HardwareTarget):
         shape = subnet_shape(supernet, config)
         return calibration.coefficients.breakdown(
             shape, probe_workload(task), DENSE_HAT_DECODING).total_ms
+
+    quant_bits = MODELLED_BITS
+    """Modelled widths: 8-bit layers priced from int8 kernels measured here, narrower ones
+    priced as 8-bit (:mod:`nas.hardware._quant_latency`)."""
+
+    def quantized_latency_ms(self, supernet: Supernet, arch: Config, model: nn.Module,
+                             task: Task) -> float:
+        """The fp32 prediction of ``arch`` plus the calibrated int8 delta of what
+        ``model``'s quantized layers do on the probe.
+
+        Raises:
+            ValueError: a width outside :data:`quant_bits`, or a calibration made
+                without ``--quantized``.
+        """
+        check_bits(model, self.name, self.quant_bits)
+        costs = self.quantized_calibration().costs
+        return self._latency_ms(supernet, arch, task) + costs.delta_ms(quantized_work(model, task))
+
+    def quantized_calibration(self) -> QuantizedCalibration:
+        """The quantized latency model of the calibration.
+
+        Raises:
+            ValueError: the calibration was made without ``--quantized``.
+        """
+        quantized = self.calibration().quantized
+        if quantized is None:
+            raise ValueError(f"the {TARGET_NAME} calibration has no quantized latency model; "
+                             f"run `{CALIBRATE_COMMAND} --quantized --force`")
+        return quantized
 
     def provenance(self) -> Provenance:
         c = self.calibration()
@@ -473,8 +643,10 @@ class LocalModelTarget(HardwareTarget):
                 f"whatever this machine's load adds.",
                 f"Valid on this machine only; recalibrate with `{CALIBRATE_COMMAND}` after "
                 f"changing the CPU, thread count or torch version.",
+                *_quantized_notes(c.quantized),
             ),
             details={"coefficients": c.coefficients.to_dict(), "machine": c.machine,
+                     "quantized": c.quantized.to_dict() if c.quantized is not None else None,
                      "workload": dataclasses.asdict(c.workload), "n": c.n, "seed": c.seed,
                      "protocol": c.protocol, "date": c.date, "task": c.task,
                      "space": c.space},
@@ -483,6 +655,22 @@ class LocalModelTarget(HardwareTarget):
     @property
     def fingerprint(self) -> str:
         return f"{self.name}:{self.calibration().digest}"
+
+
+def _quantized_notes(quantized: QuantizedCalibration | None) -> tuple[str, ...]:
+    if quantized is None:
+        return (f"No quantized latencies: calibrate with `{CALIBRATE_COMMAND} --quantized`.",)
+    e, c = quantized.heldout, quantized.costs
+    return (
+        f"Quantized subnets are modelled: the fp32 prediction plus {c.call_ms * 1e3:.1f} us "
+        f"per quantized-layer call and {c.ms_per_melem:.2f} ms per million elements "
+        f"(de)quantized, minus {c.saved_ms_per_mmac:.3f} ms per million integer MACs, "
+        f"fitted on {quantized.n} subnets timed on torch's int8 kernels here "
+        f"({quantized.policies}); on {int(e['n'])} held out, MAPE {e['mape']:.1%}, Kendall "
+        f"tau {e['kendall_tau']:.2f}.",
+        "6-, 4- and 2-bit layers have no kernel here and are priced as 8-bit ones "
+        "(modelled, not measured): they gain size, not speed.",
+    )
 
 
 @HARDWARE.register(TARGET_NAME, description=LocalModelTarget.description)

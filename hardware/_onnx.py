@@ -24,6 +24,8 @@ from torch import nn
 
 from nas._extras import require
 from nas.hardware._profile import Measurement, measure_latency
+from nas.quant import QuantizedLayer
+from nas.quant._onnx import NBITS_DOMAIN
 
 OPSET = 17
 """ONNX opset of exported models (ONNX Runtime 1.14 and later run it)."""
@@ -50,11 +52,12 @@ def export_onnx(
     require("onnx", purpose="ONNX export")
     import onnx
 
-    other = sorted(set(_quantized_bits(model)) - {8})
+    other = _unexportable(model)
     if other:
         raise ValueError(
-            f"ONNX export holds 8-bit quantized layers (int8 QDQ); this subnet has "
-            f"{', '.join(map(str, other))}-bit layers: export it as safetensors"
+            f"ONNX export holds 8-bit quantized layers (int8 QDQ) and 4-bit linear ones "
+            f"(MatMulNBits); this subnet has {', '.join(other)} layers: export it as "
+            f"safetensors"
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,7 @@ def export_onnx(
                 model, inputs, str(path), dynamo=False, opset_version=opset,
                 input_names=[f"input{i}" for i in range(len(inputs))],
                 dynamic_axes=_dynamic_axes(inputs) if dynamic else None,
+                custom_opsets={NBITS_DOMAIN: 1} if 4 in _quantized_bits(model) else None,
             )
     finally:
         model.train(was_training)
@@ -173,9 +177,15 @@ def _dynamic_axes(inputs: tuple[torch.Tensor, ...]) -> dict[str, dict[int, str]]
 
 
 def _quantized_bits(model: nn.Module) -> list[int]:
-    from nas.quant import QuantizedLayer
-
     return [m.bits for m in model.modules() if isinstance(m, QuantizedLayer)]
+
+
+def _unexportable(model: nn.Module) -> list[str]:
+    """Quantized layers ONNX cannot hold, as ``4-bit Conv2d``: other widths than 8 and 4,
+    and 4-bit layers that are not linear (MatMulNBits is a matrix product)."""
+    return sorted({f"{m.bits}-bit {m.kind}" for m in model.modules()
+                   if isinstance(m, QuantizedLayer)
+                   and not (m.bits == 8 or (m.bits == 4 and m.kind == "Linear"))})
 
 
 def store_integer_weights(path: Path) -> None:

@@ -1,4 +1,6 @@
-"""Regenerate ``data/implementation_calibration.json``: ``python -m nas.hardware.calibrate``.
+"""Regenerate ``data/implementation_calibration.json``: ``python -m nas.hardware.calibrate``
+(``--quantized``: ``data/quantized_cpu_calibration.json``, the int8 costs the modelled
+HAT targets price quantized subnets with; about two minutes).
 
 Times our dense HAT model on this machine's CPU over subnets of the built-in G2P space
 (untrained weights: timing does not depend on their values) and writes the fitted
@@ -36,8 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds per point")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random subnets")
+    parser.add_argument("--quantized", action="store_true",
+                        help="write the int8 calibration instead (local-cpu-model's form)")
+    parser.add_argument("--samples", type=int, default=QUANTIZED_SAMPLES,
+                        help=f"subnets of the int8 calibration (default {QUANTIZED_SAMPLES}: "
+                             f"a quarter, 30, held out)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quantized:
+        return _quantized(args.out, args.samples, args.seed)
 
     from nas.supernets import G2P_SPACE, HATSuperTransformer
 
@@ -54,6 +63,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("factors (ours here / fairseq on %s): %s",
                 calibration.reference_device, calibration.factors)
     logger.info("validation on held-out subnets: %s", calibration.validation)
+    logger.info("wrote %s", path)
+    return 0
+
+
+QUANTIZED_SAMPLES = 120
+
+
+def _quantized(out: Path | None, samples: int, seed: int) -> int:
+    from nas._supernet import get_supernet
+    from nas.hardware._local_model import calibrate_local, save_calibration, shipped_quantized_path
+
+    supernet = get_supernet("hat")
+    calibration = calibrate_local(supernet, get_task(supernet.task_name), n=samples, seed=seed,
+                                  quantized=True, progress=True)
+    path = save_calibration(calibration, out or shipped_quantized_path())
+    logger.info("fp32 held out: %s", calibration.heldout)
+    logger.info("int8 held out: %s", calibration.quantized.heldout)
     logger.info("wrote %s", path)
     return 0
 

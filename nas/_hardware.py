@@ -44,17 +44,31 @@ class HardwareTarget(abc.ABC):
     """The bit widths this target gives quantized latencies for (32: float); empty when
     it has none. ``--quantize mixed`` searches these."""
 
+    quant_activations: bool = True
+    """Whether a quantized layer's input and output are quantized too on this target
+    (W{b}A8 static, calibrated: CPU integer kernels); ``False``: weight-only (GPU
+    kernels that dequantize weights in-kernel, activations in float)."""
+
     def latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         return self._latency_ms(supernet, supernet.space.config(config), task)
 
-    def quantized_latency_ms(self, model: nn.Module, task: Task) -> float:
-        """The latency of a dense subnet whose quantized layers are
-        :class:`~nas.quant.QuantizedLayer` s (``model`` is left as it is).
+    def quantized_latency_ms(self, supernet: Supernet, arch: Config, model: nn.Module,
+                             task: Task) -> float:
+        """The latency of the subnet ``arch`` of ``supernet`` quantized as ``model``: its
+        dense model whose quantized layers are :class:`~nas.quant.QuantizedLayer` s (left
+        as it is). Measuring targets time ``model``; modelled ones price ``arch`` and
+        what ``model``'s quantized layers do.
 
         Raises:
-            ValueError: the target has no quantized latencies.
+            ValueError: the target has no quantized latencies, or not for these widths.
         """
         raise no_quantized_latency(self.name)
+
+    @property
+    def quantized_fingerprint(self) -> str:
+        """Changes whenever this target's quantized latencies could (a quantized
+        evaluation's cache key part); the fingerprint unless a model prices them."""
+        return self.fingerprint
 
     @abc.abstractmethod
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float: ...
@@ -68,7 +82,7 @@ class HardwareTarget(abc.ABC):
         return self.name
 
 
-QUANTIZING_TARGETS: tuple[str, ...] = ("local-cpu",)
+QUANTIZING_TARGETS: tuple[str, ...] = ("local-cpu", "local-cpu-model", "rpi4", "xeon", "titanxp")
 """Targets that give quantized latencies (set ``quant_bits``), for messages."""
 
 def no_quantized_latency(target: str) -> ValueError:

@@ -145,7 +145,7 @@ def _evaluator(request: SearchRequest, supernet: Supernet, task: Task,
         space = joint_space(supernet.space, units, target.quant_bits) if mode == "mixed" else None
     evaluator = QuantizedEvaluator(supernet, task, target, mode=mode, space=space,
                                    eval_limit=request.eval_limit)
-    if mode != "none":
+    if mode != "none" and evaluator.static:
         evaluator.batches()  # a task without calibration data fails here, before any work
     return evaluator
 

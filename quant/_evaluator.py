@@ -4,7 +4,8 @@ The architecture part of the config is extracted dense (equal in output to the
 activated supernet), calibrated on the task's fixed calibration samples, and scored
 fake-quantized: the modules quantized are the ones exported, so the search scores what
 is shipped. Latency comes from the target's quantized path (integer kernels measured
-on ``local-cpu``), size from the packed weights.
+on ``local-cpu``), size from the packed weights. A target whose kernels are weight-only
+(``quant_activations`` false: ``cuda``) gets weight-only subnets, not calibrated.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class QuantizedEvaluator(Evaluator):
 
     @property
     def fingerprint(self) -> str:
+        quantized = (f"|latency={self.target.quantized_fingerprint}|static={self.static}"
+                     if self.mode != "none" else "")
         return (f"{super().fingerprint}|quantize={self.mode}|space={self.space.name}"
-                f"|calibration={CALIBRATION_SAMPLES}@{self.calibration_seed}")
+                f"|calibration={CALIBRATION_SAMPLES}@{self.calibration_seed}{quantized}")
 
     def policy_of(self, config: Config) -> tuple[Config, dict[str, int]]:
         """The architecture and the unit -> bits policy of ``config``."""
@@ -61,14 +64,20 @@ class QuantizedEvaluator(Evaluator):
     def quantized(self, config: Config | Mapping[str, Any]) -> QuantizedSubnet:
         """The dense fp32 subnet of ``config`` with its policy resolved and calibrated."""
         return quantized_subnet(self.supernet, self.task, self.space.config(config),
-                                mode=self.mode, batches=self.batches())
+                                mode=self.mode, batches=self.batches() if self.static else None)
+
+    @property
+    def static(self) -> bool:
+        """Whether activations are quantized too (the target's scheme), so calibrated."""
+        return bool(getattr(self.target, "quant_activations", True))
 
     def latency_of(self, subnet: QuantizedSubnet, quantized: Any = None) -> float:
         """The target's latency of a quantized subnet (its fp32 latency without bits);
         ``quantized``: its fake-quantized model, when already built."""
         if subnet.bits:
             model = quantized if quantized is not None else subnet.fake_quantized()
-            return float(self.target.quantized_latency_ms(model, self.task))
+            return float(self.target.quantized_latency_ms(self.supernet, subnet.arch, model,
+                                                          self.task))
         return float(self.target.latency_ms(self.supernet, subnet.arch, self.task))
 
     def batches(self) -> list[Any]:

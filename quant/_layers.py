@@ -19,11 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.quant._modules import QUANTIZABLE
-from nas.quant._quantizers import ActivationQuant, quantize_weight
+from nas.quant._quantizers import HALF_BITS, ActivationQuant, quantize_weight
 
-STORED_BITS = (8, 4)
-"""Widths an export stores (int8, packed int4). Layers of 5 to 7 bits are held as int8
-and of 2 or 3 bits packed like 4-bit ones, but only simulated: no runtime runs them."""
+STORED_BITS = (16, 8, 4)
+"""Widths an export stores (fp16, int8, packed int4). Layers of 5 to 7 bits are held as
+int8 and of 2 or 3 bits packed like 4-bit ones, but only simulated: no runtime runs them."""
+
+MAX_INTEGER_BITS = 8
+"""The widest integer weights; wider layers (fp16) hold floats and take no grids."""
 
 Grids = Mapping[str, tuple[ActivationQuant, ActivationQuant]]
 """Module name -> (input grid, output grid)."""
@@ -43,20 +46,24 @@ class QuantizedLayer(nn.Module):
         if not isinstance(layer, QUANTIZABLE):
             raise ValueError(f"only {', '.join(t.__name__ for t in QUANTIZABLE)} layers "
                              f"quantize, got {type(layer).__name__}")
-        if not 2 <= bits <= 8:
-            raise ValueError(f"a quantized layer has 2- to 8-bit weights, got {bits}")
+        if not (2 <= bits <= 8 or bits == HALF_BITS):
+            raise ValueError(f"a quantized layer has 2- to 8-bit or 16-bit (fp16) weights, "
+                             f"got {bits}")
         self.bits = bits
         self.kind = type(layer).__name__
         self.shape = tuple(layer.weight.shape)
         self.conv = ({"stride": layer.stride, "padding": layer.padding,
                       "dilation": layer.dilation, "groups": layer.groups}
                      if self.kind != "Linear" else {})
-        q, scale = quantize_weight(layer.weight, bits)
-        if bits > 4:
-            self.register_buffer("weight_int8", q)
+        if bits == HALF_BITS:
+            self.register_buffer("weight_fp16", layer.weight.detach().half().clone())
         else:
-            self.register_buffer("weight_int4", pack_nibbles(q.reshape(q.shape[0], -1)))
-        self.register_buffer("weight_scale", scale)
+            q, scale = quantize_weight(layer.weight, bits)
+            if bits > 4:
+                self.register_buffer("weight_int8", q)
+            else:
+                self.register_buffer("weight_int4", pack_nibbles(q.reshape(q.shape[0], -1)))
+            self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
         self.static = grids is not None
         if grids is not None:
@@ -68,7 +75,7 @@ class QuantizedLayer(nn.Module):
 
     @property
     def integers(self) -> Tensor:
-        """The integer weights, ``int8`` of the layer's weight shape."""
+        """The integer weights, ``int8`` of the layer's weight shape (not for fp16)."""
         if self.bits > 4:
             return self.weight_int8
         values = unpack_nibbles(self.weight_int4, self.shape[0])
@@ -76,6 +83,8 @@ class QuantizedLayer(nn.Module):
 
     @property
     def weight(self) -> Tensor:
+        if self.bits == HALF_BITS:
+            return self.weight_fp16.float()
         scale = self.weight_scale.reshape((-1,) + (1,) * (len(self.shape) - 1))
         return self.integers.float() * scale
 
@@ -86,12 +95,16 @@ class QuantizedLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.static:
             x = _fake(x, self.input_scale, self.input_zero_point)
-        weight = self._grid_weight()
-        if self.kind == "Linear":
-            y = F.linear(x, weight, self.bias)
+        if self.kind == "Linear" and self.bits == 4 and torch.onnx.is_in_onnx_export():
+            from nas.quant._onnx import matmul_nbits
+
+            y = matmul_nbits(x, self)
+            y = y if self.bias is None else y + self.bias
+        elif self.kind == "Linear":
+            y = F.linear(x, self._grid_weight(), self.bias)
         else:
             conv = F.conv2d if self.kind == "Conv2d" else F.conv1d
-            y = conv(x, weight, self.bias, **self.conv)
+            y = conv(x, self._grid_weight(), self.bias, **self.conv)
         if self.static:
             y = _fake(y, self.output_scale, self.output_zero_point)
         return y

@@ -10,9 +10,10 @@ from torch import nn
 
 from nas.quant._layers import QuantizedLayer
 from nas.quant._modules import QUANTIZABLE
-from nas.quant._quantizers import ActivationQuant
+from nas.quant._quantizers import HALF_BITS, ActivationQuant
 
-SCHEME = "weights per output channel symmetric; activations per tensor asymmetric 8-bit static"
+SCHEME = ("weights per output channel symmetric (or fp16); activations per tensor asymmetric "
+          "8-bit static, or not quantized (weight-only layers)")
 _PLACEHOLDER = (ActivationQuant(1.0, 0), ActivationQuant(1.0, 0))
 """Grids of a layer being rebuilt: the weights file then gives the real ones."""
 
@@ -38,10 +39,11 @@ def read_quantization(document: dict[str, Any], path: Path) -> dict[str, dict[st
     for name, layer in layers.items():
         bits = layer.get("bits") if isinstance(layer, dict) else None
         static = layer.get("static") if isinstance(layer, dict) else None
-        if (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8
-                or not isinstance(static, bool)):
+        if (isinstance(bits, bool) or not isinstance(bits, int)
+                or not (2 <= bits <= 8 or bits == HALF_BITS) or not isinstance(static, bool)):
             raise ValueError(f"{path}: quantized layer {name!r} must be "
-                             f"{{\"bits\": 2 to 8, \"static\": true or false}}, got {layer!r}")
+                             f"{{\"bits\": 2 to 8 or 16, \"static\": true or false}}, "
+                             f"got {layer!r}")
     return layers
 
 

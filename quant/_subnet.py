@@ -16,6 +16,7 @@ from torch import nn
 from nas._space import Config
 from nas.quant._calibrate import Ranges, calibrate
 from nas.quant._fake import fake_quantize
+from nas.quant._layers import MAX_INTEGER_BITS
 from nas.quant._modules import module_bits
 from nas.quant._policy import split_config, uniform_policy
 from nas.quant._size import size_bytes
@@ -52,11 +53,13 @@ def policy_of(supernet: Any, config: Mapping[str, Any], mode: str) -> tuple[Conf
 
 
 def quantized_subnet(supernet: Any, task: Any, config: Mapping[str, Any], *, mode: str,
-                     batches: list[Any]) -> QuantizedSubnet:
+                     batches: list[Any] | None) -> QuantizedSubnet:
     """Extract ``config``'s architecture and calibrate the layers its policy quantizes on
-    ``batches`` (:func:`~nas.quant.calibration_batches`)."""
+    ``batches`` (:func:`~nas.quant.calibration_batches`); ``None``: weight-only, nothing
+    to calibrate. Layers at 16 bits (fp16) or 32 are never calibrated."""
     arch, policy = policy_of(supernet, config, mode)
     model = supernet.extract(arch).eval()
     bits = module_bits(model, supernet.quant_modules(arch), policy)
-    ranges = calibrate(model, bits, task, batches) if bits else {}
+    integer = [name for name, width in bits.items() if width <= MAX_INTEGER_BITS]
+    ranges = calibrate(model, integer, task, batches) if integer and batches is not None else {}
     return QuantizedSubnet(arch, model, bits, ranges)

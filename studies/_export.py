@@ -312,14 +312,16 @@ def _quantized_model(study: Study, record: TrialRecord, supernet: Supernet,
                      task: Task | None) -> nn.Module:
     """The trial's subnet quantized as the search scored it (same policy, same
     calibration samples)."""
+    from nas import get_hardware
     from nas.quant import calibration_batches
     from nas.quant._subnet import quantized_subnet
 
     if task is None:
         raise ValueError(f"study {study.name!r} names no task to calibrate its quantized "
                          "subnets on")
+    static = get_hardware(study.meta.hardware).quant_activations
     subnet = quantized_subnet(supernet, task, record.config, mode=study.meta.quantize,
-                              batches=calibration_batches(task))
+                              batches=calibration_batches(task) if static else None)
     return subnet.fake_quantized()
 
 

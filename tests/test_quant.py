@@ -169,10 +169,13 @@ def test_bad_quantization_options_are_one_line(tmp_path, args, fragments):
     one_line_error(_search(tmp_path, *args, budget="50ms"), *fragments)
 
 
-def test_a_target_without_quantized_latencies_is_named(tmp_path):
-    result = run("search", "--supernet", "hat", "--hw", "rpi4", "--budget", "50ms",
-                 "--quantize", "mixed", "--storage", f"sqlite:///{tmp_path / 's.db'}")
-    one_line_error(result, "'rpi4' has no latency for quantized subnets", "local-cpu")
+def test_a_target_without_quantized_latencies_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_AGENT_TOKEN", "unused")  # refused before any connection
+    result = run("search", "--supernet", "hat", "--hw", "remote:127.0.0.1:9", "--budget",
+                 "50ms", "--quantize", "mixed", "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    one_line_error(result, "'remote:127.0.0.1:9' has no latency for quantized subnets",
+                   "local-cpu, local-cpu-model, rpi4, xeon, titanxp")
+    assert not (tmp_path / "s.db").exists()
 
 
 @pytest.mark.slow

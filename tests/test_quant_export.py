@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import nas
+from nas.algorithms._base import Algorithm
 from nas.hardware._onnx import export_onnx
 from nas.quant import QuantizedLayer, quantize_layers, size_bytes
 from nas.quant._layers import pack_nibbles, unpack_nibbles
@@ -52,10 +53,38 @@ def test_quantized_layer_stores_integers_and_keeps_its_output(bits):
 
 
 def test_onnx_refuses_widths_it_cannot_hold(tmp_path):
-    model = quantize_layers(nn.Sequential(nn.Linear(8, 4)), {"0": 4}, None)
-    with pytest.raises(ValueError, match="4-bit layers: export it as safetensors"):
-        export_onnx(model, (torch.randn(1, 8),), tmp_path / "m.onnx")
+    model = quantize_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 4)),
+                            {"0": 4, "2": 6}, None)
+    with pytest.raises(ValueError, match=r"this subnet has 4-bit Conv2d, 6-bit Linear layers: "
+                                         r"export it as safetensors$"):
+        export_onnx(model, (torch.randn(1, 3, 4, 4),), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_four_bit_linears_export_as_matmul_nbits_and_run_exactly(tmp_path, static):
+    """MatMulNBits holds the packed nibbles; ONNX Runtime computes what the fake
+    quantization does (weight-only: exactly; W4A8 beside an 8-bit layer: up to a grid
+    step), for any batch (K = 40 is not a multiple of the block: padded)."""
+    import onnx
+
+    from nas.hardware._onnx import onnx_session, run_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 24), nn.ReLU(), nn.Linear(24, 8, bias=False))
+    bits = {"0": 4, "2": 8} if static else {"0": 4, "2": 4}
+    quantize_layers(model, bits, {"0": GRIDS, "2": GRIDS} if static else None)
+    path = export_onnx(model, (torch.randn(1, 3, 40),), tmp_path / "m.onnx", dynamic=True)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("MatMulNBits") == (1 if static else 2)
+    x = torch.randn(4, 3, 40)
+    (out,) = run_onnx(onnx_session(path), (x,))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    if static:  # an integer kernel may round a value to the neighbouring grid step
+        assert abs(out - expected).max() <= GRIDS[1].scale * 1.01
+    else:
+        assert abs(out - expected).max() < 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +108,7 @@ def quantized_export(tmp_path_factory):
 _FRESH = """
 import json, sys
 import nas
+from nas.algorithms._base import Algorithm
 from nas.hardware._onnx import OnnxModule
 folder = sys.argv[1]
 document = json.load(open(folder + "/config.json"))
@@ -189,3 +219,56 @@ def test_the_dashboard_front_shows_bits_and_size(quantized_export):
     assert "<th>size (MB)</th><th>bits</th><th>export</th>" in table
     row = table.split(f'<tr data-trial="{point["trial"]}">')[1].split("</tr>")[0]
     assert f"{point['size_mb']:.3f}" in row and "8x" in row
+
+
+class _Fixed(Algorithm):
+    """Asks one given config: a study holding exactly the policy a test needs."""
+
+    name = "fixed"
+
+    def _ask(self):
+        return [self.options["config"]]
+
+    def _tell(self, configs, results):
+        pass
+
+
+@pytest.mark.slow
+def test_a_four_bit_subnet_exports_as_matmul_nbits_and_scores_the_same_fresh(tmp_path):
+    """HAT's largest subnet, units alternately 4- and 8-bit (W4A8 and W8A8), from a study
+    on a modelled target: ONNX Runtime (MatMulNBits beside QGemm) and ``load_subnet`` in a
+    fresh process give back the search's accuracy."""
+    onnx = pytest.importorskip("onnx")
+    from nas._job import SearchRequest, prepare_search
+    from nas._search import run_search
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    prepared = prepare_search(SearchRequest(
+        supernet="hat", hardware="xeon", budget_ms=1000.0, evals=1, storage=storage,
+        quantize="mixed", eval_limit=200))
+    space = prepared.evaluator.space
+    largest = prepared.supernet.space.largest()
+    units = [u.name for u in prepared.supernet.quant_units()]
+    config = space.config({**largest, **{f"bits.{u}": (4, 8)[i % 2] for i, u in enumerate(units)}})
+    run_search(prepared.problem, _Fixed(prepared.problem, seed=0, config=config),
+               prepared.evaluator, prepared.study, n_evals=1, progress=False)
+    metrics = prepared.study.trials()[0].metrics
+    accuracy = metrics["accuracy"]
+    out = tmp_path / "export"
+    exported = run("export", "--study", "hat-xeon", "--trial", "0", "--storage", storage,
+                   "--out", str(out), "--format", "safetensors,onnx")
+    assert exported.exit_code == 0, exported.output
+    document = json.loads((out / "config.json").read_text())
+    assert {layer["bits"] for layer in document["quantization"]["layers"].values()} == {4, 8}
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops and "DequantizeLinear" in ops
+    file_mb = (out / "model.safetensors").stat().st_size / 1e6
+    assert abs(metrics["size_mb"] - file_mb) <= 0.02 * file_mb
+    done = subprocess.run([sys.executable, "-c", _FRESH, str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"search {accuracy:.4f}, fresh {scores}, size {metrics['size_mb']:.3f} MB, "
+          f"file {file_mb:.3f} MB")
+    for runtime, score in scores.items():
+        assert abs(score - accuracy) <= 0.002, (runtime, score, accuracy)

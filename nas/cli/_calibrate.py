@@ -24,6 +24,10 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="Seed of the subnets and the held-out split."),
     supernet: str = typer.Option("hat", "--supernet", help="HAT-family supernet whose "
                                  "space is calibrated (see `nas supernets list`)."),
+    quantized: bool = typer.Option(False, "--quantized", help="Also time each subnet under "
+                                   "a random fp32/int8 policy on the int8 kernels and fit "
+                                   "the quantized latency model (`--quantize` on this "
+                                   "target); about twice as long."),
     force: bool = force_option("Replace this machine's existing calibration."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every subnet's figures."),
@@ -56,6 +60,7 @@ def calibrate(
     if net.task_name is None:
         raise ValueError(f"supernet {supernet!r} records no task to take a latency probe from")
     calibration = calibrate_local(net, get_task(net.task_name), n=samples, seed=seed,
+                                  quantized=quantized,
                                   progress=not json_output or console.is_terminal)
     check_output(path, kind="file", force=force, option="the calibration")
     save_calibration(calibration, path)
@@ -70,3 +75,7 @@ def calibrate(
         f"Kendall tau {e['kendall_tau']:.2f}; wrote {path}",
         highlight=False, soft_wrap=True,
     )
+    if calibration.quantized is not None:
+        q = calibration.quantized.heldout
+        console.print(f"quantized (int8 kernels): on the {int(q['n'])} held out, MAPE "
+                      f"{q['mape']:.1%}, Kendall tau {q['kendall_tau']:.2f}", highlight=False)
