@@ -17,7 +17,8 @@ the accuracy of the best uniform-int8 subnet, the lowest latency and size the jo
 front reaches, as ratios to that subnet's.
 
 Run: ``python benchmarks/bench_quant_joint.py [--evals N] [--seeds K]`` (default 20, 5;
-about 15 minutes per family on 2 cores).
+about 15 minutes per family on 2 cores at 20, 25 at 60); writes
+``results/quant_joint-<N>evals.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ FAMILIES = {"hat": 8.0, "ofa": 6.0}
 EVAL_LIMIT = 200
 MILP_FRACTIONS = (0.25, 0.5, 0.75)
 """Size budgets of the integer program, between a subnet's int8 and fp32 sizes."""
-OUT = Path(__file__).parent / "results" / "quant_joint.json"
+RESULTS = Path(__file__).parent / "results"
+"""Written to ``quant_joint-<N>evals.json``."""
 
 
 def _request(family: str, budget: float, evals: int, seed: int, quantize: str,
@@ -135,10 +137,11 @@ def main() -> None:
                 "runs": runs,
             }
             print(family, median, flush=True)
-    write_results(OUT, {"what": "joint bits+architecture search vs fp32 search then uniform "
-                                "int8 / then HAWQ milp, local-cpu, objectives accuracy, latency, "
-                                "size", "evals": args.evals, "seeds": args.seeds,
-                        "eval_limit": EVAL_LIMIT, "families": results}, started)
+    write_results(RESULTS / f"quant_joint-{args.evals}evals.json", {
+        "what": "joint bits+architecture search vs fp32 search then uniform int8 / then "
+                "HAWQ milp, local-cpu, objectives accuracy, latency, size",
+        "evals": args.evals, "seeds": args.seeds, "eval_limit": EVAL_LIMIT,
+        "families": results}, started)
 
 
 if __name__ == "__main__":

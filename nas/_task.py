@@ -66,6 +66,15 @@ class Task(abc.ABC):
         """Inputs for one forward pass (batch 1), used by MAC and parameter counters."""
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are: its first parameter's or buffer's device, the CPU
+    for a model without any (an exported graph on ONNX Runtime, ``OnnxModule``)."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def forward_probe(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
     """A latency probe running one forward pass ``model(*inputs)`` without autograd; the
     inputs move to the model's device once, floating ones to its dtype too."""

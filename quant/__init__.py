@@ -9,6 +9,7 @@ from nas.quant._modules import module_bits
 from nas.quant._policy import (
     BITS_PREFIX,
     QUANTIZE_MODES,
+    JointSpace,
     check_mode,
     joint_space,
     split_config,
@@ -31,6 +32,7 @@ __all__ = [
     "fake_quantize",
     "fake_quantize_weight",
     "int8_kernels",
+    "JointSpace",
     "joint_space",
     "module_bits",
     "read_quantization",

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from nas._space import Config, Gene, SearchSpace
 from nas._supernet import QuantUnit
 
@@ -48,7 +50,38 @@ def joint_space(space: SearchSpace, units: Sequence[QuantUnit], bits: Sequence[i
         raise ValueError(f"a mixed policy needs at least two bit widths, got {list(choices)}")
     genes = [Gene(f"{BITS_PREFIX}{unit.name}", choices, unit.active_if) for unit in units]
     name = f"{space.name}+bits{'-'.join(str(b) for b in choices)}"
-    return SearchSpace(name, [*space.genes, *genes])
+    return JointSpace(name, [*space.genes, *genes], choices)
+
+
+class JointSpace(SearchSpace):
+    """A search space with a policy's bit genes, sampled policy by policy.
+
+    Drawn gene by gene, a policy of ``n`` units has about ``n / len(bits)`` units at each
+    width: almost never (nearly) uniform. Yet uniform and nearly uniform policies are
+    where the front's ends lie (all-fp32 is fastest at batch 1 here, all-int8 smallest),
+    so random search and every initial design built on :meth:`sample` would miss them.
+    :meth:`sample` therefore draws each config's mix of widths first, uniformly over the
+    simplex (a flat Dirichlet), then every unit's width from that mix: with two widths
+    the share at each is uniform from none to all, and with more, policies dominated by
+    one width are common (44% of HAT's 32/8 policies have 80% of their units at one
+    width, against 2% drawn gene by gene; 35% of its 8/6/4/2 policies have 60%, against
+    1.5%). Architecture genes are drawn as in any
+    space.
+    """
+
+    def __init__(self, name: str, genes: Sequence[Gene], bits: Sequence[int]) -> None:
+        super().__init__(name, genes)
+        self.bits = tuple(bits)
+
+    def sample(self, rng: np.random.Generator) -> Config:
+        mix = rng.dirichlet(np.ones(len(self.bits)))
+
+        def pick(gene: Gene) -> Any:
+            if gene.name.startswith(BITS_PREFIX):
+                return self.bits[int(rng.choice(len(self.bits), p=mix))]
+            return gene.choices[int(rng.integers(len(gene.choices)))]
+
+        return self._build(pick)
 
 
 def split_config(

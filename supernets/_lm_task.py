@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import TASKS, Task, Workload, forward_probe
+from nas._task import TASKS, Task, Workload, forward_probe, model_device
 from nas.supernets._pydoc_text import SPLITS, text
 
 __all__ = ["LM_TASK_NAME", "PydocLMTask", "VOCAB_SIZE"]
@@ -89,7 +89,7 @@ class PydocLMTask(Task):
             ValueError: an unknown split or an invalid ``limit``.
         """
         inputs, targets = self.windows(split, limit=limit)
-        device = next(model.parameters()).device
+        device = model_device(model)
         was_training = model.training
         model.eval()
         total_loss, correct = 0.0, 0

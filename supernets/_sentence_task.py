@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas._task import TASKS, Task, Workload
+from nas._task import TASKS, Task, Workload, model_device
 from nas.supernets._minilm import load_minilm, mean_pool, minilm_dir, pad_batch
 from nas.supernets._pydoc_text import SPLITS, paragraphs
 
@@ -196,7 +196,7 @@ class SentenceDistillTask(Task):
 
     def latency_probe(self, model: nn.Module) -> Callable[[], None]:
         """Embed :meth:`example_inputs`'s paragraph with ``model``."""
-        device = next(model.parameters()).device
+        device = model_device(model)
         ids, mask = (t.to(device) for t in self.example_inputs())
 
         def probe() -> None:
