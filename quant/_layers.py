@@ -2,8 +2,9 @@
 
 One module serves the search, export and loading: :func:`quantize_layers` swaps each
 quantized ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` of a dense subnet for a
-:class:`QuantizedLayer` holding what ships (``weight_int8``, or ``weight_int4`` packed
-two per byte, ``weight_scale`` per output channel, the bias, and the input and output
+:class:`QuantizedLayer` holding what ships (``weight_int8``; ``weight_int4`` packed
+two per byte; other widths below 8 as a bitstream per row, ``weight_packed``;
+``weight_fp16``; ``weight_scale`` per output channel, the bias, and the input and output
 grids), whose forward pass computes in float what integer kernels compute. Its state
 dict is the export's safetensors; its forward pass traces to the Q/DQ graph ONNX Runtime
 fuses into integer kernels.
@@ -21,9 +22,10 @@ from torch import Tensor, nn
 from nas.quant._modules import QUANTIZABLE
 from nas.quant._quantizers import HALF_BITS, ActivationQuant, quantize_weight
 
-STORED_BITS = (16, 8, 4)
-"""Widths an export stores (fp16, int8, packed int4). Layers of 5 to 7 bits are held as
-int8 and of 2 or 3 bits packed like 4-bit ones, but only simulated: no runtime runs them."""
+STORED_BITS = (16, 8, 7, 6, 5, 4, 3, 2)
+"""Widths an export stores at their own width: fp16, int8, int4 as nibbles (the layout
+MatMulNBits and the Triton GEMM read), 2, 3, 5, 6 and 7 bits as a bitstream per row
+(:func:`pack_bits`; simulated only: no runtime runs them)."""
 
 MAX_INTEGER_BITS = 8
 """The widest integer weights; wider layers (fp16) hold floats and take no grids."""
@@ -59,10 +61,13 @@ class QuantizedLayer(nn.Module):
             self.register_buffer("weight_fp16", layer.weight.detach().half().clone())
         else:
             q, scale = quantize_weight(layer.weight, bits)
-            if bits > 4:
+            rows = q.reshape(q.shape[0], -1)
+            if bits == 8:
                 self.register_buffer("weight_int8", q)
+            elif bits == 4:
+                self.register_buffer("weight_int4", pack_nibbles(rows))
             else:
-                self.register_buffer("weight_int4", pack_nibbles(q.reshape(q.shape[0], -1)))
+                self.register_buffer("weight_packed", pack_bits(rows, bits))
             self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
         self.static = grids is not None
@@ -76,10 +81,14 @@ class QuantizedLayer(nn.Module):
     @property
     def integers(self) -> Tensor:
         """The integer weights, ``int8`` of the layer's weight shape (not for fp16)."""
-        if self.bits > 4:
+        if self.bits == 8:
             return self.weight_int8
-        values = unpack_nibbles(self.weight_int4, self.shape[0])
-        return values[:, : math.prod(self.shape[1:])].reshape(self.shape)
+        k = math.prod(self.shape[1:])
+        if self.bits == 4:
+            values = unpack_nibbles(self.weight_int4, self.shape[0])[:, :k]
+        else:
+            values = unpack_bits(self.weight_packed, self.bits, k)
+        return values.reshape(self.shape)
 
     @property
     def weight(self) -> Tensor:
@@ -155,3 +164,24 @@ def unpack_nibbles(packed: Tensor, rows: int) -> Tensor:
     low = (packed & 0x0F).to(torch.int8) - 8
     high = (packed >> 4).to(torch.int8) - 8
     return torch.stack([low, high], dim=-1).reshape(rows, -1)
+
+
+def pack_bits(q: Tensor, bits: int) -> Tensor:
+    """Rows of ``bits``-bit integers (in ``[-2**(bits-1), 2**(bits-1) - 1]``) as one
+    little-endian bitstream per row: value ``j`` of a row, offset by ``2**(bits-1)``,
+    takes bits ``j * bits`` to ``(j + 1) * bits - 1``; a row is padded to whole bytes."""
+    rows, k = q.shape
+    offset = (q.to(torch.int16) + 2 ** (bits - 1)).to(torch.uint8)
+    stream = ((offset.unsqueeze(-1) >> torch.arange(bits, dtype=torch.uint8)) & 1).reshape(
+        rows, k * bits)
+    stream = F.pad(stream, (0, -(k * bits) % 8)).reshape(rows, -1, 8).to(torch.int32)
+    return (stream << torch.arange(8, dtype=torch.int32)).sum(-1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, bits: int, k: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: ``int8`` rows of ``k`` values."""
+    rows = packed.shape[0]
+    stream = (packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
+    planes = stream.reshape(rows, -1)[:, : k * bits].reshape(rows, k, bits).to(torch.int16)
+    return ((planes << torch.arange(bits, dtype=torch.int16)).sum(-1)
+            - 2 ** (bits - 1)).to(torch.int8)

@@ -103,10 +103,11 @@ class ActivationQuant:
 
 def quantized_bytes(numel: int, channels: int, bits: int) -> int:
     """Bytes a weight of ``numel`` values over ``channels`` output channels takes at
-    ``bits``: the packed integers plus one fp32 scale per channel (fp32 and fp16: no
-    scales)."""
+    ``bits``: each channel's integers packed into whole bytes, plus one fp32 scale per
+    channel (fp32 and fp16: no scales)."""
     if bits >= FLOAT_BITS:
         return 4 * numel
     if bits == HALF_BITS:
         return 2 * numel
-    return (numel * bits + 7) // 8 + 4 * channels
+    per_channel = numel // channels
+    return channels * (-(-per_channel * bits // 8)) + 4 * channels

@@ -17,7 +17,7 @@ import nas
 from nas.algorithms._base import Algorithm
 from nas.hardware._onnx import export_onnx
 from nas.quant import QuantizedLayer, quantize_layers, size_bytes
-from nas.quant._layers import pack_nibbles, unpack_nibbles
+from nas.quant._layers import pack_bits, pack_nibbles, unpack_bits, unpack_nibbles
 from nas.quant._quantizers import ActivationQuant
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run
@@ -33,23 +33,35 @@ def test_nibbles_round_trip_with_an_odd_row():
     assert torch.equal(unpack_nibbles(packed, 3)[:, :7], q)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [2, 3, 5, 6, 7])
+@pytest.mark.parametrize("k", [1, 7, 16, 33])
+def test_bitstreams_round_trip(bits, k):
+    qmax = 2 ** (bits - 1) - 1
+    q = torch.randint(-qmax - 1, qmax + 1, (5, k), dtype=torch.int8)
+    packed = pack_bits(q, bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, -(-k * bits // 8))
+    assert torch.equal(unpack_bits(packed, bits, k), q)
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4, 3, 2])
 def test_quantized_layer_stores_integers_and_keeps_its_output(bits):
+    """Every width is stored at its width, so the size the search counts is the file's."""
     torch.manual_seed(0)
-    linear = nn.Linear(16, 8)
+    linear = nn.Linear(15, 8)  # an odd row: padded to whole bytes
     layer = QuantizedLayer(linear, bits, GRIDS)
     state = layer.state_dict()
-    stored = "weight_int8" if bits == 8 else "weight_int4"
+    stored = {8: "weight_int8", 4: "weight_int4"}.get(bits, "weight_packed")
     assert {stored, "weight_scale", "bias", "input_scale", "output_zero_point"} <= set(state)
     assert "weight" not in state
     # what ships is what the size counts: packed integers, scales, bias, two grids
     model = nn.Sequential(linear)
     assert size_bytes(model, {"0": bits}, calibrated=1) == sum(
         t.numel() * t.element_size() for t in state.values())
-    rebuilt = QuantizedLayer(nn.Linear(16, 8), bits, GRIDS)
+    rebuilt = QuantizedLayer(nn.Linear(15, 8), bits, GRIDS)
     rebuilt.load_state_dict(state)
-    x = torch.randn(4, 16)
+    x = torch.randn(4, 15)
     assert torch.equal(rebuilt(x), layer(x))
+    assert torch.equal(layer.integers.float() * layer.weight_scale[:, None], layer.weight)
 
 
 def test_onnx_refuses_widths_it_cannot_hold(tmp_path):
