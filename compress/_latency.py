@@ -300,12 +300,12 @@ def calibrate(
     if not 0 < heldout < 1:
         raise ValueError(f"heldout must be in (0, 1), got {heldout}")
     _check_device(device)
-    from tqdm.auto import tqdm
+    from nas._progress import progress_bar
 
     configs = random_configs(config, samples, np.random.default_rng(seed))
     measurements = [_measure(DenseTransformer(**c), tokens, device)
-                    for c in tqdm(configs, desc="calibrate latency", unit="shape",
-                                  disable=not progress, dynamic_ncols=True)]
+                    for c in progress_bar(configs, desc="calibrate latency", unit="shape",
+                                          disable=not progress, dynamic_ncols=True)]
     measured = np.array([_figure(m, device) for m in measurements])
     train, test = heldout_split(samples, test_fraction=heldout, seed=seed)
     partial = TransformerLatencyModel.fit([configs[i] for i in train], measured[train],

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from nas._progress import progress_bar
 from nas.compress._cost import PARAMS, Cost
 from nas.compress._saliency import LossFn, magnitude, saliency
 from nas.compress._structures import Structure, StructureIndex, keep_without
@@ -318,7 +318,8 @@ def prune(
     goal = start * float(target)
     check_reachable(model, goal, cost, min_keep)
     student = model
-    for step in tqdm(range(1, steps + 1), desc=f"prune ({criterion})", disable=not progress):
+    for step in progress_bar(range(1, steps + 1), desc=f"prune ({criterion})",
+                             disable=not progress):
         index = StructureIndex(student)
         if criterion == "hessian":
             was = student.training

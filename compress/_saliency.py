@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from nas._progress import progress_bar
 from nas.compress._structures import StructureIndex
 from nas.compress._transformer import DenseTransformer
 
@@ -63,7 +63,7 @@ def saliency(
     try:
         for p in frozen:  # a frozen (e.g. pretrained) model still has a saliency
             p.requires_grad_(True)
-        for batch in tqdm(batches, desc="saliency", disable=not progress, leave=False):
+        for batch in progress_bar(batches, desc="saliency", disable=not progress, leave=False):
             with torch.enable_grad():
                 value = loss(model, batch)
                 grads = torch.autograd.grad(value, params, allow_unused=True)

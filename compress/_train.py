@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from nas._progress import progress_bar
 
 
 def train(
@@ -33,7 +34,7 @@ def train(
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     model.train()
     history = []
-    for _ in tqdm(range(steps), desc="train", disable=not progress):
+    for _ in progress_bar(range(steps), desc="train", disable=not progress):
         value = loss(model, next_batch())
         optimiser.zero_grad(set_to_none=True)
         value.backward()

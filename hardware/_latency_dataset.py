@@ -431,12 +431,13 @@ def run_plan(
 
     ``progress`` shows a tqdm bar on stderr with the last figure.
     """
-    from tqdm.auto import tqdm
+    from nas._progress import progress_bar
 
     done: list[dict[str, Any]] = []
     total = plan.existing + len(plan.todo)
-    with tqdm(total=total, initial=plan.existing, desc=f"profile {plan.identity['hardware']}",
-              unit="subnet", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=total, initial=plan.existing,
+                      desc=f"profile {plan.identity['hardware']}", unit="subnet",
+                      disable=not progress, dynamic_ncols=True) as bar:
 
         def rows() -> Iterator[dict[str, Any]]:
             for config in plan.todo:

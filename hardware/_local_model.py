@@ -461,11 +461,11 @@ def _measure(
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encoder and total figures (ms) of each config, with a tqdm bar if asked."""
-    from tqdm.auto import tqdm
+    from nas._progress import progress_bar
 
     encoder, total = [], []
-    for config in tqdm(configs, desc=f"calibrate {TARGET_NAME}", unit="subnet",
-                       disable=not progress, dynamic_ncols=True):
+    for config in progress_bar(configs, desc=f"calibrate {TARGET_NAME}", unit="subnet",
+                               disable=not progress, dynamic_ncols=True):
         timing = measure_subnet(supernet, config, task, settings=settings)
         encoder.append(fastest_ms(timing.encoder))
         total.append(fastest_ms(timing.total))
@@ -479,12 +479,12 @@ def _measure_int8(
 ) -> tuple[list[QuantizedWork], np.ndarray]:
     """Each joint (32/8-bit) config's quantized work and its int8 figure (ms, fastest
     thread-CPU-time run, as the fp32 figures)."""
-    from tqdm.auto import tqdm
+    from nas._progress import progress_bar
 
     batches = calibration_batches(task, seed=0)
     works, figures = [], []
-    for config in tqdm(joint, desc=f"calibrate {TARGET_NAME} int8", unit="subnet",
-                       disable=not progress, dynamic_ncols=True):
+    for config in progress_bar(joint, desc=f"calibrate {TARGET_NAME} int8", unit="subnet",
+                               disable=not progress, dynamic_ncols=True):
         work, measurement = measure_int8(
             supernet, task, config, batches,
             lambda fn: measure_latency(fn, **_options(settings, time.thread_time)))

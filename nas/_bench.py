@@ -423,9 +423,9 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _progress(progress: bool | RunCallback, total: int) -> tuple[RunCallback, Any]:
     if progress is True:
-        from tqdm.auto import tqdm
+        from nas._progress import progress_bar
 
-        bar = tqdm(total=total, desc="bench runs", unit="run", dynamic_ncols=True)
+        bar = progress_bar(total=total, desc="bench runs", unit="run", dynamic_ncols=True)
 
         def update(algorithm: str, seed: int) -> None:
             bar.set_postfix_str(f"{algorithm} seed {seed}", refresh=False)

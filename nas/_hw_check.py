@@ -256,13 +256,13 @@ def _measure_all(
     progress: bool,
 ) -> dict[int, Measurement]:
     """Measurements by trial number, taken in a seeded shuffled order."""
-    from tqdm.auto import tqdm
+    from nas._progress import progress_bar
 
     order = list(front)
     random.Random(0).shuffle(order)
     measured: dict[int, Measurement] = {}
-    for trial in tqdm(order, desc=f"check on {target.name}", unit="subnet",
-                      disable=not progress, dynamic_ncols=True):
+    for trial in progress_bar(order, desc=f"check on {target.name}", unit="subnet",
+                              disable=not progress, dynamic_ncols=True):
         config = supernet.space.config(trial.config)
         measured[trial.number] = measure_subnet(supernet, config, task, target, settings)
     return measured

@@ -336,10 +336,10 @@ class _CallbackReporter(_Reporter):
 
 class _BarReporter(_Reporter):
     def __init__(self, *, total: int, initial: int, tracker: _Tracker) -> None:
-        from tqdm.auto import tqdm
+        from nas._progress import progress_bar
 
-        self.bar = tqdm(total=total, initial=min(initial, total), desc="search", unit="eval",
-                        dynamic_ncols=True)
+        self.bar = progress_bar(total=total, initial=min(initial, total), desc="search",
+                                unit="eval", dynamic_ncols=True)
         self.label = tracker.problem.objectives[0].name
         self._show(tracker.best, tracker.hypervolume)
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from nas._evaluator import accepts_keyword
 from nas._files import atomic_write, file_sha256, write_text_atomic
+from nas._progress import progress_bar
 from nas._space import Config
 from nas._supernet import SUPERNET_FAMILIES, Supernet
 from nas._task import Task
@@ -149,7 +149,7 @@ def train_supernet(
     scheme.start(supernet, task, steps=steps)
     supernet.train()
     running = math.nan
-    bar = tqdm(
+    bar = progress_bar(
         range(1, steps + 1), desc=f"{scheme.name} training", disable=not progress, unit="step"
     )
     for step in bar:
