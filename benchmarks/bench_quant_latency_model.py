@@ -17,7 +17,6 @@ Run: ``python benchmarks/bench_quant_latency_model.py`` (about two minutes on 2 
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from pathlib import Path
@@ -64,8 +63,8 @@ def main() -> None:
     batches = calibration_batches(task)
     measured_here = np.array([
         local.quantized_latency_ms(supernet, quantized.arch, quantized.fake_quantized(), task)
-        for quantized in (quantized_subnet(supernet, task, copy.deepcopy(timings.joint[i]),
-                                           mode="mixed", batches=batches) for i in test)])
+        for quantized in (quantized_subnet(supernet, task, timings.joint[i], mode="mixed",
+                                           batches=batches) for i in test)])
     against = {"calibration_protocol": timings.int8_ms[test], "local_cpu": measured_here}
     errors = {f"{name}_vs_{where}": prediction_errors(measured, predicted)
               for name, predicted in predictions.items() for where, measured in against.items()}
