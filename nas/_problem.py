@@ -132,7 +132,9 @@ class Problem:
         return float(np.clip(excess, 0.0, None).sum()) if excess.size else 0.0
 
     def is_feasible(self, metrics: Mapping[str, float]) -> bool:
-        return self.violation(metrics) == 0.0
+        """Every budget met (what :meth:`violation` == 0 says, without numpy: the search
+        asks this for every evaluation)."""
+        return all(c.excess(float(_metric(metrics, c.metric))) <= 0.0 for c in self.constraints)
 
     def to_minimization(self, metrics: Mapping[str, float]) -> np.ndarray:
         """Objective values with maximised ones negated, shape ``(len(objectives),)``."""

@@ -1,7 +1,18 @@
 """The search loop: ask the algorithm, evaluate what is new, record it, tell the results.
 
-Every new evaluation is committed to the study before the next one starts, so a search
-killed at any moment (even by SIGKILL) loses at most the evaluation in flight.
+Durability rule: new evaluations are committed to the study in batches, as soon as the
+oldest uncommitted one started ``commit_seconds`` (1 s) ago, checked after every
+evaluation and every ask/tell, and always when the run ends or fails. An evaluation
+that takes a second or more is therefore committed on its own before the next starts,
+while a cheap evaluator (a predictor, a lookup table) writes a second's worth at once:
+a search killed at any moment (even by SIGKILL) loses at most the last second of work
+plus the step in flight, and a rerun replays it. ``commit_seconds=0`` commits every
+evaluation before the next one starts.
+
+The loop's own cost per evaluation does not grow with the study: known configs are
+looked up in memory, the front and its hypervolume change only when a point enters the
+front (:class:`nas.studies.ParetoArchive`), and the storage is re-read for other
+workers' trials at most once a second.
 
 Resuming is replay: algorithms are deterministic given their seed and the results they
 are told, so rerunning the same search asks the same configs again; those already in
@@ -25,15 +36,18 @@ from nas._problem import Problem
 from nas._space import Config
 from nas.algorithms._base import Algorithm
 from nas.studies._pareto import (
+    ParetoArchive,
     ParetoPoint,
-    hypervolume,
     hypervolume_defined,
     normalised_points,
-    pareto_front,
     pareto_points,
     search_hypervolume,
 )
-from nas.studies._study import Study
+from nas.studies._study import NewTrial, Study, TrialRecord
+
+COMMIT_SECONDS = 1.0
+"""The most work (seconds since the oldest uncommitted evaluation started) a kill may
+lose; see the module docstring."""
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +84,12 @@ class SearchResult:
             :func:`nas.studies.search_hypervolume` (NaN when it is not defined).
         stopped_early: the run ended before ``n_evals`` evaluations.
         stop_reason: why it stopped early, in words (None otherwise).
+        seconds: the run's wall-clock time.
+        requested: ``n_evals``.
+        cache_hits: configs served from the study instead of evaluated.
+        algorithm_seconds: time spent in the algorithm's ``ask`` and ``tell``.
+        evaluator_seconds: time spent evaluating new configs.
+        commits: writes to the storage (each a batch of evaluations).
     """
 
     study: str
@@ -83,6 +103,16 @@ class SearchResult:
     seconds: float = 0.0
     requested: int = 0
     cache_hits: int = 0
+    algorithm_seconds: float = 0.0
+    evaluator_seconds: float = 0.0
+    commits: int = 0
+
+    @property
+    def overhead_us(self) -> float:
+        """The search loop's own time per new evaluation in microseconds: everything but
+        the algorithm and the evaluator (lookups, records, storage writes, progress)."""
+        own = self.seconds - self.algorithm_seconds - self.evaluator_seconds
+        return 1e6 * own / max(self.new_evaluations, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (for ``--json``); a NaN hypervolume becomes None."""
@@ -104,6 +134,7 @@ def run_search(
     n_evals: int,
     progress: bool | ProgressCallback = True,
     max_fruitless_asks: int = 20,
+    commit_seconds: float = COMMIT_SECONDS,
 ) -> SearchResult:
     """Search until ``study`` holds ``n_evals`` evaluated subnets.
 
@@ -114,24 +145,32 @@ def run_search(
         problem: objectives and budgets (the study's objectives must be the same).
         algorithm: a fresh algorithm (it is replayed from its first ask).
         evaluator: computes metrics; its cache is filled from the study first.
-        study: where every evaluated subnet is recorded, immediately.
+        study: where every evaluated subnet is recorded (see the durability rule in
+            the module docstring).
         n_evals: the number of evaluated subnets the study should hold at the end.
         progress: True for a live progress bar (evaluations, best feasible value of the
             first objective, hypervolume), False for none, or a callback that receives a
             :class:`SearchProgress` after each new evaluation.
         max_fruitless_asks: stop (``stopped_early``) after this many asks in a row that
             bring nothing new to evaluate, e.g. once the space is exhausted.
+        commit_seconds: commit new evaluations once the oldest uncommitted one started
+            this many seconds ago (0: each one before the next starts).
 
     Returns:
         A :class:`SearchResult`.
 
     Raises:
-        ValueError: a bad ``n_evals`` or ``max_fruitless_asks``, a study or evaluator over
-            another space, or a study with other objectives than ``problem``.
+        ValueError: a bad ``n_evals``, ``max_fruitless_asks`` or ``commit_seconds``, a
+            study or evaluator over another space, or a study with other objectives
+            than ``problem``.
     """
     _validate(problem, algorithm, evaluator, study, n_evals, max_fruitless_asks)
     if not (isinstance(progress, bool) or callable(progress)):
         raise ValueError(f"progress must be True, False or a callable, got {progress!r}")
+    if isinstance(commit_seconds, bool) or not isinstance(commit_seconds, int | float) \
+            or not 0 <= commit_seconds <= 3600:
+        raise ValueError(f"commit_seconds must be a number of seconds from 0 to 3600, got "
+                         f"{commit_seconds!r}")
     start = time.perf_counter()
     if study.space is None:
         study.attach_space(problem.space)
@@ -144,16 +183,20 @@ def run_search(
         if not record.failed:
             tracker.add(record.metrics)
 
+    recorder = _Recorder(study, problem, commit_seconds)
     evaluations = len(records)
     new = 0
     hits = 0
     fruitless = 0
+    algorithm_seconds = evaluator_seconds = 0.0
     proposed: set[Config] = set()  # every config asked in this run
     stop_reason: str | None = None
     reporter = _make_reporter(progress, total=n_evals, initial=evaluations, tracker=tracker)
     try:
         while evaluations < n_evals:
+            clock = time.perf_counter()
             configs = algorithm.ask()
+            algorithm_seconds += time.perf_counter() - clock
             # Fruitful: proposes a config not proposed before in this run. Configs served
             # from the study while a resumed run replays count as fruitful.
             fruitful = any(config not in proposed for config in configs)
@@ -166,28 +209,24 @@ def run_search(
                     results.append(dict(batch[config]))
                     continue
                 key = evaluator.cache_key(config)
-                record = study.lookup(key)
-                if record is not None:
-                    metrics = dict(record.metrics)
+                known = recorder.lookup(key)
+                if known is not None:
+                    metrics = dict(known)
                     hits += 1
                 else:
                     if evaluations >= n_evals:
                         finished_batch = False
                         break
                     metrics, seconds = _timed(evaluator, config)
+                    evaluator_seconds += seconds
                     _check_metrics(problem, metrics)
-                    number = study.add(
-                        config,
-                        metrics,
-                        feasible=problem.is_feasible(metrics),
-                        cache_key=key,
-                        eval_seconds=seconds,
-                    )
+                    recorder.add(config, metrics, key, seconds)
                     # the study's count, so that workers sharing a study stop together
-                    evaluations = len(study)
+                    evaluations = len(recorder)
                     new += 1
                     tracker.add(metrics)
-                    logger.debug("trial %d: %s -> %s", number, config.to_json(), metrics)
+                    logger.debug("evaluation %d: %s -> %s", evaluations, config.to_json(),
+                                 metrics)
                     reporter(
                         SearchProgress(
                             evaluations=evaluations,
@@ -203,7 +242,10 @@ def run_search(
                 results.append(dict(metrics))
             if not finished_batch:
                 break  # the study is full; the rest of the batch is for a longer run
+            clock = time.perf_counter()
             algorithm.tell(configs, results)
+            algorithm_seconds += time.perf_counter() - clock
+            recorder.commit_if_due()
             fruitless = 0 if fruitful else fruitless + 1
             if evaluations < n_evals and fruitless >= max_fruitless_asks:
                 stop_reason = (
@@ -214,6 +256,7 @@ def run_search(
                 logger.warning("search stopped early: %s", stop_reason)
                 break
     finally:
+        recorder.commit()
         reporter.close()
 
     final = study.trials()
@@ -230,6 +273,9 @@ def run_search(
         seconds=time.perf_counter() - start,
         requested=n_evals,
         cache_hits=hits,
+        algorithm_seconds=algorithm_seconds,
+        evaluator_seconds=evaluator_seconds,
+        commits=recorder.commits,
     )
 
 
@@ -291,15 +337,63 @@ def _cardinality(problem: Problem) -> str:
         return "an unknown number of configs"
 
 
+class _Recorder:
+    """New evaluations on their way to the study, committed by the durability rule of
+    the module docstring; lookups and the count see them before they are committed."""
+
+    def __init__(self, study: Study, problem: Problem, commit_seconds: float, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.study = study
+        self.problem = problem
+        self.commit_seconds = commit_seconds
+        self.clock = clock
+        self.commits = 0
+        self._pending: dict[str, NewTrial] = {}
+        self._oldest_start: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.study) + len(self._pending)
+
+    def lookup(self, key: str) -> dict[str, float] | None:
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            return dict(waiting.metrics)
+        record: TrialRecord | None = self.study.lookup(key)
+        return None if record is None else dict(record.metrics)
+
+    def add(self, config: Config, metrics: dict[str, float], key: str, seconds: float) -> None:
+        if self._oldest_start is None:
+            self._oldest_start = self.clock() - seconds
+        self._pending[key] = NewTrial(config, metrics, feasible=self.problem.is_feasible(metrics),
+                                      cache_key=key, eval_seconds=seconds)
+        self.commit_if_due()
+
+    def commit_if_due(self) -> None:
+        if self._oldest_start is not None and \
+                self.clock() - self._oldest_start >= self.commit_seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        self.study.add_many(list(self._pending.values()))
+        self._pending.clear()
+        self._oldest_start = None
+        self.commits += 1
+
+
 class _Tracker:
     """Best feasible value and hypervolume, updated incrementally (front only)."""
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         self.best: float | None = None
-        self._front = np.zeros((0, len(problem.objectives)))
         self._with_hv = hypervolume_defined(problem)
-        self.hypervolume: float | None = 0.0 if self._with_hv else None
+        self._archive = ParetoArchive(np.ones(len(problem.objectives)))
+
+    @property
+    def hypervolume(self) -> float | None:
+        return self._archive.hypervolume if self._with_hv else None
 
     def add(self, metrics: dict[str, float]) -> None:
         problem = self.problem
@@ -314,10 +408,7 @@ class _Tracker:
                                  else value < self.best):
             self.best = value
         if self._with_hv:
-            point = normalised_points([metrics], problem)
-            points = np.vstack([self._front, point])
-            self._front = points[pareto_front(points)]
-            self.hypervolume = hypervolume(self._front, np.ones(points.shape[1]))
+            self._archive.add(normalised_points([metrics], problem)[0])
 
 
 class _Reporter:

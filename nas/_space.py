@@ -65,11 +65,13 @@ class Config(Mapping[str, Value]):
     and canonicalises (drops inactive genes).
     """
 
-    __slots__ = ("_items", "_space_name")
+    __slots__ = ("_items", "_space_name", "_json", "_key")
 
     def __init__(self, space_name: str, items: Sequence[tuple[str, Value]]) -> None:
         self._space_name = space_name
         self._items = tuple(items)
+        self._json: str | None = None  # computed once: a search asks for them per config
+        self._key: str | None = None
 
     @property
     def space_name(self) -> str:
@@ -103,13 +105,17 @@ class Config(Mapping[str, Value]):
 
     def to_json(self) -> str:
         """Canonical JSON: the same subnet always gives the same string."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        if self._json is None:
+            self._json = json.dumps(self.to_dict(), separators=(",", ":"))
+        return self._json
 
     @property
     def key(self) -> str:
         """A stable 16-hex-digit hash of the canonical form (stable across processes)."""
-        payload = f"{self._space_name}:{self.to_json()}".encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        if self._key is None:
+            payload = f"{self._space_name}:{self.to_json()}".encode()
+            self._key = hashlib.sha256(payload).hexdigest()[:16]
+        return self._key
 
 
 class SearchSpace:
@@ -124,6 +130,7 @@ class SearchSpace:
         self.name = name
         self.genes: tuple[Gene, ...] = tuple(genes)
         self._index = {gene.name: i for i, gene in enumerate(self.genes)}
+        self._upper = np.array([len(gene.choices) - 1 for gene in self.genes], dtype=int)
         if len(self._index) != len(self.genes):
             raise ValueError(f"search space {name!r} declares a gene name twice")
         for i, gene in enumerate(self.genes):
@@ -218,9 +225,7 @@ class SearchSpace:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Inclusive integer bounds of :meth:`to_vector`, one entry per gene."""
-        lower = np.zeros(len(self.genes), dtype=int)
-        upper = np.array([len(gene.choices) - 1 for gene in self.genes], dtype=int)
-        return lower, upper
+        return np.zeros(len(self.genes), dtype=int), self._upper.copy()
 
     def to_vector(self, config: Config) -> np.ndarray:
         """Choice indices, one per gene; an inactive gene reads 0."""
@@ -238,10 +243,12 @@ class SearchSpace:
             raise ValueError(
                 f"vector must have shape ({len(self.genes)},), got {tuple(vector.shape)}"
             )
-        lower, upper = self.bounds()
-        if (vector < lower).any() or (vector > upper).any():
+        upper = self._upper
+        if (vector < 0).any() or (vector > upper).any():
             raise ValueError(f"vector {vector.tolist()} is outside the bounds {upper.tolist()}")
-        return self._build(lambda gene: gene.choices[vector[self._index[gene.name]]])
+        # plain ints, looked up by name: indexing numpy per gene costs more than the rest
+        chosen = {gene.name: gene.choices[i] for gene, i in zip(self.genes, vector.tolist())}
+        return self._build(lambda gene: chosen[gene.name])
 
     # -- Optuna ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ checkpoint export."""
 from nas.studies._export import export_pareto, export_trial
 from nas.studies._html_report import build_report
 from nas.studies._pareto import (
+    ParetoArchive,
     ParetoPoint,
     front_of,
     hypervolume,
@@ -16,6 +17,7 @@ from nas.studies._pareto import (
 from nas.studies._report import describe_study, study_problem, study_supernet
 from nas.studies._storage import default_storage, open_storage
 from nas.studies._study import (
+    NewTrial,
     Study,
     StudyMeta,
     StudyMismatchError,
@@ -31,6 +33,8 @@ from nas.studies._study import (
 from nas.studies._tables import study_dataframe, write_study_table
 
 __all__ = [
+    "NewTrial",
+    "ParetoArchive",
     "ParetoPoint",
     "Study",
     "StudyMeta",

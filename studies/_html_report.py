@@ -24,11 +24,20 @@ from html import escape
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import numpy as np
+
 from nas._messages import one_line
 from nas._problem import Problem
 from nas._supernet import Supernet, get_supernet
 from nas.quant._policy import BITS_PREFIX
-from nas.studies._pareto import front_of, hypervolume_defined, search_hypervolume
+from nas.studies._pareto import (
+    ParetoArchive,
+    front_of,
+    hypervolume_defined,
+    normalised_points,
+    search_hypervolume,
+    usable,
+)
 from nas.studies._report import study_problem
 from nas.studies._study import Study, StudyMeta, TrialRecord
 
@@ -212,14 +221,16 @@ def hypervolume_section(data: Sequence[StudyData]) -> str:
 def hypervolume_curve(trials: Sequence[TrialRecord], problem: Problem) -> list[float]:
     """:func:`search_hypervolume` of the first k trials, for k = 1..n.
 
-    The hypervolume of a set equals that of its feasible front, so the front is carried
-    along instead of recomputing over all k trials: linear in n rather than quadratic.
+    The hypervolume of a set equals that of its feasible front, so one archive of the
+    front is carried along (:class:`ParetoArchive`): linear in n rather than quadratic.
     """
+    normalised_points([], problem)  # a minimised objective without a budget: say so now
+    archive = ParetoArchive(np.ones(len(problem.objectives)))
     curve = []
-    front: list[TrialRecord] = []
     for trial in trials:
-        front = front_of([*front, trial], problem)
-        curve.append(search_hypervolume(front, problem))
+        if usable(trial, problem) and problem.is_feasible(trial.metrics):
+            archive.add(normalised_points([trial.metrics], problem)[0])
+        curve.append(archive.hypervolume)
     return curve
 
 

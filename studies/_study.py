@@ -31,7 +31,8 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ from nas._problem import (
     objectives_from_dicts,
 )
 from nas._space import Config, SearchSpace
+from nas.studies._bulk import finished_count, read_finished, write_trials
 from nas.studies._storage import open_storage, quiet_optuna, sqlite_path, storage_label
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ _SPACE_ATTR = "nas.space"
 _FORMAT_ATTR = "nas.format"
 _BUDGET_CHANGES_ATTR = "nas.budget_changes"
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+
+REREAD_SECONDS = 1.0
+"""How often a study re-reads its storage for trials other workers wrote, when asked
+for its length or for a key it does not hold: reading is a query over every trial, so
+doing it per evaluation made each evaluation cost more as the study grew."""
 
 StorageLike = str | optuna.storages.BaseStorage
 
@@ -172,6 +179,18 @@ class TrialRecord:
 
 
 @dataclass(frozen=True)
+class NewTrial:
+    """An evaluated subnet to record with :meth:`Study.add_many` (the arguments of
+    :meth:`Study.add`)."""
+
+    config: Config | Mapping[str, Any]
+    metrics: Mapping[str, float]
+    feasible: bool
+    cache_key: str
+    eval_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class StudySummary:
     """One line of :func:`list_studies`; the fields are None for non-nas Optuna studies."""
 
@@ -203,15 +222,21 @@ class Study:
         storage: str,
         meta: StudyMeta,
         space: SearchSpace | None,
+        backend: optuna.storages.BaseStorage | None = None,
     ) -> None:
         self._study = study
         self.name = study.study_name
         self.storage = storage
         self.meta = meta
         self.space = space
+        self._backend = backend
         self._constraints = meta.constraint_list()
+        self._objectives = meta.objective_list()
         self._records: dict[int, TrialRecord] = {}
         self._by_key: dict[str, TrialRecord] = {}
+        self._last_read = -math.inf
+        self._study_id: int | None = None
+        self._distributions: dict[str, optuna.distributions.BaseDistribution] | None = None
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, {len(self)} trials, storage={self.storage!r})"
@@ -222,22 +247,23 @@ class Study:
         return self._study
 
     def __len__(self) -> int:
-        """The number of evaluated subnets (finished trials)."""
+        """The number of evaluated subnets (finished trials); other workers' trials are
+        counted once :data:`REREAD_SECONDS` have passed since the last read."""
         self._refresh()
         return len(self._records)
 
     # -- reading -------------------------------------------------------------------------
 
     def trials(self) -> list[TrialRecord]:
-        """Every evaluated subnet, in trial order."""
-        self._refresh()
+        """Every evaluated subnet, in trial order (read from the storage now)."""
+        self._refresh(now=True)
         return [self._records[n] for n in sorted(self._records)]
 
     def lookup(self, cache_key: str) -> TrialRecord | None:
-        """The trial evaluated under ``cache_key``, if any (also sees other workers' trials)."""
+        """The trial evaluated under ``cache_key``, if any. Trials this object wrote are
+        seen at once, other workers' ones within :data:`REREAD_SECONDS`."""
         record = self._by_key.get(cache_key)
-        if record is None:
-            self._refresh()
+        if record is None and self._refresh():
             record = self._by_key.get(cache_key)
         return record
 
@@ -300,68 +326,120 @@ class Study:
             ValueError: the study has no space, the config is not in it, or an objective
                 metric is missing.
         """
+        return self.add_many([NewTrial(config, metrics, feasible=feasible, cache_key=cache_key,
+                                       eval_seconds=eval_seconds)])[0]
+
+    def add_many(self, trials: Sequence[NewTrial]) -> list[int]:
+        """Record evaluated subnets in one write (one transaction on a database), in
+        order; as :meth:`add` for each, but all or none are committed.
+
+        Returns:
+            Their trial numbers.
+
+        Raises:
+            ValueError: as :meth:`add`, for any of them; nothing is written then.
+        """
+        frozen = [self._frozen(trial) for trial in trials]
+        storage = self._writer_storage()
+        numbers = write_trials(storage, self._id(storage), frozen)
+        self._remember(
+            self._record(number, trial.state == TrialState.FAIL, trial.user_attrs, None)
+            for number, trial in zip(numbers, frozen, strict=True)
+        )
+        return numbers
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _frozen(self, new: NewTrial) -> optuna.trial.FrozenTrial:
+        """An Optuna trial for ``new``, validated against the space and objectives."""
         if self.space is None:
             raise ValueError(f"study {self.name!r} has no search space; pass space= to open it")
-        if not cache_key:
+        if not new.cache_key:
             raise ValueError("cache_key must be a non-empty string")
-        canonical = self.space.config(config)
-        clean = {str(k): float(v) for k, v in metrics.items()}
+        canonical = self.space.config(new.config)
+        clean = {str(k): float(v) for k, v in new.metrics.items()}
         values = []
-        for objective in self.meta.objective_list():
+        for objective in self._objectives:
             if objective.name not in clean:
                 raise ValueError(
                     f"metrics have no objective {objective.name!r}; got {sorted(clean)}"
                 )
             values.append(clean[objective.name])
-        distributions = self.space.optuna_distributions()
+        if self._distributions is None:
+            self._distributions = self.space.optuna_distributions()
         params = canonical.to_dict()
         user_attrs: dict[str, Any] = {
             "config": params,
             "metrics": {k: _json_float(v) for k, v in clean.items()},
-            "feasible": bool(feasible),
-            "cache_key": cache_key,
+            "feasible": bool(new.feasible),
+            "cache_key": new.cache_key,
         }
-        if eval_seconds is not None:
-            user_attrs["eval_seconds"] = float(eval_seconds)
+        if new.eval_seconds is not None:
+            user_attrs["eval_seconds"] = float(new.eval_seconds)
         failed = any(math.isnan(v) for v in values)
-        trial = optuna.trial.create_trial(
+        now = datetime.datetime.now()
+        # Built directly (the config was validated by the space): create_trial's checks
+        # cost more than the write itself for a cheap evaluator.
+        return optuna.trial.FrozenTrial(
+            number=-1, trial_id=-1,
             state=TrialState.FAIL if failed else TrialState.COMPLETE,
-            values=None if failed else values,
+            value=None, values=None if failed else values,
+            datetime_start=now, datetime_complete=now,
             params=params,
-            distributions={name: distributions[name] for name in params},
-            user_attrs=user_attrs,
+            distributions={name: self._distributions[name] for name in params},
+            user_attrs=user_attrs, system_attrs={}, intermediate_values={},
         )
-        self._study.add_trial(trial)
-        new = self._refresh()
-        numbers = [r.number for r in new if r.cache_key == cache_key]
-        if not numbers:  # pragma: no cover - the storage lost a committed trial
-            raise RuntimeError(f"trial for {cache_key} was not found after adding it")
-        return max(numbers)
 
-    # -- internals -----------------------------------------------------------------------
+    def _writer_storage(self) -> optuna.storages.BaseStorage:
+        # The storage itself rather than Optuna's caching wrapper around it, which
+        # re-reads what is written below it.
+        return self._backend if self._backend is not None else self._study._storage
 
-    def _refresh(self) -> list[TrialRecord]:
-        new: list[TrialRecord] = []
-        trials = self._study.get_trials(deepcopy=False, states=_FINISHED)
-        if len(trials) == len(self._records):
-            return new  # trials are never removed from a study, so nothing is new
-        for trial in trials:
-            if trial.number in self._records:
-                continue
-            record = self._from_trial(trial)
-            self._records[trial.number] = record
+    def _refresh(self, *, now: bool = False) -> bool:
+        """Read other workers' new trials; at most every :data:`REREAD_SECONDS` unless
+        ``now``. True when a read happened."""
+        clock = time.monotonic()
+        if not now and clock - self._last_read < REREAD_SECONDS:
+            return False
+        self._last_read = clock
+        storage = self._writer_storage()
+        count = finished_count(storage, self._id(storage))
+        if count is None:  # no fast path: through Optuna
+            trials = self._study.get_trials(deepcopy=False, states=_FINISHED)
+            if len(trials) != len(self._records):
+                self._remember(
+                    self._record(t.number, t.state == TrialState.FAIL, t.user_attrs, t.params)
+                    for t in trials if t.number not in self._records
+                )
+        elif count != len(self._records):  # trials are never removed, so something is new
+            self._remember(
+                self._record(number, failed, attrs, None)
+                for number, failed, attrs in read_finished(storage, self._id(storage),
+                                                           self._records)
+            )
+        return True
+
+    def _remember(self, records: Iterable[TrialRecord]) -> None:
+        for record in records:
+            self._records[record.number] = record
             self._by_key.setdefault(record.cache_key, record)
-            new.append(record)
-        return new
 
-    def _from_trial(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
-        attrs = trial.user_attrs
+    def _id(self, storage: optuna.storages.BaseStorage) -> int:
+        if self._study_id is None:
+            self._study_id = storage.get_study_id_from_name(self.name)
+        return self._study_id
+
+    def _record(self, number: int, failed: bool, attrs: Mapping[str, Any],
+                params: Mapping[str, Any] | None) -> TrialRecord:
         metrics = {k: float(v) for k, v in dict(attrs.get("metrics", {})).items()}
-        config = dict(attrs.get("config", trial.params))
-        failed = trial.state == TrialState.FAIL
+        config = attrs.get("config", params)
+        if config is None:  # a trial without the attribute: its params are the config
+            storage = self._writer_storage()
+            config = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+                self._id(storage), number)).params
         return TrialRecord(
-            number=trial.number,
-            config=config,
+            number=number,
+            config=dict(config),
             metrics=metrics,
             feasible=(not failed) and self._feasible(metrics, bool(attrs.get("feasible", False))),
             cache_key=str(attrs.get("cache_key", "")),
@@ -431,7 +509,7 @@ def open_study(
                 space = _stored_space(study)
             if stored.constraints != meta.constraints:
                 _record_budget_change(study, stored, meta)
-            return Study(study, storage=label, meta=meta, space=space)
+            return Study(study, storage=label, meta=meta, space=space, backend=backend)
     elif not create:
         raise StudyNotFoundError(_not_found(name, label, names))
     else:
@@ -442,7 +520,7 @@ def open_study(
     if space is not None:
         study.set_user_attr(_SPACE_ATTR, space.to_spec())
     study.set_user_attr(_META_ATTR, meta.to_dict())
-    return Study(study, storage=label, meta=meta, space=space)
+    return Study(study, storage=label, meta=meta, space=space, backend=backend)
 
 
 def load_study(name: str, storage: StorageLike) -> Study:
@@ -464,7 +542,8 @@ def load_study(name: str, storage: StorageLike) -> Study:
     meta = _stored_meta(study)
     if meta is None:
         raise ValueError(f"study {name!r} in {label!r} was not created by nas (no metadata)")
-    return Study(study, storage=label, meta=meta, space=_stored_space(study))
+    return Study(study, storage=label, meta=meta, space=_stored_space(study),
+                 backend=backend)
 
 
 def stored_meta(name: str, storage: StorageLike) -> StudyMeta | None:

@@ -10,6 +10,7 @@ import pytest
 from nas import Gene, SearchSpace
 from nas._problem import Objective, Problem, accuracy_latency_problem
 from nas.studies import (
+    ParetoArchive,
     TrialRecord,
     front_of,
     hypervolume,
@@ -106,3 +107,52 @@ def test_search_hypervolume_in_the_normalised_space() -> None:
     with pytest.raises(ValueError, match="needs a positive budget on minimised objective"):
         search_hypervolume(TRIALS, unbounded)
     assert not math.isnan(search_hypervolume(TRIALS, problem))
+
+
+# -- scaling: the culling sweep and the incremental archive ----------------------------
+
+
+def _brute_front(points: np.ndarray) -> list[int]:
+    """The definition, pair by pair."""
+    keep = []
+    for i, row in enumerate(points):
+        if np.isnan(row).any():
+            continue
+        dominated = any(
+            not np.isnan(other).any() and (other <= row).all() and (other < row).any()
+            for j, other in enumerate(points) if j != i
+        )
+        if not dominated:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("columns", [2, 3, 4])
+def test_pareto_front_matches_the_definition_with_ties_and_nans(columns: int) -> None:
+    rng = np.random.default_rng(columns)
+    for _ in range(20):
+        # few distinct values, so ties and duplicates are common
+        points = rng.integers(0, 6, size=(60, columns)).astype(float)
+        points[rng.random(60) < 0.05, 0] = np.nan
+        assert pareto_front(points).tolist() == _brute_front(points)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_archive_keeps_the_front_and_hypervolume_of_everything_added(columns: int) -> None:
+    rng = np.random.default_rng(7)
+    reference = np.ones(columns)
+    archive = ParetoArchive(reference)
+    seen = []
+    for _ in range(150):
+        point = rng.random(columns)
+        entered = archive.add(point)
+        seen.append(point)
+        points = np.array(seen)
+        front = points[pareto_front(points)]
+        # it entered exactly when it is on the front of everything so far and new
+        on_front = len(seen) - 1 in pareto_front(points).tolist()
+        assert entered == (on_front and not any((p == point).all() for p in seen[:-1]))
+        assert sorted(map(tuple, archive.front)) == sorted(map(tuple, np.unique(front, axis=0)))
+        assert archive.hypervolume == pytest.approx(hypervolume(points, reference), abs=1e-12)
+    assert not archive.add([np.nan] * columns)
+    assert not archive.add(archive.front[0])  # an archived point again adds nothing

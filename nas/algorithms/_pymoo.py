@@ -283,9 +283,10 @@ def make_elimination(encoding: Encoding, *, skip_known: bool) -> Any:
         def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
             rows = [tuple(int(v) for v in x) for x in pop.get("X")]
             if other is None:
-                seen = set(encoding.known) if skip_known else set()
+                known = encoding.known if skip_known else frozenset()
+                seen: set[tuple[int, ...]] = set()  # not a copy of known: that grows
                 for i, row in enumerate(rows):
-                    if row in seen:
+                    if row in seen or row in known:
                         is_duplicate[i] = True
                     seen.add(row)
             else:
