@@ -338,6 +338,7 @@ class OFALookupTarget(HardwareTarget):
 
     def __init__(self, table: OFALatencyTable) -> None:
         self.table = table
+        self._fingerprint: str | None = None
         self.name = f"{self.PREFIX}{table.source}"
         self.description = f"OFA lookup tables in {table.source}"
 
@@ -389,6 +390,13 @@ class OFALookupTarget(HardwareTarget):
 
     @property
     def fingerprint(self) -> str:
+        # Tables never change after loading; hashing them once keeps a cheap evaluation
+        # (every cache key reads the fingerprint) cheap.
+        if self._fingerprint is None:
+            self._fingerprint = self._hash_tables()
+        return self._fingerprint
+
+    def _hash_tables(self) -> str:
         digest = hashlib.sha256()
         if self.table.widths.width_mult != 1.0:  # width-1.0 studies keep their fingerprint
             digest.update(f"width={self.table.widths.width_mult!r}".encode())

@@ -198,11 +198,12 @@ class PredictedEvaluator(BaseEvaluator):
         self.target = target
         self.task = None
         self.eval_limit = None
+        target = str(getattr(target, "fingerprint", "") or getattr(target, "name", ""))
+        self._fingerprint = f"predicted:{predictor.sha256}|{target}"
 
     @property
     def fingerprint(self) -> str:
-        target = str(getattr(self.target, "fingerprint", "") or getattr(self.target, "name", ""))
-        return f"predicted:{self.predictor.sha256}|{target}"
+        return self._fingerprint
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:
         return {

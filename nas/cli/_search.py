@@ -223,10 +223,12 @@ def print_front(document: dict[str, Any]) -> None:
         table.add_row(*row, _summary(config))
     out = Console()
     out.print(table)
+    export_hint = ("" if document.get("accuracy_note") else
+                   f"; export one with `nas export --study {document['study']} --trial N "
+                   f"--out DIR`")
     out.print(
         f"{document['evaluations']} evaluations ({document['new_evaluations']} new), "
-        f"hypervolume {document['hypervolume'] or 0:.4f}; export one with "
-        f"`nas export --study {document['study']} --trial N --out DIR`",
+        f"hypervolume {document['hypervolume'] or 0:.4f}{export_hint}",
         highlight=False,
     )
     if not document["pareto"]:
