@@ -21,7 +21,8 @@ first conv 3->16 (stride 2); a fixed first block 16->16 (kernel 3, expand 1, ide
 skip); five stages of up to 4 blocks with widths 24, 40, 80, 112, 160, strides
 2, 2, 2, 1, 2, SE in stages 2, 4, 5 and h-swish in stages 3-5; a block's middle width
 is ``make_divisible(round(in * e), 8)`` (OFA's table code writes ``round(in * e)``; every
-published width times 3, 4 or 6 is a multiple of 8, so both agree); a block has an identity skip when its stride
+published width times 3, 4 or 6 is a multiple of 8, so both agree); a block has an
+identity skip when its stride
 is 1 and its input and output widths match; then the final expand 160->960, global
 pooling, the feature mix 960->1280 and the 1000-way classifier.
 """
@@ -145,16 +146,15 @@ def widths_for(table: Mapping[str, float], resolution: int, *, where: str = "the
         ValueError: the table matches no published width; the message names the stem
             key it holds and what each width would need.
     """
+    smallest = OFAEncoding(ks=(3,) * 20, e=(3,) * 20, d=(2,) * 5, r=resolution)
     for mult in WIDTH_MULTS:
         widths = OFAWidths.at(mult)
-        keys = layer_keys(OFAEncoding(ks=(3,) * 20, e=(3,) * 20, d=(2,) * 5, r=resolution),
-                          widths)
+        keys = layer_keys(smallest, widths)
         if keys[0] in table and keys[-2] in table:
             return widths
     stems = sorted(k for k in table if k.startswith("Conv-input:"))
-    needs = "; ".join(
-        f"{w.describe()} needs {layer_keys(OFAEncoding((3,) * 20, (3,) * 20, (2,) * 5, resolution), w)[0]!r}"
-        for w in map(OFAWidths.at, WIDTH_MULTS))
+    needs = "; ".join(f"{w.describe()} needs {layer_keys(smallest, w)[0]!r}"
+                      for w in map(OFAWidths.at, WIDTH_MULTS))
     raise ValueError(f"{where} matches none of OFA's published widths: its stem entries are "
                      f"{stems or 'missing'}; {needs}")
 

@@ -126,7 +126,8 @@ def search(
     request = prepared.request
     console.print(
         f"study [bold]{escape(str(request.study))}[/] in {escape(prepared.storage)}: "
-        f"{escape(prepared.problem.space.name)} on {escape(hw)}, latency <= {budget_ms:g} ms (smallest subnet: "
+        f"{escape(prepared.problem.space.name)} on {escape(hw)}, latency <= {budget_ms:g} ms "
+        f"(smallest subnet: "
         f"{prepared.min_latency_ms:.1f} ms), {request.algorithm}, seed {request.seed}",
         highlight=False,
     )
