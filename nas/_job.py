@@ -26,6 +26,12 @@ from nas.studies import Study, StudyMeta, default_storage, open_study, stored_me
 logger = logging.getLogger(__name__)
 
 
+PREDICTED_ALGORITHM = "nsga2"
+"""The algorithm of a ``--space`` search left without ``--algorithm``: its evaluations cost
+a fraction of a millisecond, so thousands are run, and the default (``ehvi``, a GP per
+ask) would spend minutes per hundred; NSGA-II asks in microseconds."""
+
+
 class InfeasibleBudgetError(ValueError):
     """No subnet of the space can meet the budget on the target."""
 
@@ -299,7 +305,8 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
     never changes what a resumed study runs."""
     algorithm = request.algorithm
     if algorithm is None:
-        algorithm = stored.algorithm if stored is not None and stored.algorithm else "default"
+        fresh = PREDICTED_ALGORITHM if request.space is not None else "default"
+        algorithm = stored.algorithm if stored is not None and stored.algorithm else fresh
     seed = request.seed
     if seed is None:
         seed = stored.seed if stored is not None and stored.seed is not None else 0

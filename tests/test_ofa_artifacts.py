@@ -257,8 +257,9 @@ def test_a_fitted_predictor_folder_is_an_objective(tmp_path) -> None:
     assert fitted.exit_code == 0, fitted.output
     result = nas("search", "--space", "ofa-mbv3", "--accuracy-predictor", str(tmp_path / "pred"),
                  "--hw", f"ofa-lut:{tables}", "--budget", "20ms", "--evals", "6",
-                 "--algorithm", "random", "--storage", f"sqlite:///{tmp_path / 'db.db'}")
+                 "--storage", f"sqlite:///{tmp_path / 'db.db'}")
     assert result.exit_code == 0, result.output
+    assert "nsga2, seed 0" in result.output  # a --space search's default algorithm
     assert "searching resolutions [160, 224]" in result.output
     assert "accuracy was predicted by" in result.output.replace("\n", "")
 

@@ -24,6 +24,12 @@ from nas.cli._common import (
 from nas.quant import BITS_PREFIX, CALIBRATION_SAMPLES, check_mode
 from nas.quant._evaluator import QuantizedEvaluator
 
+DEFAULT_EVALS = 120
+"""Evaluations of a supernet search left without ``--evals``."""
+PREDICTED_EVALS = 3000
+"""Evaluations of a ``--space`` search left without ``--evals``: each costs a fraction of
+a millisecond (OFA's Note10 tables and predictor: NSGA-II passes OFA's tutorial figure
+after 2,100 to 4,600)."""
 DEFAULT_EVAL_LIMIT = 2000
 """Validation examples per evaluation: about 0.25% standard error on token accuracy
 (the same words for every subnet, so comparisons are paired), and a main job that
@@ -47,16 +53,18 @@ def search(
     ),
     hw: str = typer.Option(..., "--hw", help="Hardware target (see `nas hw list`)."),
     budget: str = typer.Option(..., "--budget", help="Latency budget: '50ms', '50 ms', '0.05s'."),
-    evals: int = typer.Option(
-        120, "--evals", min=1, help="Evaluations the study should hold in total (resumes count)."
+    evals: int | None = typer.Option(
+        None, "--evals", min=1,
+        help=f"Evaluations the study should hold in total (resumes count; default "
+             f"{DEFAULT_EVALS}, or {PREDICTED_EVALS} for a --space search).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of the search algorithm (default: the study's, or 0)."
     ),
     algorithm: str | None = typer.Option(
         None, "--algorithm",
-        help="Search algorithm (default: the study's, or default = ehvi): nsga2, random, "
-             "linas, evo, tpe, ... (an unknown name lists them all).",
+        help="Search algorithm (default: the study's, or default = ehvi; nsga2 for a --space "
+             "search): nsga2, random, linas, evo, tpe, ... (an unknown name lists them all).",
     ),
     study: str | None = typer.Option(None, "--study", callback=study_name,
                                      help="Study name (default: SUPERNET-HW)."),
@@ -111,7 +119,8 @@ def search(
         accuracy_predictor=accuracy_predictor,
         hardware=hw,
         budget_ms=budget_ms,
-        evals=evals,
+        evals=evals if evals is not None else (
+            DEFAULT_EVALS if space is None else PREDICTED_EVALS),
         seed=seed,
         algorithm=algorithm,
         study=study or f"{subject}-{hw}",
