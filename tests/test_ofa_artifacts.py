@@ -193,6 +193,7 @@ def _search(tables, predictor, storage, *extra):
                "--algorithm", "evo", "--storage", storage, "--study", "s", *extra)
 
 
+@pytest.mark.slow
 def test_search_with_ofa_files_end_to_end(ofa_files, tmp_path) -> None:
     tables, predictor, storage = ofa_files
     result = _search(tables, predictor, storage, "--json")

@@ -247,8 +247,9 @@ def print_front(document: dict[str, Any]) -> None:
         best = max(document["pareto"], key=lambda p: p["accuracy"])
         out.print(
             f"best predicted accuracy {best['accuracy']:.4f} at {best['latency_ms']:.2f} ms "
-            f"(<= {document['budget_ms']:g} ms) after {document['evaluations']} evaluations "
-            f"in {document.get('seconds', 0):.1f} s ({document['algorithm']}); "
+            f"(<= {document['budget_ms']:g} ms), trial {best['trial']} of "
+            f"{document['evaluations']} evaluations, {document.get('seconds', 0):.1f} s "
+            f"of search ({document['algorithm']}); "
             f"{document['accuracy_note']}", highlight=False)
 
 
