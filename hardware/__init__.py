@@ -13,8 +13,8 @@ Registered targets (``nas.get_hardware(name)``):
 - ``cuda``: measured on this machine's CUDA GPU (CUDA events);
 - ``remote:HOST:PORT``: measured on a device running ``nas agent`` (``_agent.py``,
   ``_remote.py``);
-- ``ofa-lut:FOLDER``: OFA's published per-device latency lookup tables, for supernets on
-  OFA's published MobileNetV3 space (``_ofa_lut.py``).
+- ``ofa-lut:FOLDER``: OFA's published per-device latency lookup tables, for OFA's
+  published MobileNetV3 space at width 1.0 or 1.2 (read from the tables; ``_ofa_lut.py``).
 
 Also here: profilers with a stopping rule on the median's confidence interval
 (``_profile.py``), memory (``_memory.py``), ONNX Runtime timing (``_onnx.py``), the
@@ -76,12 +76,13 @@ from nas.hardware._macs import (
     seq2seq_macs,
 )
 from nas.hardware._nb201_targets import NB201TableTarget
-from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget
+from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget, OFAWidths
 
 __all__ = [
     "OFAEncoding",
     "OFALatencyTable",
     "OFALookupTarget",
+    "OFAWidths",
     "CUDATarget",
     "DENSE_HAT_DECODING",
     "FAIRSEQ_INCREMENTAL",

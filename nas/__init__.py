@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator
+from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator, PredictedEvaluator
 from nas._hardware import HARDWARE, HardwareTarget, Provenance, get_hardware, list_hardware
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._registry import Registry, UnknownNameError
 from nas._space import Condition, Config, Gene, SearchSpace
 from nas._supernet import (
+    SPACES,
     SUBNET_BUILDERS,
     SUPERNET_FAMILIES,
     SUPERNETS,
     LayerShape,
+    SpaceModel,
     SubnetShape,
     Supernet,
+    get_space,
     get_supernet,
     list_supernets,
 )
@@ -35,10 +38,12 @@ __all__ = [
     "Evaluator",
     "FunctionEvaluator",
     "Objective",
+    "PredictedEvaluator",
     "Problem",
     "SearchResult",
     "accuracy_latency_problem",
     "run_search",
+    "SPACES",
     "SUBNET_BUILDERS",
     "SUPERNET_FAMILIES",
     "SUPERNETS",
@@ -52,12 +57,14 @@ __all__ = [
     "Provenance",
     "Registry",
     "SearchSpace",
+    "SpaceModel",
     "SubnetShape",
     "Supernet",
     "Task",
     "UnknownNameError",
     "Workload",
     "get_hardware",
+    "get_space",
     "get_supernet",
     "get_table",
     "get_task",

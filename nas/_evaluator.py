@@ -177,6 +177,41 @@ class FunctionEvaluator(BaseEvaluator):
         return self.fn(config)
 
 
+class PredictedEvaluator(BaseEvaluator):
+    """Predicted accuracy and the target's latency, for a space without weights.
+
+    Light per call (a feature row, a small model and the target's figure): the
+    evaluator of ``nas search --space ... --accuracy-predictor ...``.
+
+    Args:
+        model: what the target reads of a supernet (a :class:`~nas.SpaceModel`: ``space``
+            and the family's ``design``).
+        predictor: has ``accuracy(config) -> float`` and ``sha256`` (the files it read).
+        target: has ``latency_ms(model, config, task)`` and ``fingerprint``.
+    """
+
+    def __init__(self, model: Any, predictor: Any, target: Any) -> None:
+        super().__init__()
+        self.supernet = model
+        self.space = model.space
+        self.predictor = predictor
+        self.target = target
+        self.task = None
+        self.eval_limit = None
+        target = str(getattr(target, "fingerprint", "") or getattr(target, "name", ""))
+        self._fingerprint = f"predicted:{predictor.sha256}|{target}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _evaluate(self, config: Config) -> Mapping[str, float]:
+        return {
+            "accuracy": float(self.predictor.accuracy(config)),
+            "latency_ms": float(self.target.latency_ms(self.supernet, config, self.task)),
+        }
+
+
 def _scalar(value: Any) -> float | None:
     """A task metric as a float; None for what is not one number (lists, strings)."""
     if isinstance(value, bool | str | bytes):

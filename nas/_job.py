@@ -10,12 +10,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from nas._evaluator import Evaluator
+from nas._evaluator import BaseEvaluator, Evaluator, PredictedEvaluator
 from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._search import SearchResult, run_search
 from nas._space import Config
-from nas._supernet import Supernet, get_supernet
+from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
 from nas.algorithms import canonical_algorithm, get_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
@@ -24,6 +24,12 @@ from nas.quant._subnet import BYTES_PER_MB
 from nas.studies import Study, StudyMeta, default_storage, open_study, stored_meta
 
 logger = logging.getLogger(__name__)
+
+
+PREDICTED_ALGORITHM = "nsga2"
+"""The algorithm of a ``--space`` search left without ``--algorithm``: its evaluations cost
+a fraction of a millisecond, so thousands are run, and the default (``ehvi``, a GP per
+ask) would spend minutes per hundred; NSGA-II asks in microseconds."""
 
 
 class InfeasibleBudgetError(ValueError):
@@ -52,6 +58,17 @@ class SearchRequest:
     """Minimise ``size_mb`` too."""
     size_budget_mb: float | None = None
     """``size_mb <= size_budget_mb`` (implies the size objective)."""
+    space: str | None = None
+    """Search this published space (``nas.SPACES``) instead of a supernet: accuracy comes
+    from ``accuracy_predictor``; ``supernet`` is then empty."""
+    accuracy_predictor: str | None = None
+    """``ofa:PATH`` or a fitted predictor's folder (``--space`` searches only); None:
+    the study's own."""
+
+    @property
+    def subject(self) -> str:
+        """The space or supernet searched (default study names, messages)."""
+        return self.space or self.supernet
 
 
 @dataclass
@@ -61,8 +78,8 @@ class PreparedSearch:
     default algorithm's name)."""
 
     request: SearchRequest
-    supernet: Supernet
-    task: Task
+    supernet: Supernet | SpaceModel
+    task: Task | None
     target: HardwareTarget
     problem: Problem
     study: Study
@@ -70,7 +87,9 @@ class PreparedSearch:
     min_latency_ms: float
     max_latency_ms: float
     """The largest subnet's latency: a budget at or above it constrains nothing."""
-    evaluator: Evaluator
+    evaluator: BaseEvaluator
+    notes: tuple[str, ...] = ()
+    """One-line notes to show before the search (e.g. the resolutions searched)."""
 
 
 def prepare_search(request: SearchRequest) -> PreparedSearch:
@@ -82,10 +101,12 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
         StudyMismatchError: the study belongs to another supernet or target, or was
             created with another seed, algorithm or budget (see :func:`open_study`).
     """
-    name = request.study or f"{request.supernet}-{request.hardware}"
+    name = request.study or f"{request.subject}-{request.hardware}"
     storage = request.storage or default_storage()
     request = _with_study_settings(request, stored_meta(name, storage))
     target = get_hardware(request.hardware)
+    if request.space is not None or request.accuracy_predictor is not None:
+        return _prepare_predicted(request, name, storage, target)
     supernet = get_supernet(request.supernet)
     if supernet.task_name is None:
         raise ValueError(f"supernet {request.supernet!r} records no task to validate it on")
@@ -117,6 +138,98 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
                        change_budget=request.change_budget)
     return PreparedSearch(request, supernet, task, target, problem, study, storage, min_latency,
                           max_latency, evaluator)
+
+
+def _prepare_predicted(request: SearchRequest, name: str, storage: str,
+                       target: HardwareTarget) -> PreparedSearch:
+    """A search of a published space whose accuracy a predictor gives (no weights).
+
+    Raises:
+        ValueError: a supernet with a predictor, a space without one, options a
+            predicted search cannot honour, or a predictor that does not match the space.
+    """
+    from nas.predictors._external import load_accuracy_predictor
+
+    if request.space is None:
+        raise ValueError(
+            f"--accuracy-predictor replaces the accuracy of a space without weights, but "
+            f"supernet {request.supernet!r} has its own task to measure accuracy on: drop "
+            f"--accuracy-predictor, or search a space (--space ofa-mbv3) instead of a supernet"
+        )
+    if request.supernet:
+        raise ValueError(f"give --supernet or --space, not both (got --supernet "
+                         f"{request.supernet} and --space {request.space})")
+    if request.accuracy_predictor is None:
+        raise ValueError(
+            f"space {request.space!r} has no weights to measure accuracy with: add "
+            f"--accuracy-predictor ofa:PATH (OFA's acc_predictor.pth) or the folder of a "
+            f"predictor `nas predictor fit` wrote"
+        )
+    if request.quantize != "none" or request.size_objective or request.size_budget_mb:
+        raise ValueError("--quantize, --objective size and --size-budget need supernet "
+                         "weights; a --space search has accuracy and latency only")
+    model, notes = restrict_resolutions(get_space(request.space), target,
+                                        request.accuracy_predictor)
+    check_design = getattr(target, "check_design", None)
+    if check_design is not None and model.design is not None:
+        check_design(model.design)  # a table missing a layer fails here, not mid-search
+    predictor = load_accuracy_predictor(request.accuracy_predictor, model.space)
+    evaluator = PredictedEvaluator(model, predictor, target)
+    min_latency = _latency(evaluator, model.space.smallest())
+    if min_latency > request.budget_ms:
+        raise InfeasibleBudgetError(
+            f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
+            f"subnet of {model.space.name} takes {min_latency:.1f} ms"
+        )
+    max_latency = _latency(evaluator, model.space.largest())
+    problem = accuracy_latency_problem(model.space, budget_ms=request.budget_ms)
+    meta = StudyMeta.for_problem(
+        problem, supernet="", checkpoint_hash=model.checkpoint_hash, hardware=target.name,
+        hardware_fingerprint=target.fingerprint, seed=request.seed,
+        algorithm=str(request.algorithm), task="", eval_limit=None, quantize="none",
+        accuracy_predictor=predictor.spec, accuracy_predictor_sha256=predictor.sha256,
+    )
+    study = open_study(name, storage, meta=meta, space=model.space,
+                       change_budget=request.change_budget)
+    return PreparedSearch(request, model, None, target, problem, study, storage, min_latency,
+                          max_latency, evaluator, notes)
+
+
+def restrict_resolutions(model: SpaceModel, target: HardwareTarget, predictor: str
+                         ) -> tuple[SpaceModel, tuple[str, ...]]:
+    """``model`` on the resolutions that both the target prices (``target.resolutions``,
+    e.g. OFA's tables) and the predictor encodes, named ``<space>@r<r1>-<r2>-...``; the
+    notes say so in one line. A space without a ``design.resolutions`` is left as it is.
+
+    Raises:
+        ValueError: no resolution of the space is priced and encoded.
+    """
+    from nas.predictors._external import resolutions_of
+
+    design = model.design
+    if design is None or not hasattr(design, "resolutions"):
+        return model, ()
+    own = tuple(design.resolutions)
+    allowed, why = set(own), []
+    priced = getattr(target, "resolutions", None)
+    if priced:
+        allowed &= set(priced)
+        why.append(f"{target.name} prices {list(priced)}")
+    encoded = resolutions_of(predictor)
+    if encoded:
+        allowed &= set(encoded)
+        why.append(f"the predictor encodes {list(encoded)}")
+    if allowed == set(own):
+        return model, ()
+    if not allowed:
+        raise ValueError(f"no resolution of space {model.space.name!r} ({list(own)}) can be "
+                         f"searched: {'; '.join(why)}")
+    kept = tuple(sorted(allowed))
+    narrowed = dataclasses.replace(design, name=f"{design.name}@r{'-'.join(map(str, kept))}",
+                                   resolutions=kept)
+    note = (f"searching resolutions {list(kept)} of {model.space.name}'s {len(own)} "
+            f"({'; '.join(why)})")
+    return SpaceModel(narrowed.build(), design=narrowed), (note,)
 
 
 def _evaluator(request: SearchRequest, supernet: Supernet, task: Task,
@@ -161,7 +274,7 @@ def _smallest(evaluator: Evaluator) -> list[Config]:
             for b in evaluator.target.quant_bits]
 
 
-def _latency(evaluator: Evaluator, config: Config) -> float:
+def _latency(evaluator: BaseEvaluator, config: Config) -> float:
     if isinstance(evaluator, QuantizedEvaluator):
         return evaluator.latency_of(evaluator.quantized(config))
     return float(evaluator.target.latency_ms(evaluator.supernet, config, evaluator.task))
@@ -192,15 +305,19 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
     never changes what a resumed study runs."""
     algorithm = request.algorithm
     if algorithm is None:
-        algorithm = stored.algorithm if stored is not None and stored.algorithm else "default"
+        fresh = PREDICTED_ALGORITHM if request.space is not None else "default"
+        algorithm = stored.algorithm if stored is not None and stored.algorithm else fresh
     seed = request.seed
     if seed is None:
         seed = stored.seed if stored is not None and stored.seed is not None else 0
     quantize = request.quantize
     if quantize is None:
         quantize = stored.quantize if stored is not None else "none"
+    predictor = request.accuracy_predictor
+    if predictor is None and request.space is not None and stored is not None:
+        predictor = stored.accuracy_predictor or None
     return dataclasses.replace(request, seed=seed, algorithm=canonical_algorithm(algorithm),
-                               quantize=check_mode(quantize))
+                               quantize=check_mode(quantize), accuracy_predictor=predictor)
 
 
 def run_prepared(prepared: PreparedSearch, *, progress: bool = True) -> SearchResult:

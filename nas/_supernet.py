@@ -157,6 +157,32 @@ rebuild an exported subnet from its ``config.json`` alone (compressed models too
 ``bert`` family of :mod:`nas.compress`)."""
 
 
+@dataclass(frozen=True)
+class SpaceModel:
+    """A published search space without weights, for searches whose accuracy comes from a
+    predictor (``nas search --space``): what hardware targets and encoders read of a
+    supernet (``space``; ``design``, the family's description of the space, e.g. an
+    :class:`~nas.supernets.OFADesignSpace` with ``to_ofa``), and nothing to run."""
+
+    space: SearchSpace
+    design: Any = None
+    checkpoint_hash: str = "none"
+    task_name: str | None = None
+
+
+SPACES: Registry[SpaceModel] = Registry("space", plugins=("nas.supernets",))
+"""Published search spaces without weights: ``name -> () -> SpaceModel``."""
+
+
+def get_space(name: str) -> SpaceModel:
+    """The published space ``name`` (``nas search --space``).
+
+    Raises:
+        UnknownNameError: no space of that name (the message lists the known ones).
+    """
+    return SPACES.create(name)
+
+
 def get_supernet(name: str) -> Supernet:
     """The shipped supernet ``name`` with its trained weights, in eval mode.
 

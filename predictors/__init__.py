@@ -6,6 +6,10 @@ Every model is a :class:`Predictor` (scikit-learn style ``fit`` / ``predict``, p
 - ``ridge``, ``svr``, ``xgb``, ``mlp``: point predictions;
 - ``gp``, ``ensemble``: also ``predict(X, return_std=True)``;
 - ``auto``: picks one of them by k-fold cross-validation.
+
+OFA's published accuracy predictor (``acc_predictor.pth``) is a fixed, loaded model
+(:class:`OFAAccuracyPredictor`, over :class:`OFAOneHotFeatures`); any of these becomes a
+search objective through :func:`load_accuracy_predictor` (``--accuracy-predictor``).
 """
 
 from nas.predictors._base import (
@@ -25,17 +29,20 @@ from nas.predictors._features import (
     encoder_from_spec,
     read_csv,
 )
+from nas.predictors._external import AccuracyModel, load_accuracy_predictor
 from nas.predictors._metrics import kendall_tau, mape, rmse, score_all, spearman
 from nas.predictors.auto import AutoPredictor
 from nas.predictors.ensemble import EnsemblePredictor
 from nas.predictors.gp import GPPredictor
 from nas.predictors.linear import RidgePredictor
 from nas.predictors.mlp import MLPPredictor
+from nas.predictors.ofa import OFAAccuracyPredictor, OFAOneHotFeatures
 from nas.predictors.svr import SVRPredictor
 from nas.predictors.xgb import XGBPredictor
 
 __all__ = [
     "ENCODERS",
+    "AccuracyModel",
     "PREDICTORS",
     "AutoPredictor",
     "CSVTable",
@@ -44,6 +51,8 @@ __all__ = [
     "MLPPredictor",
     "NB201Features",
     "NoUncertaintyError",
+    "OFAAccuracyPredictor",
+    "OFAOneHotFeatures",
     "Predictor",
     "RidgePredictor",
     "SVRPredictor",
@@ -55,6 +64,7 @@ __all__ = [
     "encoder_from_spec",
     "kendall_tau",
     "list_predictors",
+    "load_accuracy_predictor",
     "mape",
     "read_csv",
     "rmse",

@@ -113,6 +113,7 @@ def export_trial(
     """
     chosen = parse_formats(formats)
     opened = _open(study, storage)
+    _refuse_predicted(opened, supernet)
     record = _trial(opened, trial)
     target = check_output(out, kind="dir", force=overwrite)
     net = study_supernet(opened, supernet)
@@ -136,6 +137,7 @@ def export_pareto(
     """
     chosen = parse_formats(formats)
     opened = _open(study, storage)
+    _refuse_predicted(opened, supernet)
     front = front_of(opened.trials(), study_problem(opened))
     if not front:
         raise ValueError(f"study {opened.name!r} has no feasible trial to export")
@@ -153,6 +155,20 @@ def export_pareto(
     write_text_atomic(root / "pareto.json",
                       json.dumps({"study": opened.name, "subnets": index}, indent=2) + "\n")
     return written
+
+
+def _refuse_predicted(study: Study, supernet: Supernet | None) -> None:
+    """A space searched without weights has no subnet to extract.
+
+    Raises:
+        ValueError: the study names no supernet and none was given.
+    """
+    if supernet is None and not study.meta.supernet:
+        raise ValueError(
+            f"study {study.name!r} searched space {study.meta.space!r} without weights "
+            f"({study.meta.accuracy_note()}): there is no subnet to export; its configs and "
+            f"figures are in `nas studies show {study.name} --json` and `nas studies export`"
+        )
 
 
 def recalibrate_batchnorm(

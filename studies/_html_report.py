@@ -266,6 +266,9 @@ class _SubnetCounter:
         from nas import get_task
         from nas.hardware import count_macs, count_params
 
+        if not meta.supernet:
+            return _Counts(None, None, f"space {meta.space} was searched without weights "
+                           "(accuracy was predicted): no subnet to count")
         supernet = self._supernet(meta.supernet)
         if supernet is None:
             return _Counts(None, None, self._unavailable[meta.supernet])
@@ -411,9 +414,10 @@ def _settings(data: StudyData) -> dict[str, str]:
         "failed trials": str(sum(1 for t in data.trials if t.failed)),
         "Pareto subnets": str(len(data.front)),
         "hypervolume": hv,
-        "supernet": meta.supernet,
+        "supernet": meta.supernet or _DASH,
         "checkpoint hash": meta.checkpoint_hash,
         "space": meta.space,
+        "accuracy": meta.accuracy_note() or "measured on the task's validation set",
         "task": meta.task or _DASH,
         "eval limit": _DASH if meta.eval_limit is None else str(meta.eval_limit),
         "hardware": meta.hardware,

@@ -97,6 +97,23 @@ class StudyMeta:
     eval_limit: int | None = None
     quantize: str = "none"
     """The quantization mode of every subnet (``none``, ``int8`` or ``mixed``)."""
+    accuracy_predictor: str = ""
+    """Empty when accuracy was measured; else the predictor that gave it
+    (``--accuracy-predictor``: ``ofa:PATH`` or a fitted predictor's folder)."""
+    accuracy_predictor_sha256: str = ""
+    """The sha256 of the predictor's files: a study never resumes with another one."""
+
+    @property
+    def predicted_accuracy(self) -> bool:
+        """Whether accuracy came from a predictor rather than a validation set."""
+        return bool(self.accuracy_predictor)
+
+    def accuracy_note(self) -> str:
+        """One line on where accuracy came from (reports and exports)."""
+        if not self.predicted_accuracy:
+            return ""
+        return (f"accuracy was predicted by {self.accuracy_predictor} (sha256 "
+                f"{self.accuracy_predictor_sha256[:12]}), not measured")
 
     def __post_init__(self) -> None:
         objectives = objectives_from_dicts(self.objectives)
@@ -120,6 +137,8 @@ class StudyMeta:
         task: str = "",
         eval_limit: int | None = None,
         quantize: str = "none",
+        accuracy_predictor: str = "",
+        accuracy_predictor_sha256: str = "",
     ) -> StudyMeta:
         """The metadata of a search of ``problem`` (space, objectives and budgets from it)."""
         return cls(
@@ -135,6 +154,8 @@ class StudyMeta:
             task=task,
             eval_limit=eval_limit,
             quantize=quantize,
+            accuracy_predictor=accuracy_predictor,
+            accuracy_predictor_sha256=accuracy_predictor_sha256,
         )
 
     @property
@@ -659,6 +680,12 @@ def _check_compatible(name: str, stored: StudyMeta, wanted: StudyMeta) -> None:
             f"(checkpoint {_short(stored.checkpoint_hash)}), not {wanted.supernet!r} "
             f"(checkpoint {_short(wanted.checkpoint_hash)})"
         )
+    if stored.accuracy_predictor_sha256 != wanted.accuracy_predictor_sha256:
+        raise StudyMismatchError(
+            f"study {name!r} scored accuracy with "
+            f"{_predictor_text(stored)}, not {_predictor_text(wanted)}: resume it with the "
+            f"same --accuracy-predictor file, or choose another --study"
+        )
     if stored.quantize != wanted.quantize:
         raise StudyMismatchError(
             f"study {name!r} searched subnets with --quantize {stored.quantize}, not "
@@ -687,6 +714,13 @@ def _check_compatible(name: str, stored: StudyMeta, wanted: StudyMeta) -> None:
             f"study {name!r} optimises {_objectives_text(stored)}, "
             f"not {_objectives_text(wanted)}"
         )
+
+
+def _predictor_text(meta: StudyMeta) -> str:
+    if not meta.predicted_accuracy:
+        return "its task's validation set (no accuracy predictor)"
+    return (f"accuracy predictor {meta.accuracy_predictor} "
+            f"(sha256 {meta.accuracy_predictor_sha256[:12]})")
 
 
 def _check_settings(name: str, stored: StudyMeta, wanted: StudyMeta, *,

@@ -71,6 +71,8 @@ def study_dataframe(study: str | Study, storage: str | None = None) -> pd.DataFr
         "pareto": pd.Series([t.number in on_front for t in trials], dtype="bool"),
         "feasible": pd.Series([t.feasible for t in trials], dtype="bool"),
     })
+    if opened.meta.predicted_accuracy:  # a CSV keeps no attrs: say it in a column
+        columns["accuracy_method"] = pd.Series(["predicted"] * len(trials), dtype="string")
     frame = pd.DataFrame(columns)
     frame.attrs = {"study": opened.name, "storage": opened.storage, **opened.meta.to_dict()}
     return frame

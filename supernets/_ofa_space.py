@@ -90,7 +90,10 @@ class OFADesignSpace:
         Skipped blocks (beyond their stage's depth) read the largest kernel and expand
         ratio, the values OFA's supernet keeps for blocks it does not run.
         """
-        values = self.build().config(config)
+        if isinstance(config, Config) and config.space_name == self.name:
+            values = config  # already canonical (cheap evaluations call this per subnet)
+        else:
+            values = self.build().config(config)
         ks: list[int] = []
         e: list[int] = []
         for s in range(self.stages):

@@ -29,7 +29,15 @@ import torch
 from torch import Tensor, nn
 
 from nas._space import Config
-from nas._supernet import SUPERNETS, LayerShape, QuantUnit, SubnetShape, Supernet
+from nas._supernet import (
+    SPACES,
+    SUPERNETS,
+    LayerShape,
+    QuantUnit,
+    SpaceModel,
+    SubnetShape,
+    Supernet,
+)
 from nas._task import TASKS, Task
 from nas.supernets._digits import DigitsTask
 from nas.supernets._ofa_dense import (
@@ -42,7 +50,7 @@ from nas.supernets._ofa_dense import (
 )
 from nas.supernets._ofa_layers import BlockSpec, ElasticMBConv
 from nas.supernets._ofa_scheme import ProgressiveShrinking
-from nas.supernets._ofa_space import DIGITS_SPACE, OFADesignSpace
+from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
 from nas.supernets._training import SUPERNET_FAMILIES
 from nas.supernets._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
@@ -326,6 +334,15 @@ def ofa() -> Supernet:
     assert isinstance(net, OFAMobileNetV3)
     net.set_calibration(calibration_images(digits_task()))
     return net
+
+
+@SPACES.register(MOBILENETV3_SPACE.name, description="OFA's published MobileNetV3 space "
+                 "(5 stages x 4 blocks, kernels 3/5/7, expand 3/4/6, depths 2/3/4, "
+                 "resolutions 128..224 step 4), no weights: search it with "
+                 "--accuracy-predictor and --hw ofa-lut:FOLDER")
+def ofa_mbv3_space() -> SpaceModel:
+    """OFA's published MobileNetV3 space, priced by OFA's tables and predictors."""
+    return SpaceModel(MOBILENETV3_SPACE.build(), design=MOBILENETV3_SPACE)
 
 
 add_recipe(ZooRecipe(

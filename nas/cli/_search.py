@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import typer
@@ -9,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nas._hardware import get_hardware
-from nas._supernet import SUPERNETS
+from nas._supernet import SPACES, SUPERNETS
 from nas._units import parse_latency_ms, parse_size_mb
 from nas.cli._common import (
     JSON_HELP,
@@ -23,6 +24,12 @@ from nas.cli._common import (
 from nas.quant import BITS_PREFIX, CALIBRATION_SAMPLES, check_mode
 from nas.quant._evaluator import QuantizedEvaluator
 
+DEFAULT_EVALS = 120
+"""Evaluations of a supernet search left without ``--evals``."""
+PREDICTED_EVALS = 3000
+"""Evaluations of a ``--space`` search left without ``--evals``: each costs a fraction of
+a millisecond (OFA's Note10 tables and predictor: NSGA-II passes OFA's tutorial figure
+after 2,100 to 4,600)."""
 DEFAULT_EVAL_LIMIT = 2000
 """Validation examples per evaluation: about 0.25% standard error on token accuracy
 (the same words for every subnet, so comparisons are paired), and a main job that
@@ -31,21 +38,33 @@ finishes in a minute or two on two cores."""
 
 @user_errors
 def search(
-    supernet: str = typer.Option(
-        ..., "--supernet", help="Supernet name (see `nas supernets list`)."
+    supernet: str | None = typer.Option(
+        None, "--supernet", help="Supernet name (see `nas supernets list`); or --space."
+    ),
+    space: str | None = typer.Option(
+        None, "--space",
+        help="Search a published space without weights instead of a supernet (ofa-mbv3); "
+             "accuracy comes from --accuracy-predictor.",
+    ),
+    accuracy_predictor: str | None = typer.Option(
+        None, "--accuracy-predictor",
+        help="With --space: ofa:PATH (OFA's acc_predictor.pth) or the folder of a predictor "
+             "`nas predictor fit` wrote (default: the study's).",
     ),
     hw: str = typer.Option(..., "--hw", help="Hardware target (see `nas hw list`)."),
     budget: str = typer.Option(..., "--budget", help="Latency budget: '50ms', '50 ms', '0.05s'."),
-    evals: int = typer.Option(
-        120, "--evals", min=1, help="Evaluations the study should hold in total (resumes count)."
+    evals: int | None = typer.Option(
+        None, "--evals", min=1,
+        help=f"Evaluations the study should hold in total (resumes count; default "
+             f"{DEFAULT_EVALS}, or {PREDICTED_EVALS} for a --space search).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of the search algorithm (default: the study's, or 0)."
     ),
     algorithm: str | None = typer.Option(
         None, "--algorithm",
-        help="Search algorithm (default: the study's, or default = ehvi): nsga2, random, "
-             "linas, evo, tpe, ... (an unknown name lists them all).",
+        help="Search algorithm (default: the study's, or default = ehvi; nsga2 for a --space "
+             "search): nsga2, random, linas, evo, tpe, ... (an unknown name lists them all).",
     ),
     study: str | None = typer.Option(None, "--study", callback=study_name,
                                      help="Study name (default: SUPERNET-HW)."),
@@ -85,16 +104,26 @@ def search(
                          f"objectives), got {', '.join(unknown)}")
     if quantize is not None:
         check_mode(quantize)
-    SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
+    if (supernet is None) == (space is None):
+        raise ValueError("name what to search: --supernet NAME (see `nas supernets list`) "
+                         "or --space NAME with --accuracy-predictor, one of the two")
+    if supernet is not None:
+        SUPERNETS.entry(supernet)  # unknown names fail here, before anything is loaded
+    else:
+        SPACES.entry(str(space))
     get_hardware(hw)  # unknown or malformed targets fail here too
+    subject = supernet or str(space)
     request = SearchRequest(
-        supernet=supernet,
+        supernet=supernet or "",
+        space=space,
+        accuracy_predictor=accuracy_predictor,
         hardware=hw,
         budget_ms=budget_ms,
-        evals=evals,
+        evals=evals if evals is not None else (
+            DEFAULT_EVALS if space is None else PREDICTED_EVALS),
         seed=seed,
         algorithm=algorithm,
-        study=study or f"{supernet}-{hw}",
+        study=study or f"{subject}-{hw}",
         storage=storage,
         eval_limit=eval_limit or None,
         change_budget=change_budget,
@@ -105,8 +134,9 @@ def search(
     prepared = prepare_search(request)
     request = prepared.request
     console.print(
-        f"study [bold]{escape(str(request.study))}[/] in {escape(prepared.storage)}: {supernet} "
-        f"on {hw}, latency <= {budget_ms:g} ms (smallest subnet: "
+        f"study [bold]{escape(str(request.study))}[/] in {escape(prepared.storage)}: "
+        f"{escape(prepared.problem.space.name)} on {escape(hw)}, latency <= {budget_ms:g} ms "
+        f"(smallest subnet: "
         f"{prepared.min_latency_ms:.1f} ms), {request.algorithm}, seed {request.seed}",
         highlight=False,
     )
@@ -114,10 +144,22 @@ def search(
         console.print(
             f"[bold yellow]warning:[/] the budget constrains nothing: the largest subnet "
             f"takes {prepared.max_latency_ms:.1f} ms on {hw}", highlight=False)
+    for note in prepared.notes:
+        console.print(escape(note), highlight=False)
+    if prepared.study.meta.predicted_accuracy:
+        console.print(escape(prepared.study.meta.accuracy_note()), highlight=False)
     if request.quantize != "none":
         console.print(f"quantize {request.quantize}: {_policy_words(prepared)}", highlight=False)
+    started = time.perf_counter()
     result = run_prepared(prepared, progress=not json_output or console.is_terminal)
     document = result_document(result, request, prepared.evaluator)
+    document["seconds"] = round(time.perf_counter() - started, 3)
+    meta = prepared.study.meta
+    if meta.predicted_accuracy:
+        document["space"] = meta.space
+        document["accuracy_predictor"] = meta.accuracy_predictor
+        document["accuracy_predictor_sha256"] = meta.accuracy_predictor_sha256
+        document["accuracy_note"] = meta.accuracy_note()
     if json_output:
         print_json(document)
     else:
@@ -191,14 +233,24 @@ def print_front(document: dict[str, Any]) -> None:
         table.add_row(*row, _summary(config))
     out = Console()
     out.print(table)
+    export_hint = ("" if document.get("accuracy_note") else
+                   f"; export one with `nas export --study {document['study']} --trial N "
+                   f"--out DIR`")
     out.print(
         f"{document['evaluations']} evaluations ({document['new_evaluations']} new), "
-        f"hypervolume {document['hypervolume'] or 0:.4f}; export one with "
-        f"`nas export --study {document['study']} --trial N --out DIR`",
+        f"hypervolume {document['hypervolume'] or 0:.4f}{export_hint}",
         highlight=False,
     )
     if not document["pareto"]:
         out.print("no evaluated subnet meets the budget yet; raise --evals or the budget")
+    elif document.get("accuracy_note"):
+        best = max(document["pareto"], key=lambda p: p["accuracy"])
+        out.print(
+            f"best predicted accuracy {best['accuracy']:.4f} at {best['latency_ms']:.2f} ms "
+            f"(<= {document['budget_ms']:g} ms), trial {best['trial']} of "
+            f"{document['evaluations']} evaluations, {document.get('seconds', 0):.1f} s "
+            f"of search ({document['algorithm']}); "
+            f"{document['accuracy_note']}", highlight=False)
 
 
 def _bits_summary(bits: dict[str, int]) -> str:

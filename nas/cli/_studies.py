@@ -56,8 +56,14 @@ def show(
         return
     out = Console()
     meta = document["meta"]
-    out.print(f"[bold]{name}[/]: {document['trials']} trials; supernet {meta['supernet']} "
+    subject = (f"supernet {meta['supernet']}" if meta.get("supernet")
+               else f"space {meta.get('space')}")
+    out.print(f"[bold]{name}[/]: {document['trials']} trials; {subject} "
               f"on {meta['hardware']}; constraints {meta['constraints']}", highlight=False)
+    if meta.get("accuracy_predictor"):
+        out.print(f"accuracy was predicted by {meta['accuracy_predictor']} (sha256 "
+                  f"{str(meta.get('accuracy_predictor_sha256', ''))[:12]}), not measured",
+                  highlight=False)
     table = Table("trial", "accuracy", "latency ms", title="Pareto front (feasible trials)")
     for point in document["pareto"]:
         table.add_row(str(point["trial"]), f"{point['accuracy']:.4f}",
