@@ -23,6 +23,7 @@ have produced.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -365,7 +366,8 @@ class _Recorder:
         if self._oldest_start is None:
             self._oldest_start = self.clock() - seconds
         self._pending[key] = NewTrial(config, metrics, feasible=self.problem.is_feasible(metrics),
-                                      cache_key=key, eval_seconds=seconds)
+                                      cache_key=key, eval_seconds=seconds,
+                                      finished=datetime.datetime.now())
         self.commit_if_due()
 
     def commit_if_due(self) -> None:

@@ -209,6 +209,9 @@ class NewTrial:
     feasible: bool
     cache_key: str
     eval_seconds: float | None = None
+    finished: datetime.datetime | None = None
+    """When the evaluation ended (local time; default: when it is written): the
+    trial's completion time, its start ``eval_seconds`` before."""
 
 
 @dataclass(frozen=True)
@@ -398,14 +401,15 @@ class Study:
         if new.eval_seconds is not None:
             user_attrs["eval_seconds"] = float(new.eval_seconds)
         failed = any(math.isnan(v) for v in values)
-        now = datetime.datetime.now()
+        finished = new.finished or datetime.datetime.now()
+        started = finished - datetime.timedelta(seconds=new.eval_seconds or 0.0)
         # Built directly (the config was validated by the space): create_trial's checks
         # cost more than the write itself for a cheap evaluator.
         return optuna.trial.FrozenTrial(
             number=-1, trial_id=-1,
             state=TrialState.FAIL if failed else TrialState.COMPLETE,
             value=None, values=None if failed else values,
-            datetime_start=now, datetime_complete=now,
+            datetime_start=started, datetime_complete=finished,
             params=params,
             distributions={name: self._distributions[name] for name in params},
             user_attrs=user_attrs, system_attrs={}, intermediate_values={},
