@@ -19,7 +19,7 @@ from nas._evaluator import FunctionEvaluator
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._search import run_search
 from nas.algorithms import ALGORITHMS, Algorithm, algorithm_options, get_algorithm, list_algorithms
-from nas.algorithms.evo import crowding_distance, non_dominated_fronts, rank
+from nas.algorithms.evo import crowding_distance, non_dominated_fronts, objective_elites, rank
 from nas.algorithms.nsga3 import default_partitions
 from nas.studies import StudyMeta, open_study
 
@@ -35,7 +35,7 @@ SPACE = SearchSpace(
 )  # 78 distinct configs
 BUDGET = 20.0
 NEW = {"agemoea", "nsga3", "tpe", "optuna-tpe", "optuna-nsga2", "optuna-nsga3", "optuna-gp",
-       "evo", "linas", "ehvi"}
+       "evo", "evo-budget", "linas", "ehvi"}
 # small populations so that a few dozen evaluations span several generations
 SMALL = {
     "random": {"batch_size": 4},
@@ -43,6 +43,8 @@ SMALL = {
     "nsga3": {"pop_size": 8},
     "optuna-nsga2": {"population_size": 8}, "optuna-nsga3": {"population_size": 8},
     "evo": {"population_size": 8},
+    "evo-budget": {"population_size": 8, "parent_size": 4, "mutation_size": 2,
+                   "objective_elites": 2},
     "optuna-gp": {"n_startup_trials": 3},
     "linas": {"population": 8, "inner_evals": 160},
     "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
@@ -130,6 +132,8 @@ def test_the_new_algorithms_are_registered() -> None:
     ("evo", {"mutation_size": 99}, r"mutation_size must be an integer in \[0, "),
     ("evo", {"mutation_prob": -0.1}, r"mutation_prob must be in \[0, 1\]"),
     ("evo", {"max_resample": 0}, "max_resample must be a positive integer"),
+    ("evo", {"parent_size": 4, "objective_elites": 5},
+     r"objective_elites must be an integer in \[0, parent_size\] = \[0, 4\]"),
 ])
 def test_bad_options_are_rejected(name: str, bad: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -288,6 +292,39 @@ def test_evo_single_objective_keeps_the_best_as_parents() -> None:
     told = [(violation, F[0]) for _, F, violation in algo.parents_]
     assert told == sorted(told)
     assert all(v == 0 for v, _ in told)
+
+
+def test_evo_objective_elites_keep_the_best_within_the_budget() -> None:
+    """The property behind ``evo-budget``: with ``objective_elites=k`` the k best
+    feasible configs told so far by the first objective (accuracy) are always parents,
+    however crowded the front is at the budget; the other parents still span the
+    front (its low-latency end among them)."""
+    told: list[tuple[Config, dict[str, float]]] = []
+    algo = get_algorithm("evo", problem_(), seed=0, population_size=12, parent_size=6,
+                         objective_elites=3)
+    for _ in range(5):
+        configs = algo.ask()
+        results = [toy_metrics(c) for c in configs]
+        told += list(zip(configs, results, strict=True))
+        algo.tell(configs, results)
+        feasible = [(c, m) for c, m in told if m["latency_ms"] <= BUDGET]
+        best = sorted(feasible, key=lambda cm: -cm[1]["accuracy"])[:3]
+        parents = [c for c, _, _ in algo.parents_]
+        assert sorted(m["accuracy"] for _, m in best) == sorted(
+            -F[0] for _, F, _ in algo.parents_[:3])
+        fastest = min(feasible, key=lambda cm: cm[1]["latency_ms"])
+        assert any(toy_metrics(c)["latency_ms"] == fastest[1]["latency_ms"] for c in parents)
+    F = np.array([[-0.9, 30.0], [-0.8, 19.0], [-0.79, 18.0], [-0.5, 5.0], [-0.78, 17.0]])
+    violation = np.array([0.5, 0.0, 0.0, 0.0, 0.0])
+    assert objective_elites(F, violation, 2).tolist() == [1, 2]  # the infeasible one is not
+    assert objective_elites(F[:1], violation[:1], 2).tolist() == []
+
+
+def test_evo_budget_is_evo_at_ofa_tutorial_sizes() -> None:
+    algo = get_algorithm("evo-budget", problem_(), seed=0)
+    assert (algo.population_size, algo.parent_size, algo.mutation_size, algo.crossover_size,
+            algo.mutation_prob, algo.objective_elites) == (100, 25, 50, 25, 0.1, 12)
+    assert get_algorithm("evo", problem_(), seed=0).objective_elites == 0  # unchanged
 
 
 def test_evo_ranking_feasible_first_then_fronts_then_crowding() -> None:

@@ -10,7 +10,7 @@ from nas.algorithms._base import (
 )
 from nas.algorithms.agemoea import AGEMOEASearch
 from nas.algorithms.ehvi import EHVISearch
-from nas.algorithms.evo import EvolutionSearch
+from nas.algorithms.evo import BudgetEvolutionSearch, EvolutionSearch
 from nas.algorithms.linas import LINASSearch
 from nas.algorithms.nsga2 import NSGA2Search
 from nas.algorithms.nsga3 import NSGA3Search
@@ -27,6 +27,7 @@ __all__ = [
     "AGEMOEASearch",
     "ALGORITHMS",
     "Algorithm",
+    "BudgetEvolutionSearch",
     "EHVISearch",
     "EvolutionSearch",
     "LINASSearch",
