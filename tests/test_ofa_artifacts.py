@@ -260,7 +260,8 @@ def test_a_fitted_predictor_folder_is_an_objective(tmp_path) -> None:
                  "--hw", f"ofa-lut:{tables}", "--budget", "20ms", "--evals", "6",
                  "--storage", f"sqlite:///{tmp_path / 'db.db'}")
     assert result.exit_code == 0, result.output
-    assert "nsga2, seed 0" in result.output  # a --space search's default algorithm
+    # a --space search's default algorithm
+    assert "evo-budget, seed 0" in result.output.replace("\n", "")
     assert "searching resolutions [160, 224]" in result.output
     assert "accuracy was predicted by" in result.output.replace("\n", "")
 

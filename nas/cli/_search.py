@@ -26,10 +26,10 @@ from nas.quant._evaluator import QuantizedEvaluator
 
 DEFAULT_EVALS = 120
 """Evaluations of a supernet search left without ``--evals``."""
-PREDICTED_EVALS = 3000
-"""Evaluations of a ``--space`` search left without ``--evals``: each costs a fraction of
-a millisecond (OFA's Note10 tables and predictor: NSGA-II passes OFA's tutorial figure
-after 2,100 to 4,600)."""
+PREDICTED_EVALS = 5000
+"""Evaluations of a ``--space`` search left without ``--evals``: each costs about a
+millisecond with its SQLite write (OFA's Note10 tables and predictor at 25 ms:
+``evo-budget`` passes OFA's tutorial figure after 1,700 to 4,500 for seeds 0-9)."""
 DEFAULT_EVAL_LIMIT = 2000
 """Validation examples per evaluation: about 0.25% standard error on token accuracy
 (the same words for every subnet, so comparisons are paired), and a main job that
