@@ -32,7 +32,7 @@ a fraction of a millisecond, so thousands are run, and the default (``ehvi``, a 
 ask) would spend minutes per hundred. ``evo-budget`` (evolution at OFA's tutorial sizes,
 half the parents the best feasible by accuracy, the rest by Pareto rank and crowding)
 reaches OFA's tutorial figure on Note10 at 25 ms for 10 seeds of 10 within 5,000
-evaluations; NSGA-II (population 20), the former default, for 3 of 5, since its front
+evaluations; NSGA-II (population 20), the former default, for 5 of 10, since its front
 keeps one or two parents at the budget (``benchmarks/bench_ofa_published.py``)."""
 
 
