@@ -44,7 +44,7 @@ def search(
     ),
     algorithm: str | None = typer.Option(
         None, "--algorithm",
-        help="Search algorithm (default: the study's, or default = ehvi): nsga2, random, "
+        help="Search algorithm (default: the study's, or default = hybrid): nsga2, random, "
              "linas, evo, tpe, ... (an unknown name lists them all).",
     ),
     study: str | None = typer.Option(None, "--study", callback=study_name,
