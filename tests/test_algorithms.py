@@ -47,7 +47,7 @@ SMALL = {
     "linas": {"population": 8, "inner_evals": 160},
     "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
 }
-SMALL["hybrid"] = {**SMALL["ehvi"], "n_random": 200}
+SMALL["hybrid"] = {**SMALL["ehvi"], "n_random": 200, "handover": 12, "pop_size": 4}
 SMALL["default"] = SMALL["hybrid"]
 SLOW = {"optuna-gp"}  # a GP fit per suggestion
 

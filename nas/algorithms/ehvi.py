@@ -21,7 +21,7 @@ Each ask, after a random initial design:
 
 It was the platform's ``default`` search until issue 16 (studies that stored ``ehvi``
 still replay it); the default is now :mod:`nas.algorithms.hybrid`, which runs this search for
-the first 100 evaluations and then hands over to NSGA-II; see the README's figures.
+the first 250 evaluations and then hands over to NSGA-II; see the README's figures.
 """
 
 from __future__ import annotations
