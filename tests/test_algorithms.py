@@ -35,7 +35,7 @@ SPACE = SearchSpace(
 )  # 78 distinct configs
 BUDGET = 20.0
 NEW = {"agemoea", "nsga3", "tpe", "optuna-tpe", "optuna-nsga2", "optuna-nsga3", "optuna-gp",
-       "evo", "evo-budget", "linas", "ehvi"}
+       "evo", "evo-budget", "linas", "ehvi", "hybrid"}
 # small populations so that a few dozen evaluations span several generations
 SMALL = {
     "random": {"batch_size": 4},
@@ -49,7 +49,8 @@ SMALL = {
     "linas": {"population": 8, "inner_evals": 160},
     "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
 }
-SMALL["default"] = SMALL["ehvi"]
+SMALL["hybrid"] = {**SMALL["ehvi"], "n_random": 200, "handover": 12, "pop_size": 4}
+SMALL["default"] = SMALL["hybrid"]
 SLOW = {"optuna-gp"}  # a GP fit per suggestion
 
 

@@ -11,6 +11,7 @@ from nas.algorithms._base import (
 from nas.algorithms.agemoea import AGEMOEASearch
 from nas.algorithms.ehvi import EHVISearch
 from nas.algorithms.evo import BudgetEvolutionSearch, EvolutionSearch
+from nas.algorithms.hybrid import HybridSearch
 from nas.algorithms.linas import LINASSearch
 from nas.algorithms.nsga2 import NSGA2Search
 from nas.algorithms.nsga3 import NSGA3Search
@@ -30,6 +31,7 @@ __all__ = [
     "BudgetEvolutionSearch",
     "EHVISearch",
     "EvolutionSearch",
+    "HybridSearch",
     "LINASSearch",
     "NSGA2Search",
     "NSGA3Search",

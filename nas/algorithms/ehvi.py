@@ -19,9 +19,9 @@ Each ask, after a random initial design:
    the batch spreads along the front. Improvement can only fall as the front grows, so
    stale scores are upper bounds and only the leaders need rescoring (lazy greedy).
 
-It is the platform's ``default`` search: with few evaluations (the case of real
-supernets, where each costs a validation pass) it beats NSGA-II on every NAS-Bench-201
-device and on the main job; see the README's figures.
+It was the platform's ``default`` search until issue 16 (studies that stored ``ehvi``
+still replay it); the default is now :mod:`nas.algorithms.hybrid`, which runs this search for
+the first 250 evaluations and then hands over to NSGA-II; see the README's figures.
 """
 
 from __future__ import annotations
@@ -185,11 +185,6 @@ class EHVISearch(Algorithm):
             score[picks] = -np.inf
             picks.append(int(np.argmax(score)))
         return picks
-
-
-ALGORITHMS.register(
-    "default", description="The default search: currently ehvi"
-)(EHVISearch)
 
 
 def _anchors(median: np.ndarray, p_feasible: np.ndarray, observed: np.ndarray) -> list[int]:

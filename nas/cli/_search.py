@@ -63,8 +63,9 @@ def search(
     ),
     algorithm: str | None = typer.Option(
         None, "--algorithm",
-        help="Search algorithm (default: the study's, or default = ehvi; nsga2 for a --space "
-             "search): nsga2, random, linas, evo, tpe, ... (an unknown name lists them all).",
+        help="Search algorithm (default: the study's, or default = hybrid; evo-budget for a "
+             "--space search): nsga2, random, linas, evo, tpe, ... (an unknown name lists "
+             "them all).",
     ),
     study: str | None = typer.Option(None, "--study", callback=study_name,
                                      help="Study name (default: SUPERNET-HW)."),
