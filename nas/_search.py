@@ -1,8 +1,8 @@
 """The search loop: ask the algorithm, evaluate what is new, record it, tell the results.
 
 Durability rule: new evaluations are committed to the study in batches, as soon as the
-oldest uncommitted one started ``commit_seconds`` (1 s) ago, checked after every
-evaluation and every ask/tell, and always when the run ends or fails. An evaluation
+oldest uncommitted one started ``commit_seconds`` (1 s) ago or 1,000 wait, checked after
+every evaluation and every ask/tell, and always when the run ends or fails. An evaluation
 that takes a second or more is therefore committed on its own before the next starts,
 while a cheap evaluator (a predictor, a lookup table) writes a second's worth at once:
 a search killed at any moment (even by SIGKILL) loses at most the last second of work
@@ -40,7 +40,7 @@ from nas.studies._pareto import (
     ParetoArchive,
     ParetoPoint,
     hypervolume_defined,
-    normalised_points,
+    normaliser,
     pareto_points,
     search_hypervolume,
 )
@@ -49,6 +49,9 @@ from nas.studies._study import NewTrial, Study, TrialRecord
 COMMIT_SECONDS = 1.0
 """The most work (seconds since the oldest uncommitted evaluation started) a kill may
 lose; see the module docstring."""
+COMMIT_BATCH = 1000
+"""The most evaluations one commit writes: bounds the buffer and a transaction's size,
+and spreads a cheap search's writes evenly over its run."""
 
 logger = logging.getLogger(__name__)
 
@@ -371,8 +374,9 @@ class _Recorder:
         self.commit_if_due()
 
     def commit_if_due(self) -> None:
-        if self._oldest_start is not None and \
-                self.clock() - self._oldest_start >= self.commit_seconds:
+        if self._oldest_start is not None and (
+                self.clock() - self._oldest_start >= self.commit_seconds
+                or len(self._pending) >= COMMIT_BATCH):
             self.commit()
 
     def commit(self) -> None:
@@ -392,6 +396,7 @@ class _Tracker:
         self.best: float | None = None
         self._with_hv = hypervolume_defined(problem)
         self._archive = ParetoArchive(np.ones(len(problem.objectives)))
+        self._normalise = normaliser(problem) if self._with_hv else None
 
     @property
     def hypervolume(self) -> float | None:
@@ -409,8 +414,8 @@ class _Tracker:
         if self.best is None or (value > self.best if first.direction == "maximize"
                                  else value < self.best):
             self.best = value
-        if self._with_hv:
-            self._archive.add(normalised_points([metrics], problem)[0])
+        if self._normalise is not None:
+            self._archive.add(self._normalise(metrics))
 
 
 class _Reporter:

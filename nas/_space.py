@@ -65,23 +65,25 @@ class Config(Mapping[str, Value]):
     and canonicalises (drops inactive genes).
     """
 
-    __slots__ = ("_items", "_space_name", "_json", "_key")
+    __slots__ = ("_items", "_space_name", "_json", "_key", "_values", "_hash")
 
     def __init__(self, space_name: str, items: Sequence[tuple[str, Value]]) -> None:
         self._space_name = space_name
         self._items = tuple(items)
-        self._json: str | None = None  # computed once: a search asks for them per config
+        # computed once, when first asked: a search asks for them per config
+        self._json: str | None = None
         self._key: str | None = None
+        self._values: dict[str, Value] | None = None
+        self._hash: int | None = None
 
     @property
     def space_name(self) -> str:
         return self._space_name
 
     def __getitem__(self, name: str) -> Value:
-        for key, value in self._items:
-            if key == name:
-                return value
-        raise KeyError(name)
+        if self._values is None:
+            self._values = dict(self._items)
+        return self._values[name]
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self._items)
@@ -95,7 +97,9 @@ class Config(Mapping[str, Value]):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self._space_name, self._items))
+        if self._hash is None:
+            self._hash = hash((self._space_name, self._items))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Config({self.to_json()})"

@@ -13,7 +13,7 @@ See :func:`search_hypervolume`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,8 @@ def pareto_front(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     if len(candidates) == 0:
         return np.zeros(0, dtype=int)
     sub = pts[candidates]
+    if sub.shape[1] == 2:
+        return np.sort(candidates[_front_2d(sub)])
     order = np.lexsort(sub.T[::-1])  # by the first column, then the second, ...
     front = np.empty_like(sub)
     kept = []
@@ -65,6 +67,20 @@ def pareto_front(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         front[len(kept)] = row
         kept.append(i)
     return np.sort(candidates[kept])
+
+
+def _front_2d(points: np.ndarray) -> np.ndarray:
+    """Row indices of the non-dominated rows of ``(n, 2)`` points without NaN, by one
+    sort: a row is dominated by a row of smaller first value and no larger second one,
+    or by a row of the same first value and a smaller second one."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    first, second = points[order, 0], points[order, 1]
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])  # groups of equal first
+    group = np.cumsum(np.r_[True, first[1:] != first[:-1]]) - 1
+    group_min = second[starts]  # each group sorted by the second value
+    before = np.r_[np.inf, np.minimum.accumulate(group_min)[:-1]]  # smaller first values
+    dominated = (before[group] <= second) | (group_min[group] < second)
+    return order[~dominated]
 
 
 class ParetoArchive:
@@ -110,8 +126,9 @@ class ParetoArchive:
     @property
     def hypervolume(self) -> float:
         """The hypervolume of the archive against :attr:`reference`."""
-        if self._hypervolume is None:
-            self._hypervolume = hypervolume(self._front, self.reference)
+        if self._hypervolume is None:  # the archive is a front already: no culling
+            inside = self._front[(self._front < self.reference).all(axis=1)]
+            self._hypervolume = _front_hypervolume(inside, self.reference)
         return self._hypervolume
 
 
@@ -138,7 +155,13 @@ def hypervolume(
     inside = pts[(~np.isnan(pts).any(axis=1)) & (pts < ref).all(axis=1)]
     if len(inside) == 0:
         return 0.0
-    front = inside[pareto_front(inside)]
+    return _front_hypervolume(inside[pareto_front(inside)], ref)
+
+
+def _front_hypervolume(front: np.ndarray, ref: np.ndarray) -> float:
+    """The hypervolume of non-dominated points strictly inside the reference box."""
+    if len(front) == 0:
+        return 0.0
     if len(ref) == 1:
         return float(ref[0] - front[:, 0].min())
     if len(ref) == 2:
@@ -208,10 +231,22 @@ def normalised_points(metrics: Sequence[dict[str, float]], problem: Problem) -> 
     Raises:
         ValueError: a minimised objective has no budget to normalise by.
     """
-    scales = []
+    normalise = normaliser(problem)
+    rows = [normalise(values) for values in metrics]
+    return np.array(rows, dtype=float).reshape(len(rows), len(problem.objectives))
+
+
+def normaliser(problem: Problem) -> Callable[[Mapping[str, float]], list[float]]:
+    """The map of :func:`normalised_points` for one point, with the budgets looked up once
+    (the search normalises every evaluation).
+
+    Raises:
+        ValueError: a minimised objective has no budget to normalise by.
+    """
+    scales: list[tuple[str, float | None]] = []
     for objective in problem.objectives:
         if objective.direction == "maximize":
-            scales.append(None)
+            scales.append((objective.name, None))
             continue
         bound = problem.upper_bound(objective.name)
         if bound is None or bound <= 0:
@@ -219,15 +254,13 @@ def normalised_points(metrics: Sequence[dict[str, float]], problem: Problem) -> 
                 f"the normalised hypervolume needs a positive budget on minimised objective "
                 f"{objective.name!r}; add a constraint on it"
             )
-        scales.append(bound)
-    rows = []
-    for values in metrics:
-        row = []
-        for objective, scale in zip(problem.objectives, scales, strict=True):
-            value = float(values[objective.name])
-            row.append(1.0 - value if scale is None else value / scale)
-        rows.append(row)
-    return np.array(rows, dtype=float).reshape(len(rows), len(problem.objectives))
+        scales.append((objective.name, bound))
+
+    def normalise(values: Mapping[str, float]) -> list[float]:
+        return [1.0 - float(values[name]) if scale is None else float(values[name]) / scale
+                for name, scale in scales]
+
+    return normalise
 
 
 def search_hypervolume(trials: Sequence[TrialRecord], problem: Problem) -> float:
