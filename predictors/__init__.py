@@ -19,6 +19,7 @@ from nas.predictors._base import (
     create_predictor,
     list_predictors,
 )
+from nas.predictors._external import AccuracyModel, load_accuracy_predictor
 from nas.predictors._features import (
     ENCODERS,
     CSVTable,
@@ -29,7 +30,6 @@ from nas.predictors._features import (
     encoder_from_spec,
     read_csv,
 )
-from nas.predictors._external import AccuracyModel, load_accuracy_predictor
 from nas.predictors._metrics import kendall_tau, mape, rmse, score_all, spearman
 from nas.predictors.auto import AutoPredictor
 from nas.predictors.ensemble import EnsemblePredictor
