@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas._hardware import HardwareTarget, Provenance
+from nas._messages import one_line
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
@@ -261,8 +262,8 @@ class OFALatencyTable:
                 try:
                     document = yaml.safe_load(path.read_text())
                 except (yaml.YAMLError, UnicodeDecodeError) as err:
-                    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-                    raise ValueError(f"{path} is not a YAML lookup table: {first}") from None
+                    raise ValueError(f"{path} is not a YAML lookup table: "
+                                     f"{one_line(err)}") from None
                 tables[int(match.group(1))] = _read_table(path, document)
                 files[int(match.group(1))] = str(path)
         if not tables:

@@ -394,13 +394,12 @@ class _Tracker:
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         self.best: float | None = None
-        self._with_hv = hypervolume_defined(problem)
         self._archive = ParetoArchive(np.ones(len(problem.objectives)))
-        self._normalise = normaliser(problem) if self._with_hv else None
+        self._normalise = normaliser(problem) if hypervolume_defined(problem) else None
 
     @property
     def hypervolume(self) -> float | None:
-        return self._archive.hypervolume if self._with_hv else None
+        return self._archive.hypervolume if self._normalise is not None else None
 
     def add(self, metrics: dict[str, float]) -> None:
         problem = self.problem

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nas._files import file_sha256
 from nas._space import Config, SearchSpace
 
 OFA_PREFIX = "ofa:"
@@ -96,7 +97,7 @@ def folder_sha256(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 

@@ -21,13 +21,14 @@ code runs) and evaluated in numpy: one config costs a few tens of microseconds.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nas._files import file_sha256
+from nas._messages import one_line
 from nas._space import Config, SearchSpace
 
 __all__ = ["OFA_RESOLUTIONS", "OFAAccuracyPredictor", "OFAOneHotFeatures", "OFA_STATE_SHAPES"]
@@ -211,15 +212,12 @@ class OFAAccuracyPredictor:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no OFA accuracy predictor file at {path}")
-        data = path.read_bytes()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a file that is not weights
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ValueError(f"{path} is not a torch state dict readable with "
-                             f"weights_only=True: {first[:200]}") from None
-        return cls.from_state_dict(state, sha256=hashlib.sha256(data).hexdigest(),
-                                   source=str(path))
+                             f"weights_only=True: {one_line(err)[:200]}") from None
+        return cls.from_state_dict(state, sha256=file_sha256(path), source=str(path))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted top-1 accuracy (a fraction) of each row of ``X`` (n, 128)."""

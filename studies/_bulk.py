@@ -33,6 +33,7 @@ back, through Optuna's public API, exactly like the same trials written one by o
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 from collections.abc import Container, Sequence
@@ -152,6 +153,7 @@ def _write_in_memory(storage: InMemoryStorage, study_id: int,
 # -- relational databases -----------------------------------------------------------------
 
 
+@functools.cache
 def _rdb_supported() -> bool:
     try:
         from optuna.storages._rdb import models
@@ -174,6 +176,9 @@ def _write_rdb(storage: RDBStorage, study_id: int, trials: Sequence[FrozenTrial]
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
+    if any(t.system_attrs or t.intermediate_values for t in trials):
+        raise ValueError("bulk writes take finished trials without system attributes or "
+                         "intermediate values")
     trial_table = models.TrialModel.__table__
     with _create_scoped_session(storage.scoped_session) as session:
         # The lock Optuna takes to number trials (a no-op on SQLite, whose writers are
@@ -224,9 +229,6 @@ def _insert_children(session, models, ids: list[int], trials: Sequence[FrozenTri
                            "distribution_json": text})
         for key, value in trial.user_attrs.items():
             attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
-        if trial.system_attrs or trial.intermediate_values:
-            raise ValueError("bulk writes take finished trials without system attributes "
-                             "or intermediate values")
     for model, rows in ((models.TrialValueModel, values), (models.TrialParamModel, params),
                         (models.TrialUserAttributeModel, attrs)):
         if rows:

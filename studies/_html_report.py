@@ -34,7 +34,7 @@ from nas.studies._pareto import (
     ParetoArchive,
     front_of,
     hypervolume_defined,
-    normalised_points,
+    normaliser,
     search_hypervolume,
     usable,
 )
@@ -224,12 +224,12 @@ def hypervolume_curve(trials: Sequence[TrialRecord], problem: Problem) -> list[f
     The hypervolume of a set equals that of its feasible front, so one archive of the
     front is carried along (:class:`ParetoArchive`): linear in n rather than quadratic.
     """
-    normalised_points([], problem)  # a minimised objective without a budget: say so now
+    normalise = normaliser(problem)
     archive = ParetoArchive(np.ones(len(problem.objectives)))
     curve = []
     for trial in trials:
         if usable(trial, problem) and problem.is_feasible(trial.metrics):
-            archive.add(normalised_points([trial.metrics], problem)[0])
+            archive.add(normalise(trial.metrics))
         curve.append(archive.hypervolume)
     return curve
 

@@ -48,7 +48,7 @@ def show(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """A study's settings, trial count and Pareto front."""
-    from nas.studies import default_storage, describe_study
+    from nas.studies import StudyMeta, default_storage, describe_study
 
     document = describe_study(name, storage or default_storage())
     if json_output:
@@ -60,10 +60,9 @@ def show(
                else f"space {meta.get('space')}")
     out.print(f"[bold]{name}[/]: {document['trials']} trials; {subject} "
               f"on {meta['hardware']}; constraints {meta['constraints']}", highlight=False)
-    if meta.get("accuracy_predictor"):
-        out.print(f"accuracy was predicted by {meta['accuracy_predictor']} (sha256 "
-                  f"{str(meta.get('accuracy_predictor_sha256', ''))[:12]}), not measured",
-                  highlight=False)
+    note = StudyMeta.from_dict(meta).accuracy_note()
+    if note:
+        out.print(note, highlight=False)
     table = Table("trial", "accuracy", "latency ms", title="Pareto front (feasible trials)")
     for point in document["pareto"]:
         table.add_row(str(point["trial"]), f"{point['accuracy']:.4f}",
