@@ -43,10 +43,12 @@ from nas.supernets._ofa_space import MOBILENETV3_SPACE  # noqa: E402
 OUT = Path(__file__).parent / "results" / "search_overhead.json"
 SPACE = MOBILENETV3_SPACE.build()
 BUDGET_MS = 25.0
-# The default (hybrid) refits Gaussian processes on every result for its first 250
-# evaluations (made for expensive evaluations), then runs NSGA-II: a smaller scale.
+# The default (screened) refits Gaussian processes on the latest 250 evaluations every
+# generation (it is made for expensive evaluations): a smaller scale, and its cost per
+# evaluation grows until its models' training set is full.
 SCALES = {"random": (5_000, 50_000), "nsga2": (5_000, 50_000), "evo": (5_000, 50_000),
-          "default": (500, 5_000)}
+          "default": (200, 2_000)}
+CHEAP = ("random", "nsga2", "evo")  # held to the targets: 10 s / 30 s, last tenth 1.2x
 
 
 def metrics(config) -> dict[str, float]:
@@ -146,17 +148,17 @@ def run_optuna(storage: str, n: int, folder: Path) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """The largest runs' seconds, and the worst last-over-first tenth among them (at
-    N = 5,000 a tenth is shorter than one commit, so the small runs' tenths differ by
-    whether a commit falls in them)."""
+    """The largest runs' seconds, and the worst last-over-first tenth among the cheap
+    algorithms' (at N = 5,000 a tenth is shorter than one commit, so the small runs'
+    tenths differ by whether a commit falls in them)."""
     largest = [r for r in runs if r["runner"] == "nas" and r["commit_seconds"] == 1.0
                and r["evals"] == SCALES[r["algorithm"]][1]]
     return {
         "largest_runs": {f"{r['algorithm']}/{r['storage']}": r["seconds"] for r in largest},
         "median_loop_overhead_us": statistics.median(
             r["loop_overhead_us"] for r in runs if r["runner"] == "nas"),
-        "worst_last_over_first_cost_largest_runs": max(r["last_over_first_cost"]
-                                                       for r in largest),
+        "worst_last_over_first_cost_largest_runs": max(
+            r["last_over_first_cost"] for r in largest if r["algorithm"] in CHEAP),
     }
 
 

@@ -89,7 +89,7 @@ class SearchBenchmark:
         summary: one :class:`CheckpointSummary` per algorithm and checkpoint.
         stopped_early: ``"algorithm/seed"`` of runs that ended before ``evals``.
         seconds: wall time of all runs.
-        implementations: what each name ran (``{"default": "hybrid", ...}``), since
+        implementations: what each name ran (``{"default": "screened", ...}``), since
             ``default`` changes as better algorithms land.
     """
 

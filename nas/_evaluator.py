@@ -43,6 +43,7 @@ class BaseEvaluator(abc.ABC):
 
     def __init__(self) -> None:
         self._cache: dict[str, Metrics] = {}
+        self._last_key: tuple[Config, str, str] | None = None
 
     @property
     @abc.abstractmethod
@@ -55,8 +56,14 @@ class BaseEvaluator(abc.ABC):
     def cache_key(self, config: Config | Mapping[str, Any]) -> str:
         """A stable 20-hex-digit key of (fingerprint, config): equal keys, equal metrics."""
         canonical = self.space.config(config)
-        payload = f"{self.fingerprint}\x00{canonical.key}".encode()
-        return hashlib.sha256(payload).hexdigest()[:20]
+        fingerprint = self.fingerprint
+        last = self._last_key
+        if last is not None and last[0] is canonical and last[1] == fingerprint:
+            return last[2]  # the search asks for the key, then evaluates the same config
+        payload = f"{fingerprint}\x00{canonical.key}".encode()
+        key = hashlib.sha256(payload).hexdigest()[:20]
+        self._last_key = (canonical, fingerprint, key)
+        return key
 
     def cached(self, config: Config | Mapping[str, Any]) -> Metrics | None:
         """The cached metrics of ``config``, or None."""

@@ -8,6 +8,7 @@ code share one definition of "better" and "feasible".
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class Problem:
 
     # -- reading metrics -------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def metric_names(self) -> tuple[str, ...]:
         """Every metric the problem reads (objectives first, then constrained ones)."""
         names = [o.name for o in self.objectives]

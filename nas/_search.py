@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -406,7 +407,7 @@ class _Tracker:
         if any(name not in metrics for name in problem.metric_names):
             return
         values = problem.objective_values(metrics)
-        if any(np.isnan(values)) or not problem.is_feasible(metrics):
+        if any(math.isnan(v) for v in values) or not problem.is_feasible(metrics):
             return
         first = problem.objectives[0]
         value = values[0]

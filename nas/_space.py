@@ -135,6 +135,7 @@ class SearchSpace:
         self.genes: tuple[Gene, ...] = tuple(genes)
         self._index = {gene.name: i for i, gene in enumerate(self.genes)}
         self._upper = np.array([len(gene.choices) - 1 for gene in self.genes], dtype=int)
+        self._conditions: list[tuple[int, int, np.ndarray]] | None = None
         if len(self._index) != len(self.genes):
             raise ValueError(f"search space {name!r} declares a gene name twice")
         for i, gene in enumerate(self.genes):
@@ -253,6 +254,51 @@ class SearchSpace:
         # plain ints, looked up by name: indexing numpy per gene costs more than the rest
         chosen = {gene.name: gene.choices[i] for gene, i in zip(self.genes, vector.tolist())}
         return self._build(lambda gene: chosen[gene.name])
+
+    def from_vectors(self, vectors: np.ndarray) -> list[Config]:
+        """:meth:`from_vector` for many rows at once (a genetic algorithm's offspring);
+        entries of inactive genes are ignored.
+
+        Raises:
+            ValueError: not of shape ``(n, len(self))``, or an entry outside the bounds.
+        """
+        vectors, active = self._activity(vectors)
+        genes, name = self.genes, self.name
+        return [
+            Config(name, [(gene.name, gene.choices[i])
+                          for gene, i, on in zip(genes, row, mask, strict=True) if on])
+            for row, mask in zip(vectors.tolist(), active.tolist(), strict=True)
+        ]
+
+    def canonical_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Each row as :meth:`to_vector` would give it back: inactive genes read 0.
+
+        Raises:
+            ValueError: as :meth:`from_vectors`.
+        """
+        vectors, active = self._activity(vectors)
+        return np.where(active, vectors, 0)
+
+    def _activity(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rounded integer rows and which genes are active in each, gene by gene in order
+        (a condition refers to an earlier gene, so its activity is known by then)."""
+        vectors = np.asarray(vectors).round().astype(int)
+        if vectors.ndim != 2 or vectors.shape[1] != len(self.genes):
+            raise ValueError(f"vectors must have shape (n, {len(self.genes)}), got "
+                             f"{tuple(vectors.shape)}")
+        if (vectors < 0).any() or (vectors > self._upper).any():
+            bad = vectors[((vectors < 0) | (vectors > self._upper)).any(axis=1)][0]
+            raise ValueError(f"vector {bad.tolist()} is outside the bounds "
+                             f"{self._upper.tolist()}")
+        if self._conditions is None:  # (gene, its parent, which parent choices activate it)
+            self._conditions = [
+                (i, self._index[g.active_if.gene], np.array(
+                    [c >= g.active_if.at_least for c in self.gene(g.active_if.gene).choices]))
+                for i, g in enumerate(self.genes) if g.active_if is not None]
+        active = np.ones(vectors.shape, dtype=bool)
+        for i, parent, holds in self._conditions:
+            active[:, i] = active[:, parent] & holds[vectors[:, parent]]
+        return vectors, active
 
     # -- Optuna ----------------------------------------------------------------------
 

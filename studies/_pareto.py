@@ -12,6 +12,7 @@ See :func:`search_hypervolume`.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,7 +91,9 @@ class ParetoArchive:
     A point changes the archive only when it enters the front, that is when no archived
     point is at least as good in every objective; the hypervolume is recomputed only
     then (lazily, on the next read), so adding a dominated point costs one comparison
-    with the front.
+    with the front. With two objectives the front is kept sorted by the first (so the
+    second falls along it) and a point is checked by bisection, in plain floats: the
+    search offers every evaluation, and numpy's per-call cost would dominate.
 
     Args:
         reference: the hypervolume's reference point, one entry per objective.
@@ -99,11 +102,15 @@ class ParetoArchive:
     def __init__(self, reference: np.ndarray | Sequence[float]) -> None:
         self.reference = np.asarray(reference, dtype=float).reshape(-1)
         self._front = np.zeros((0, len(self.reference)))
+        self._first: list[float] = []  # two objectives: the front, sorted by the first
+        self._second: list[float] = []
         self._hypervolume: float | None = 0.0
 
     @property
     def front(self) -> np.ndarray:
         """The archived non-dominated points, shape ``(k, m)`` (a copy)."""
+        if len(self.reference) == 2:
+            return np.array([self._first, self._second], dtype=float).T.reshape(-1, 2)
         return self._front.copy()
 
     def add(self, point: np.ndarray | Sequence[float]) -> bool:
@@ -112,6 +119,8 @@ class ParetoArchive:
         A point equal to an archived one, or with a NaN, does not enter (it would add
         no volume).
         """
+        if len(self.reference) == 2:
+            return self._add_2d(float(point[0]), float(point[1]))
         row = np.asarray(point, dtype=float).reshape(-1)
         if np.isnan(row).any():
             return False
@@ -123,11 +132,28 @@ class ParetoArchive:
         self._hypervolume = None
         return True
 
+    def _add_2d(self, x: float, y: float) -> bool:
+        if math.isnan(x) or math.isnan(y):
+            return False
+        first, second = self._first, self._second
+        # of the points whose first value is <= x, the last has the smallest second
+        at = bisect.bisect_right(first, x)
+        if at and second[at - 1] <= y:
+            return False
+        start = end = bisect.bisect_left(first, x)  # the points this one dominates follow
+        while end < len(first) and second[end] >= y:
+            end += 1
+        first[start:end] = [x]
+        second[start:end] = [y]
+        self._hypervolume = None
+        return True
+
     @property
     def hypervolume(self) -> float:
         """The hypervolume of the archive against :attr:`reference`."""
         if self._hypervolume is None:  # the archive is a front already: no culling
-            inside = self._front[(self._front < self.reference).all(axis=1)]
+            front = self.front
+            inside = front[(front < self.reference).all(axis=1)]
             self._hypervolume = _front_hypervolume(inside, self.reference)
         return self._hypervolume
 

@@ -35,7 +35,7 @@ SPACE = SearchSpace(
 )  # 78 distinct configs
 BUDGET = 20.0
 NEW = {"agemoea", "nsga3", "tpe", "optuna-tpe", "optuna-nsga2", "optuna-nsga3", "optuna-gp",
-       "evo", "evo-budget", "linas", "ehvi", "hybrid"}
+       "evo", "evo-budget", "linas", "ehvi", "hybrid", "screened"}
 # small populations so that a few dozen evaluations span several generations
 SMALL = {
     "random": {"batch_size": 4},
@@ -50,7 +50,8 @@ SMALL = {
     "ehvi": {"n_init": 6, "batch_size": 4, "n_samples": 16},
 }
 SMALL["hybrid"] = {**SMALL["ehvi"], "n_random": 200, "handover": 12, "pop_size": 4}
-SMALL["default"] = SMALL["hybrid"]
+SMALL["screened"] = {"n_init": 6, "pop_size": 4, "screen": 3, "n_samples": 16}
+SMALL["default"] = SMALL["screened"]
 SLOW = {"optuna-gp"}  # a GP fit per suggestion
 
 

@@ -179,7 +179,7 @@ def test_json_document_plot_and_files(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     settings = document["settings"]
     assert settings["algorithms"] == ["random", "default"]  # repeats run once
-    assert settings["implementations"] == {"random": "random", "default": "hybrid"}
+    assert settings["implementations"] == {"random": "random", "default": "screened"}
     assert settings["seeds"] == [0, 1]
     assert settings["checkpoints"] == [50, 60]
     assert (settings["space"], settings["device"], settings["dataset"]) == (

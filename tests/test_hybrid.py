@@ -1,4 +1,5 @@
-"""The ``hybrid`` search (the default): ``ehvi``, then NSGA-II from everything measured.
+"""The ``hybrid`` search (the default before ``screened``): ``ehvi``, then NSGA-II from
+everything measured.
 
 What makes it work: the first ``handover`` evaluations are exactly ``ehvi``'s, and
 NSGA-II then starts from all of them (nothing evaluated again, nothing measured proposed
@@ -44,10 +45,10 @@ def drive(algo, rounds: int) -> list[list]:
     return asked
 
 
-def test_hybrid_is_the_default_and_studies_record_its_own_name() -> None:
-    assert ALGORITHMS.entry("default").factory is HybridSearch
-    assert canonical_algorithm("default") == "hybrid"
-    assert canonical_algorithm("ehvi") == "ehvi"  # studies that stored ehvi replay it
+def test_studies_that_stored_hybrid_or_ehvi_replay_them() -> None:
+    assert ALGORITHMS.entry("hybrid").factory is HybridSearch
+    assert canonical_algorithm("hybrid") == "hybrid"  # the default before screened
+    assert canonical_algorithm("ehvi") == "ehvi"  # the default before hybrid
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

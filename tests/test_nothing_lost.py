@@ -207,7 +207,7 @@ def test_default_algorithm_is_stored_by_its_own_name(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert nas(*NB201_SEARCH, "--evals", "2", "--storage", url).exit_code == 0
     shown = json.loads(nas("studies", "show", STUDY, "--storage", url, "--json").output)
-    assert shown["meta"]["algorithm"] == "hybrid" and shown["meta"]["seed"] == 0
+    assert shown["meta"]["algorithm"] == "screened" and shown["meta"]["seed"] == 0
     again = nas(*NB201_SEARCH, "--evals", "2", "--algorithm", "default", "--storage", url)
     assert again.exit_code == 0, again.output
 

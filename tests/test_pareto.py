@@ -138,13 +138,16 @@ def test_pareto_front_matches_the_definition_with_ties_and_nans(columns: int) ->
 
 
 @pytest.mark.parametrize("columns", [2, 3])
-def test_archive_keeps_the_front_and_hypervolume_of_everything_added(columns: int) -> None:
+@pytest.mark.parametrize("grid", [False, True], ids=["continuous", "ties"])
+def test_archive_keeps_the_front_and_hypervolume_of_everything_added(columns: int,
+                                                                     grid: bool) -> None:
     rng = np.random.default_rng(7)
     reference = np.ones(columns)
     archive = ParetoArchive(reference)
     seen = []
     for _ in range(150):
-        point = rng.random(columns)
+        # on a grid, points share values and repeat: the 2-D bisection's edge cases
+        point = rng.integers(0, 8, columns) / 7 if grid else rng.random(columns)
         entered = archive.add(point)
         seen.append(point)
         points = np.array(seen)

@@ -251,7 +251,7 @@ def test_function_evaluator() -> None:
 
 def test_registry_lists_algorithms_and_rejects_unknown() -> None:
     assert {"random", "nsga2", "default"} <= set(list_algorithms())
-    assert ALGORITHMS.entry("default").factory is ALGORITHMS.entry("hybrid").factory
+    assert ALGORITHMS.entry("default").factory is ALGORITHMS.entry("screened").factory
     with pytest.raises(ValueError, match="unknown algorithm 'cmaes'; known: .*default, .*nsga2"):
         get_algorithm("cmaes", make_problem(), seed=0)
     with pytest.raises(ValueError, match="has no option 'popsize'; its options: pop_size"):

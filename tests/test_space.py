@@ -48,6 +48,22 @@ def test_vector_round_trip(space, seed):
     assert space.from_vector(vector) == config
 
 
+def test_many_vectors_at_once_match_one_at_a_time(space):
+    # random rows, inactive genes included: what a genetic algorithm's offspring look like
+    rng = np.random.default_rng(0)
+    _, upper = space.bounds()
+    rows = rng.integers(0, upper + 1, size=(200, len(space)))
+    configs = space.from_vectors(rows)
+    assert configs == [space.from_vector(row) for row in rows]
+    assert space.canonical_vectors(rows).tolist() == [space.to_vector(c).tolist() for c in configs]
+    assert space.from_vectors(np.zeros((0, len(space)), dtype=int)) == []
+    rows[3, 0] = upper[0] + 1
+    with pytest.raises(ValueError, match="outside the bounds"):
+        space.from_vectors(rows)
+    with pytest.raises(ValueError, match="shape"):
+        space.canonical_vectors(rows[0])
+
+
 def test_json_and_dict_round_trip(space):
     config = space.sample(np.random.default_rng(3))
     assert space.from_json(config.to_json()) == config

@@ -105,6 +105,15 @@ def test_lazy_greedy_matches_plain_greedy() -> None:
     assert len(set(lazy)) == 6
 
 
+def test_lazy_greedy_never_picks_twice_among_few_candidates() -> None:
+    # fewer candidates than it rescores at once: the picks must stay out of the rescoring
+    rng = np.random.default_rng(5)
+    median = rng.uniform(0, 1, (8, 2))
+    samples = median[:, None, :] + 0.2 * rng.standard_normal((1, 16, 2))
+    picks = _lazy_greedy_ehvi(samples, median, np.ones(8), rng.uniform(0.3, 1, (5, 2)), 8, [])
+    assert sorted(picks) == list(range(8))
+
+
 def test_anchors_pick_predicted_extremes_beyond_the_observed() -> None:
     observed = np.array([[0.2, 0.5], [0.5, 0.2]])
     median = np.array([[0.1, 0.9], [0.3, 0.3], [0.9, 0.19], [0.0, 0.9]])

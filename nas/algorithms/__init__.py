@@ -23,6 +23,7 @@ from nas.algorithms.optuna_samplers import (
     TPESearch,
 )
 from nas.algorithms.random import RandomSearch
+from nas.algorithms.screened import ScreenedNSGA2Search
 
 __all__ = [
     "AGEMOEASearch",
@@ -40,6 +41,7 @@ __all__ = [
     "OptunaNSGA3Search",
     "OptunaSearch",
     "RandomSearch",
+    "ScreenedNSGA2Search",
     "TPESearch",
     "algorithm_options",
     "canonical_algorithm",

@@ -108,7 +108,7 @@ def get_algorithm(name: str, problem: Problem, *, seed: int, **options: Any) -> 
 
 def canonical_algorithm(name: str) -> str:
     """The name an algorithm is registered under by its own class (``default`` and
-    aliases such as ``optuna-tpe`` resolve to ``hybrid``, ``tpe``); what studies record.
+    aliases such as ``optuna-tpe`` resolve to ``screened``, ``tpe``); what studies record.
 
     Raises:
         UnknownNameError: no algorithm of that name.

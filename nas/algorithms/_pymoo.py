@@ -145,7 +145,7 @@ class PymooSearch(Algorithm):
             self._infills = None
             return []
         self._infills = infills
-        return [encoding.decode(x) for x in infills.get("X")]
+        return encoding.decode_rows(infills.get("X"))
 
     def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
         if self._infills is None or not configs:
@@ -161,10 +161,25 @@ class PymooSearch(Algorithm):
         PymooEvaluator().eval(StaticProblem(self.algorithm_.problem, **out), self._infills)
         self.algorithm_.tell(infills=self._infills)
         assert self._encoding is not None
-        self._encoding.known.update(
-            tuple(int(v) for v in x) for x in self._infills.get("X")
-        )
+        self._encoding.known.update(map(tuple, _int_rows(self._infills.get("X"))))
         self._infills = None
+
+    def keep_only(self, rows: Sequence[int]) -> list[Config]:
+        """Narrow the last ask to its configs at ``rows`` (a pre-selection): only they
+        are told, and only they enter the survival; the others may be bred again.
+
+        Returns:
+            The configs kept, in order; tell exactly these.
+
+        Raises:
+            RuntimeError: nothing was asked, or it was told already.
+        """
+        if self._pending is None or self._infills is None:
+            raise RuntimeError(f"{type(self).__name__}.keep_only: nothing asked to narrow")
+        rows = list(rows)
+        self._infills = self._infills[rows]
+        self._pending = [self._pending[i] for i in rows]
+        return list(self._pending)
 
     # -- pymoo set-up -----------------------------------------------------------------------
 
@@ -216,9 +231,20 @@ class Encoding:
     def encode(self, config: Config) -> np.ndarray:
         return self.space.to_vector(config)[self.free]
 
-    def canonical(self, x: np.ndarray) -> np.ndarray:
-        clipped = np.clip(np.asarray(x, dtype=float).round(), self.xl, self.xu).astype(int)
-        return self.encode(self.decode(clipped))
+    def decode_rows(self, X: np.ndarray) -> list[Config]:
+        """:meth:`decode` for every row of ``X``."""
+        return self.space.from_vectors(self._full(X))
+
+    def canonical_rows(self, X: np.ndarray) -> np.ndarray:
+        """Rows rounded, clipped to the bounds and canonicalised (inactive genes 0)."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_free)
+        clipped = np.clip(X.round(), self.xl, self.xu).astype(int)
+        return self.space.canonical_vectors(self._full(clipped))[:, self.free]
+
+    def _full(self, X: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(X), len(self.space)), dtype=int)
+        full[:, self.free] = np.asarray(X).round().astype(int)
+        return full
 
 
 def ga_operators(encoding: Encoding, *, crossover_prob: float, crossover_eta: float,
@@ -266,9 +292,7 @@ def make_repair(encoding: Encoding) -> Any:
         equal vectors."""
 
         def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
-            return np.array([encoding.canonical(x) for x in X], dtype=int).reshape(
-                len(X), encoding.n_free
-            )
+            return encoding.canonical_rows(X)
 
     return CanonicalRepair()
 
@@ -281,7 +305,7 @@ def make_elimination(encoding: Encoding, *, skip_known: bool) -> Any:
         every config told so far."""
 
         def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
-            rows = [tuple(int(v) for v in x) for x in pop.get("X")]
+            rows = list(map(tuple, _int_rows(pop.get("X"))))
             if other is None:
                 known = encoding.known if skip_known else frozenset()
                 seen: set[tuple[int, ...]] = set()  # not a copy of known: that grows
@@ -290,10 +314,15 @@ def make_elimination(encoding: Encoding, *, skip_known: bool) -> Any:
                         is_duplicate[i] = True
                     seen.add(row)
             else:
-                others = {tuple(int(v) for v in x) for x in other.get("X")}
+                others = set(map(tuple, _int_rows(other.get("X"))))
                 for i, row in enumerate(rows):
                     if row in others:
                         is_duplicate[i] = True
             return is_duplicate
 
     return KnownElimination()
+
+
+def _int_rows(X: np.ndarray) -> list[list[int]]:
+    """Rows of plain ints (hashable once made tuples; numpy scalars hash slowly)."""
+    return np.asarray(X).round().astype(int).tolist()

@@ -38,6 +38,13 @@ class History:
     def __len__(self) -> int:
         return len(self.configs)
 
+    def latest(self, n: int) -> History:
+        """The last ``n`` configs told (all of them when fewer), as a history."""
+        if len(self) <= n:
+            return self
+        configs, metrics = self.configs[-n:], self.metrics[-n:]
+        return History(self.problem, list(configs), list(metrics), set(configs))
+
     def values(self, metric: str) -> np.ndarray:
         """The metric of every told config (NaN where it was missing)."""
         return np.array([float(m.get(metric, np.nan)) for m in self.metrics], dtype=float)
@@ -189,10 +196,9 @@ def enumerate_space(space: SearchSpace, limit: int) -> list[Config] | None:
     if space.cardinality() > limit:
         return None
     lower, upper = space.bounds()
-    configs: dict[Config, None] = {}
-    for vector in itertools.product(*(range(lo, hi + 1) for lo, hi in zip(lower, upper))):
-        configs.setdefault(space.from_vector(np.array(vector, dtype=int)), None)
-    return list(configs)
+    vectors = np.array(list(itertools.product(
+        *(range(lo, hi + 1) for lo, hi in zip(lower, upper)))), dtype=int)
+    return list(dict.fromkeys(space.from_vectors(vectors.reshape(-1, len(space)))))
 
 
 def neighbours(space: SearchSpace, config: Config) -> list[Config]:

@@ -20,8 +20,9 @@ Each ask, after a random initial design:
    stale scores are upper bounds and only the leaders need rescoring (lazy greedy).
 
 It was the platform's ``default`` search until issue 16 (studies that stored ``ehvi``
-still replay it); the default is now :mod:`nas.algorithms.hybrid`, which runs this search for
-the first 250 evaluations and then hands over to NSGA-II; see the README's figures.
+still replay it); the default became :mod:`nas.algorithms.hybrid` (this search for 250
+evaluations, then NSGA-II), and then :mod:`nas.algorithms.screened` (NSGA-II whose
+children this search's acquisition screens); see the README's figures.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def _lazy_greedy_ehvi(samples: np.ndarray, median: np.ndarray, p_feasible: np.nd
     bound[picks] = -np.inf
     while len(picks) < k:
         leaders = np.argsort(-bound, kind="stable")[:_RESCORE]
+        leaders = leaders[bound[leaders] > -np.inf]  # few candidates: never a pick again
         if bound[leaders[0]] <= 0:  # nothing is expected to improve: spread by distance
             rest = [int(i) for i in np.argsort(-_distance_to(median, front), kind="stable")
                     if i not in picks]

@@ -1,4 +1,6 @@
-"""EHVI first, then NSGA-II started from everything EHVI measured.
+"""EHVI first, then NSGA-II started from everything EHVI measured (the default search
+from issue 16 until :mod:`nas.algorithms.screened` replaced it; studies that stored it
+replay it).
 
 ``ehvi`` (:mod:`nas.algorithms.ehvi`) finds the front's ends and its broad shape in few
 evaluations: on every NAS-Bench-201 device it is ahead of NSGA-II at 100. But its
@@ -27,15 +29,12 @@ hand-over replays with the rest).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
 
 from nas._problem import Problem
 from nas._space import Config
 from nas.algorithms._base import ALGORITHMS, check_int
 from nas.algorithms.ehvi import EHVISearch
-from nas.algorithms.nsga2 import NSGA2Search
+from nas.algorithms.nsga2 import NSGA2Search, SeededNSGA2
 
 
 @ALGORITHMS.register(
@@ -97,34 +96,8 @@ class HybridSearch(EHVISearch):
             self.ga_.tell(configs, results)
 
     def _start_ga(self) -> NSGA2Search:
-        """NSGA-II whose first population is every config told so far, told their
-        results at once (nothing is evaluated again)."""
-        history = self.history_
-        configs = list(dict.fromkeys(history.configs))
-        ga = _SeededNSGA2(self.problem, seed=self.seed, pop_size=self.pop_size,
-                          start=configs)
-        first = ga.ask()
-        results = {c: m for c, m in zip(history.configs, history.metrics, strict=True)}
-        ga.tell(first, [results[c] for c in first])
-        return ga
+        return SeededNSGA2.told(self.problem, seed=self.seed, pop_size=self.pop_size,
+                                configs=self.history_.configs,
+                                results=self.history_.metrics)
 
 
-ALGORITHMS.register(
-    "default", description="The default search: currently hybrid"
-)(HybridSearch)
-
-
-class _SeededNSGA2(NSGA2Search):
-    """``nsga2`` whose first ask returns ``start`` (canonical configs) instead of random
-    ones."""
-
-    def __init__(self, problem: Problem, *, seed: int, pop_size: int,
-                 start: Sequence[Config]) -> None:
-        super().__init__(problem, seed=seed, pop_size=pop_size)
-        self._start = list(start)
-
-    def _build(self, operators: dict[str, Any]) -> Any:
-        assert self._encoding is not None
-        X = np.array([self._encoding.encode(c) for c in self._start], dtype=int).reshape(
-            len(self._start), self._encoding.n_free)
-        return super()._build({**operators, "sampling": X})

@@ -17,8 +17,13 @@ NSGA-II's constrained domination handles. The shared machinery is in
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from nas._problem import Problem
+from nas._space import Config
 from nas.algorithms._base import ALGORITHMS
 from nas.algorithms._pymoo import PymooSearch
 
@@ -37,3 +42,34 @@ class NSGA2Search(PymooSearch):
             pop_size=self.pop_size, n_offsprings=self.n_offsprings, seed=self.seed, **operators
         )
 
+
+
+class SeededNSGA2(NSGA2Search):
+    """``nsga2`` whose first ask returns ``start`` (canonical configs, e.g. everything
+    another search measured) instead of random ones; not registered (a part of other
+    searches)."""
+
+    def __init__(self, problem: Problem, *, seed: int, pop_size: int,
+                 start: Sequence[Config], n_offsprings: int | None = None) -> None:
+        super().__init__(problem, seed=seed, pop_size=pop_size, n_offsprings=n_offsprings)
+        self._start = list(start)
+
+    @classmethod
+    def told(cls, problem: Problem, *, seed: int, pop_size: int, configs: Sequence[Config],
+             results: Sequence[Mapping[str, float]],
+             n_offsprings: int | None = None) -> SeededNSGA2:
+        """NSGA-II whose first population is ``configs`` (repeats counted once), told
+        their ``results`` at once: nothing is evaluated again, and its first ask is
+        the first generation of children."""
+        ga = cls(problem, seed=seed, pop_size=pop_size, n_offsprings=n_offsprings,
+                 start=list(dict.fromkeys(configs)))
+        first = ga.ask()
+        known = dict(zip(configs, results, strict=True))
+        ga.tell(first, [known[c] for c in first])
+        return ga
+
+    def _build(self, operators: dict[str, Any]) -> Any:
+        assert self._encoding is not None
+        X = np.array([self._encoding.encode(c) for c in self._start], dtype=int).reshape(
+            len(self._start), self._encoding.n_free)
+        return super()._build({**operators, "sampling": X})

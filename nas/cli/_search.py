@@ -63,7 +63,7 @@ def search(
     ),
     algorithm: str | None = typer.Option(
         None, "--algorithm",
-        help="Search algorithm (default: the study's, or default = hybrid; evo-budget for a "
+        help="Search algorithm (default: the study's, or default = screened; evo-budget for a "
              "--space search): nsga2, random, linas, evo, tpe, ... (an unknown name lists "
              "them all).",
     ),
