@@ -47,7 +47,7 @@ BUDGET_MS = 25.0
 # generation (it is made for expensive evaluations): a smaller scale, and its cost per
 # evaluation grows until its models' training set is full.
 SCALES = {"random": (5_000, 50_000), "nsga2": (5_000, 50_000), "evo": (5_000, 50_000),
-          "default": (200, 2_000)}
+          "default": (200, 1_000)}
 CHEAP = ("random", "nsga2", "evo")  # held to the targets: 10 s / 30 s, last tenth 1.2x
 
 

@@ -110,6 +110,58 @@ def test_bad_options_are_refused(option, value, message) -> None:
         get_algorithm("screened", problem_(), seed=0, **{option: value})
 
 
+def test_keep_only_narrows_the_children_and_adds_configs_bred_elsewhere() -> None:
+    nsga2 = get_algorithm("nsga2", problem_(), seed=0, pop_size=4)
+    first = nsga2.ask()
+    nsga2.tell(first, [metrics(c) for c in first])
+    children = nsga2.ask()
+    outsider = next(c for c in (SPACE.sample(np.random.default_rng(s)) for s in range(99))
+                    if c not in set(first) | set(children))
+    told = nsga2.keep_only([1, 3], extra=[outsider])
+    assert told == [children[1], children[3], outsider]
+    with pytest.raises(ValueError, match="configs of the last ask"):
+        nsga2.tell(children, [metrics(c) for c in children])
+    nsga2.tell(told, [metrics(c) for c in told])
+    known = nsga2._encoding.known
+    assert nsga2._encoding.encode(outsider).tolist() in [list(k) for k in known]
+    assert tuple(nsga2._encoding.encode(children[0]).tolist()) not in known  # may come again
+
+
+def test_the_ends_are_looked_for_beyond_the_children(monkeypatch) -> None:
+    # a random pool the model scores for the front's ends only: on a smooth landscape
+    # it reaches ends the children do not, and every batch keeps its size
+    extras: list = []
+    narrow = SeededNSGA2.keep_only
+
+    def spy(self, rows, extra=()):
+        extras.extend(extra)
+        return narrow(self, rows, extra)
+
+    monkeypatch.setattr(SeededNSGA2, "keep_only", spy)
+    algo = get_algorithm("screened", problem_(), seed=1, pop_size=6, screen=3, n_init=8,
+                         n_samples=16, reach=300)
+    drive(algo, 8)
+    for _ in range(6):
+        configs = algo.ask()
+        assert len(configs) == 6 == len(set(configs))
+        assert set(extras) <= set(configs) | algo.history_.known
+        algo.tell(configs, [metrics(c) for c in configs])
+    assert extras and not set(extras) & set(algo.history_.configs[:8])
+    without = get_algorithm("screened", problem_(), seed=1, pop_size=6, screen=3, n_init=8,
+                            n_samples=16, reach=0)
+    extras.clear()
+    drive(without, 44)
+    assert not extras
+    # a space small enough to enumerate: the children span the ends, no pool
+    small = SearchSpace("small", [Gene(f"g{i}", (0, 1, 2, 3)) for i in range(8)])
+    enumerable = get_algorithm("screened", accuracy_latency_problem(small, budget_ms=BUDGET),
+                               seed=1, pop_size=6, screen=3, n_init=8, n_samples=16,
+                               reach=300)
+    enumerable.max_enumerate = small.cardinality()
+    drive(enumerable, 44)
+    assert not extras
+
+
 def test_keep_only_needs_an_ask() -> None:
     nsga2 = get_algorithm("nsga2", problem_(), seed=0, pop_size=4)
     with pytest.raises(RuntimeError, match="nothing asked"):

@@ -164,21 +164,28 @@ class PymooSearch(Algorithm):
         self._encoding.known.update(map(tuple, _int_rows(self._infills.get("X"))))
         self._infills = None
 
-    def keep_only(self, rows: Sequence[int]) -> list[Config]:
-        """Narrow the last ask to its configs at ``rows`` (a pre-selection): only they
-        are told, and only they enter the survival; the others may be bred again.
+    def keep_only(self, rows: Sequence[int], extra: Sequence[Config] = ()) -> list[Config]:
+        """Narrow the last ask to its configs at ``rows`` (a pre-selection), plus
+        ``extra`` configs bred elsewhere (new ones): only they are told, and only they
+        enter the survival; the others may be bred again.
 
         Returns:
-            The configs kept, in order; tell exactly these.
+            The configs kept, then the extra ones; tell exactly these.
 
         Raises:
             RuntimeError: nothing was asked, or it was told already.
         """
-        if self._pending is None or self._infills is None:
+        if self._pending is None or self._infills is None or self._encoding is None:
             raise RuntimeError(f"{type(self).__name__}.keep_only: nothing asked to narrow")
+        from pymoo.core.population import Population
+
         rows = list(rows)
-        self._infills = self._infills[rows]
-        self._pending = [self._pending[i] for i in rows]
+        infills = self._infills[rows]
+        if extra:
+            X = np.array([self._encoding.encode(c) for c in extra], dtype=int)
+            infills = Population.merge(infills, Population.new(X=X))
+        self._infills = infills
+        self._pending = [self._pending[i] for i in rows] + list(extra)
         return list(self._pending)
 
     # -- pymoo set-up -----------------------------------------------------------------------

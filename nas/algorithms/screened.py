@@ -15,6 +15,14 @@ a hopeless one. So each generation:
 3. only the best ``pop_size`` children are evaluated; they, and only they, enter
    NSGA-II's survival (rank and crowding distance over parents and children).
 
+In a space too large to enumerate (more than ``max_enumerate`` configs) the children of
+20 random configs need not reach the front's ends, so the models also score ``reach``
+uniform random configs, and one predicted to extend an end of the measured front beyond
+1% of its range (``ehvi``'s anchors) takes a child's place in the batch and joins the
+survival. On the main job (HAT, 2.4 x 10^10 subnets) this took the default at 120
+evaluations from a 12.8% to a 2.7% gap; in NAS-Bench-201's 15,625 cells it cost pixel3
+1.08x / 1.12x NSGA-II's gap at 100 / 500, so it is off there.
+
 This is pre-selection, the individual-based model management of surrogate-assisted
 evolution (Jin, "Surrogate-assisted evolutionary computation: recent advances and
 future challenges", Swarm and Evolutionary Computation 2011). With a model that knows
@@ -40,9 +48,10 @@ import numpy as np
 
 from nas._problem import Problem
 from nas._space import Config, space_features
+from nas.algorithms._acquisition import Normaliser
 from nas.algorithms._base import ALGORITHMS, check_int
-from nas.algorithms._surrogate import MetricModels, fit_metric_models
-from nas.algorithms.ehvi import EHVISearch
+from nas.algorithms._surrogate import MetricModels, Prediction, fit_metric_models, random_unseen
+from nas.algorithms.ehvi import EHVISearch, _anchors
 from nas.algorithms.nsga2 import NSGA2Search, SeededNSGA2
 
 
@@ -78,19 +87,24 @@ class ScreenedNSGA2Search(EHVISearch):
         screen: int = 3,
         n_init: int = 20,
         max_train: int = 250,
+        reach: int = 1000,
         model: str = "gp",
         n_samples: int = 64,
     ) -> None:
         check_int("pop_size", pop_size, least=2)
         check_int("screen", screen, least=1)
         check_int("max_train", max_train, least=2)
+        check_int("reach", reach, least=0)
         super().__init__(problem, seed=seed, model=model, n_init=n_init,
                          batch_size=pop_size, n_samples=n_samples)
         self.options = dict(pop_size=pop_size, screen=screen, n_init=n_init,
-                            max_train=max_train, model=model, n_samples=n_samples)
+                            max_train=max_train, reach=reach, model=model,
+                            n_samples=n_samples)
         self.pop_size = pop_size
         self.screen = screen
         self.max_train = max_train
+        self.reach = reach
+        self._large: bool | None = None
         self.ga_: NSGA2Search | None = None
 
     def _ask(self) -> Sequence[Config]:
@@ -107,10 +121,37 @@ class ScreenedNSGA2Search(EHVISearch):
             # order, which is random
             return self.ga_.keep_only(range(self.pop_size))
         assert self.rng_ is not None
-        X = space_features(self.problem.space, children)
+        pool = random_unseen(self.problem.space, self.rng_, history.known | set(children),
+                             self.reach) if self._reaches() else []
+        X = space_features(self.problem.space, children + pool)
         draws = self.rng_.standard_normal((self.n_samples, len(self.problem.metric_names)))
-        picks = sorted(self._select(self._fit_models().sample(X, draws)))
-        return self.ga_.keep_only(picks)
+        prediction = self._fit_models().sample(X, draws)
+        ends = self._ends(prediction) if pool else []
+        extra = [pool[i - len(children)] for i in ends if i >= len(children)]
+        kept = [i for i in ends if i < len(children)]
+        others = [i for i in range(len(children)) if i not in kept]
+        rest = Prediction(prediction.samples[others], prediction.median[others],
+                          prediction.p_feasible[others])
+        self.batch_size = self.pop_size - len(ends)
+        picks = [others[i] for i in self._select(rest)] if self.batch_size > 0 else []
+        return self.ga_.keep_only(sorted([*kept, *picks]), extra=extra)
+
+    def _reaches(self) -> bool:
+        """Whether to look for the ends beyond the children: only in a space too large to
+        enumerate (``max_enumerate``), where 20 random configs and their children need
+        not span the front (see the module docstring)."""
+        if self._large is None:
+            self._large = self.problem.space.cardinality() > self.max_enumerate
+        return self.reach > 0 and self._large
+
+    def _ends(self, prediction: Prediction) -> list[int]:
+        """Candidates predicted to extend the measured front's ends (``ehvi``'s anchors),
+        among the children and the random pool."""
+        Y, feasible = self.history_.objectives(), self.history_.feasible()
+        if Y.shape[1] != 2 or not feasible.any():
+            return []
+        norm = Normaliser(np.vstack([Y[feasible], prediction.median]))
+        return _anchors(norm(prediction.median), prediction.p_feasible, norm(Y[feasible]))
 
     def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
         super()._tell(configs, results)
