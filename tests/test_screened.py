@@ -166,3 +166,10 @@ def test_keep_only_needs_an_ask() -> None:
     nsga2 = get_algorithm("nsga2", problem_(), seed=0, pop_size=4)
     with pytest.raises(RuntimeError, match="nothing asked"):
         nsga2.keep_only([0])
+
+
+def test_with_the_pool_the_asks_depend_only_on_the_seed_and_the_results() -> None:
+    # what resume by replay relies on, in a space large enough for the random pool
+    runs = [drive(get_algorithm("screened", problem_(), seed=3, pop_size=6, screen=3,
+                                n_init=8, n_samples=16, reach=200), 32) for _ in range(2)]
+    assert runs[0] == runs[1]
