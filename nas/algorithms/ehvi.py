@@ -167,9 +167,10 @@ class EHVISearch(Algorithm):
         rows = np.flatnonzero(feasible)
         return rows[pareto_front(Y[rows])] if len(rows) else rows
 
-    def _select(self, prediction: Prediction) -> list[int]:
+    def _select(self, prediction: Prediction, size: int | None = None) -> list[int]:
+        """Up to ``size`` (default ``batch_size``) candidates, in the order picked."""
         Y, feasible = self.history_.objectives(), self.history_.feasible()
-        k = min(self.batch_size, len(prediction.median))
+        k = min(self.batch_size if size is None else size, len(prediction.median))
         p_feasible = prediction.p_feasible
         if not feasible.any():  # nothing feasible measured yet: find feasibility first
             return [int(i) for i in np.argsort(-p_feasible, kind="stable")[:k]]

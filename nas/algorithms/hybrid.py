@@ -99,5 +99,3 @@ class HybridSearch(EHVISearch):
         return SeededNSGA2.told(self.problem, seed=self.seed, pop_size=self.pop_size,
                                 configs=self.history_.configs,
                                 results=self.history_.metrics)
-
-

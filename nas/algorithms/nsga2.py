@@ -43,7 +43,6 @@ class NSGA2Search(PymooSearch):
         )
 
 
-
 class SeededNSGA2(NSGA2Search):
     """``nsga2`` whose first ask returns ``start`` (canonical configs, e.g. everything
     another search measured) instead of random ones; not registered (a part of other

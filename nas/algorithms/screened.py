@@ -132,8 +132,8 @@ class ScreenedNSGA2Search(EHVISearch):
         others = [i for i in range(len(children)) if i not in kept]
         rest = Prediction(prediction.samples[others], prediction.median[others],
                           prediction.p_feasible[others])
-        self.batch_size = self.pop_size - len(ends)
-        picks = [others[i] for i in self._select(rest)] if self.batch_size > 0 else []
+        size = self.pop_size - len(ends)
+        picks = [others[i] for i in self._select(rest, size)] if size > 0 else []
         return self.ga_.keep_only(sorted([*kept, *picks]), extra=extra)
 
     def _reaches(self) -> bool:
