@@ -194,6 +194,11 @@ class SearchSpace:
             active[gene.name] = value
         return Config(self.name, list(active.items()))
 
+    def canonical(self, values: Mapping[str, Value]) -> Config:
+        """The config of ``values`` with inactive genes dropped, without :meth:`config`'s
+        checks: for values an algorithm drew from each gene's choices itself."""
+        return self._build(lambda gene: values[gene.name])
+
     def _build(self, pick: Any) -> Config:
         """Build a config gene by gene; ``pick(gene)`` returns the chosen value."""
         active: dict[str, Value] = {}

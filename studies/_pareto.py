@@ -93,7 +93,10 @@ class ParetoArchive:
     then (lazily, on the next read), so adding a dominated point costs one comparison
     with the front. With two objectives the front is kept sorted by the first (so the
     second falls along it) and a point is checked by bisection, in plain floats: the
-    search offers every evaluation, and numpy's per-call cost would dominate.
+    search offers every evaluation, and numpy's per-call cost would dominate. Each 2-D
+    point also keeps its slab of the hypervolume (up to the next point's first value),
+    so an entering point updates only its own slab and its left neighbour's, and the
+    hypervolume is their exactly rounded sum (``math.fsum``).
 
     Args:
         reference: the hypervolume's reference point, one entry per objective.
@@ -104,6 +107,8 @@ class ParetoArchive:
         self._front = np.zeros((0, len(self.reference)))
         self._first: list[float] = []  # two objectives: the front, sorted by the first
         self._second: list[float] = []
+        self._slabs: list[float] = []  # two objectives: each point's slab of the volume
+        self._box = tuple(float(v) for v in self.reference)
         self._hypervolume: float | None = 0.0
 
     @property
@@ -145,12 +150,26 @@ class ParetoArchive:
             end += 1
         first[start:end] = [x]
         second[start:end] = [y]
+        slabs = self._slabs
+        slabs[start:end] = [self._slab(start)]
+        if start:
+            slabs[start - 1] = self._slab(start - 1)
         self._hypervolume = None
         return True
+
+    def _slab(self, i: int) -> float:
+        """The volume that 2-D point ``i`` adds left of the next one: from its first value
+        to the next point's (or the reference's), from its second value to the
+        reference's; 0 outside the reference box."""
+        first, (x_ref, y_ref) = self._first, self._box
+        x_next = first[i + 1] if i + 1 < len(first) else x_ref
+        return max(0.0, min(x_next, x_ref) - first[i]) * max(0.0, y_ref - self._second[i])
 
     @property
     def hypervolume(self) -> float:
         """The hypervolume of the archive against :attr:`reference`."""
+        if self._hypervolume is None and len(self.reference) == 2:
+            self._hypervolume = math.fsum(self._slabs)
         if self._hypervolume is None:  # the archive is a front already: no culling
             front = self.front
             inside = front[(front < self.reference).all(axis=1)]

@@ -261,6 +261,10 @@ class Study:
         self._last_read = -math.inf
         self._study_id: int | None = None
         self._distributions: dict[str, optuna.distributions.BaseDistribution] | None = None
+        # one distributions dict per set of active genes, shared by the trials that have
+        # it: a dict per trial cost as much as the rest of the trial
+        self._distribution_sets: dict[tuple[str, ...],
+                                      dict[str, optuna.distributions.BaseDistribution]] = {}
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, {len(self)} trials, storage={self.storage!r})"
@@ -394,7 +398,7 @@ class Study:
         params = canonical.to_dict()
         user_attrs: dict[str, Any] = {
             "config": params,
-            "metrics": {k: _json_float(v) for k, v in clean.items()},
+            "metrics": {k: v if math.isfinite(v) else _json_float(v) for k, v in clean.items()},
             "feasible": bool(new.feasible),
             "cache_key": new.cache_key,
         }
@@ -411,9 +415,17 @@ class Study:
             value=None, values=None if failed else values,
             datetime_start=started, datetime_complete=finished,
             params=params,
-            distributions={name: self._distributions[name] for name in params},
+            distributions=self._distributions_of(tuple(params)),
             user_attrs=user_attrs, system_attrs={}, intermediate_values={},
         )
+
+    def _distributions_of(self, names: tuple[str, ...]) -> dict[str, Any]:
+        assert self._distributions is not None
+        shared = self._distribution_sets.get(names)
+        if shared is None:
+            shared = {name: self._distributions[name] for name in names}
+            self._distribution_sets[names] = shared
+        return shared
 
     def _writer_storage(self) -> optuna.storages.BaseStorage:
         # The storage itself rather than Optuna's caching wrapper around it, which

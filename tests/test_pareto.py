@@ -146,8 +146,9 @@ def test_archive_keeps_the_front_and_hypervolume_of_everything_added(columns: in
     archive = ParetoArchive(reference)
     seen = []
     for _ in range(150):
-        # on a grid, points share values and repeat: the 2-D bisection's edge cases
-        point = rng.integers(0, 8, columns) / 7 if grid else rng.random(columns)
+        # on a grid, points share values and repeat: the 2-D bisection's edge cases;
+        # some fall on or beyond the reference, where they add no volume
+        point = rng.integers(0, 9, columns) / 7 if grid else 1.25 * rng.random(columns)
         entered = archive.add(point)
         seen.append(point)
         points = np.array(seen)

@@ -164,9 +164,11 @@ class EvolutionSearch(Algorithm):
 
     def _tell(self, configs: list[Config], results: list[dict[str, float]]) -> None:
         population = list(self.parents_)
-        for config, metrics in zip(configs, results, strict=True):
-            F = np.nan_to_num(self.problem.to_minimization(metrics), nan=_BIG, posinf=_BIG,
-                              neginf=-_BIG)
+        shape = (len(results), len(self.problem.objectives))
+        told = np.nan_to_num(
+            np.array([self.problem.to_minimization(m) for m in results]).reshape(shape),
+            nan=_BIG, posinf=_BIG, neginf=-_BIG)
+        for config, metrics, F in zip(configs, results, told, strict=True):
             violation = self.problem.violation(metrics)
             population.append((config, F, _BIG if np.isnan(violation) else violation))
         F = np.array([p[1] for p in population]).reshape(len(population), -1)
@@ -227,7 +229,7 @@ class EvolutionSearch(Algorithm):
             fresh = gene.choices[int(rng.integers(len(gene.choices)))]
             keep = gene.name in parent and rng.random() >= self.mutation_prob
             values[gene.name] = parent[gene.name] if keep else fresh
-        return self.problem.space.config(values)
+        return self.problem.space.canonical(values)
 
     def _crossover(self) -> Config:
         """Each gene from one of two distinct parents, with probability 1/2 each."""
@@ -246,7 +248,7 @@ class EvolutionSearch(Algorithm):
                 pick[gene.name] if gene.name in pick
                 else other[gene.name] if gene.name in other else fresh
             )
-        return self.problem.space.config(values)
+        return self.problem.space.canonical(values)
 
 
 # -- ranking -----------------------------------------------------------------------------
