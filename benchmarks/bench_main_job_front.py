@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_results  # noqa: E402
 
 from nas._job import SearchRequest, prepare_search, run_prepared  # noqa: E402
-from nas.studies._pareto import hypervolume, pareto_front  # noqa: E402
+from nas._pareto import hypervolume
+from nas.studies._pareto import pareto_front  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "main_job_front.json"
 RUNS = "default:120,ehvi:120,nsga2:600,random:600"

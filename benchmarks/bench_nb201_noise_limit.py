@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from nas._bench import bench_search
+from nas._pareto import pareto_front
 from nas._space import space_features
 from nas._tabular import get_table
 from nas.algorithms import ALGORITHMS, EHVISearch
 from nas.algorithms._surrogate import MetricModels, enumerate_space
 from nas.predictors import create_predictor
-from nas.studies._pareto import pareto_front
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 NEAR = (0.002, 0.005, 0.01)  # normalised error margins counted around the true front

@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_results  # noqa: E402
 
 from nas._job import SearchRequest, prepare_search, run_prepared  # noqa: E402
+from nas._pareto import hypervolume
 from nas.quant import BITS_PREFIX, calibration_batches  # noqa: E402
 from nas.quant._evaluator import QuantizedEvaluator  # noqa: E402
 from nas.quant._hawq import hawq_policy, subnet_sensitivity  # noqa: E402
 from nas.quant._policy import joint_space  # noqa: E402
-from nas.studies._pareto import hypervolume, normalised_points  # noqa: E402
+from nas.studies._pareto import normalised_points  # noqa: E402
 
 FAMILIES = {"hat": 8.0, "ofa": 6.0}
 """Family -> latency budget (ms on local-cpu here; generous: int8 is slower at batch 1)."""

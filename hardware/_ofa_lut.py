@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas._hardware import HardwareTarget, Provenance
+from nas._hardware import HARDWARE_SCHEMES, HardwareTarget, Provenance
 from nas._messages import one_line
 from nas._space import Config
 from nas._supernet import Supernet
@@ -405,3 +405,8 @@ class OFALookupTarget(HardwareTarget):
             for key, value in sorted(self.table.tables[resolution].items()):
                 digest.update(f"{resolution}|{key}|{value!r}".encode())
         return f"ofa-lut:{digest.hexdigest()[:16]}"
+
+
+HARDWARE_SCHEMES.register(
+    "ofa-lut", description="OFA's published latency lookup tables: ofa-lut:FOLDER")(
+    OFALookupTarget.from_spec)

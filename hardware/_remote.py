@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from nas._hardware import HardwareTarget, Provenance
+from nas._hardware import HARDWARE_SCHEMES, HardwareTarget, Provenance
 from nas._limits import MAX_REPEATS, check_count
 from nas._space import Config
 from nas._supernet import Supernet
@@ -259,3 +259,7 @@ def export_bytes(model: nn.Module, *, family: str) -> tuple[dict[str, Any], byte
     with tempfile.TemporaryDirectory(prefix="nas-remote-") as tmp:
         folder = save_subnet(model, Path(tmp), family=family)
         return json.loads((folder / CONFIG).read_text()), (folder / WEIGHTS).read_bytes()
+
+
+HARDWARE_SCHEMES.register("remote", description="a device running nas agent: remote:HOST:PORT")(
+    RemoteTarget.from_spec)

@@ -95,19 +95,20 @@ def no_quantized_latency(target: str) -> ValueError:
 HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.hardware",))
 
 
+HARDWARE_SCHEMES: Registry[HardwareTarget] = Registry(
+    "hardware scheme", plugins=("nas.hardware",))
+"""Parameterised targets by the prefix of their name (``remote`` for
+``remote:HOST:PORT``); each factory takes the whole name. The ``hardware`` package
+registers them: the contract here never imports it."""
+
+
 def get_hardware(name: str) -> HardwareTarget:
     """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``),
     ``remote:HOST:PORT`` for a device running ``nas agent``, or ``ofa-lut:FOLDER`` for
     OFA's published latency lookup tables in FOLDER."""
-    # parameterised names, so not registry entries
-    if name.startswith("remote:"):
-        from nas.hardware._remote import RemoteTarget
-
-        return RemoteTarget.from_spec(name)
-    if name.startswith("ofa-lut:"):
-        from nas.hardware._ofa_lut import OFALookupTarget
-
-        return OFALookupTarget.from_spec(name)
+    scheme, colon, _ = name.partition(":")
+    if colon and scheme in HARDWARE_SCHEMES:
+        return HARDWARE_SCHEMES.entry(scheme).factory(name)
     return HARDWARE.create(name)
 
 

@@ -34,17 +34,11 @@ from typing import Any
 import numpy as np
 
 from nas._evaluator import BaseEvaluator
+from nas._pareto import ParetoArchive, hypervolume_defined, normaliser
 from nas._problem import Problem
 from nas._space import Config
 from nas.algorithms._base import Algorithm
-from nas.studies._pareto import (
-    ParetoArchive,
-    ParetoPoint,
-    hypervolume_defined,
-    normaliser,
-    pareto_points,
-    search_hypervolume,
-)
+from nas.studies._pareto import ParetoPoint, pareto_points, search_hypervolume
 from nas.studies._study import NewTrial, Study, TrialRecord
 
 COMMIT_SECONDS = 1.0

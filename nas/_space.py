@@ -394,7 +394,7 @@ class SearchSpace:
         return any(g.active_if is not None and g.active_if.gene == name for g in self.genes)
 
 
-SPACE_FEATURES: Registry[Any] = Registry("space features")
+SPACE_FEATURES: Registry[Any] = Registry("space features", plugins=("nas.predictors",))
 """Richer predictor features for a space, by space name: ``configs -> (n, d) floats``.
 
 A space's own :meth:`SearchSpace.to_features` is one-hot per gene; a space that knows

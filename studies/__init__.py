@@ -1,19 +1,16 @@
 """The study database (an Optuna storage), Pareto fronts, hypervolume, reports and
 checkpoint export."""
 
-from nas.studies._export import export_pareto, export_trial
-from nas.studies._html_report import build_report
-from nas.studies._pareto import (
+from nas._pareto import (
     ParetoArchive,
-    ParetoPoint,
-    front_of,
     hypervolume,
     hypervolume_defined,
     normalised_points,
     pareto_front,
-    pareto_points,
-    search_hypervolume,
 )
+from nas.studies._export import export_pareto, export_trial
+from nas.studies._html_report import build_report
+from nas.studies._pareto import ParetoPoint, front_of, pareto_points, search_hypervolume
 from nas.studies._report import describe_study, study_problem, study_supernet
 from nas.studies._storage import default_storage, open_storage
 from nas.studies._study import (

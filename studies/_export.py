@@ -287,7 +287,7 @@ def _build(
     formats: tuple[str, ...],
     task: Task | None,
 ) -> None:
-    from nas import save_subnet  # the core's lazy re-export of the supernets' exporter
+    from nas.supernets._export import save_subnet
 
     quantize = study.meta.quantize
     if quantize != "none":
@@ -328,7 +328,7 @@ def _quantized_model(study: Study, record: TrialRecord, supernet: Supernet,
                      task: Task | None) -> nn.Module:
     """The trial's subnet quantized as the search scored it (same policy, same
     calibration samples)."""
-    from nas import get_hardware
+    from nas._hardware import get_hardware
     from nas.quant import calibration_batches
     from nas.quant._subnet import quantized_subnet
 
@@ -375,7 +375,7 @@ def _latency_provenance(hardware: str) -> dict[str, str]:
 
     A remote target is not asked: that would need its device to be up.
     """
-    from nas import get_hardware
+    from nas._hardware import get_hardware
 
     if hardware.startswith("remote:"):
         return {"latency_method": "measured", "latency_source": f"the device at {hardware}"}

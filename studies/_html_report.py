@@ -27,17 +27,11 @@ from typing import Any
 import numpy as np
 
 from nas._messages import one_line
+from nas._pareto import ParetoArchive, hypervolume_defined, normaliser
 from nas._problem import Problem
 from nas._supernet import Supernet, get_supernet
 from nas.quant._policy import BITS_PREFIX
-from nas.studies._pareto import (
-    ParetoArchive,
-    front_of,
-    hypervolume_defined,
-    normaliser,
-    search_hypervolume,
-    usable,
-)
+from nas.studies._pareto import front_of, search_hypervolume, usable
 from nas.studies._report import study_problem
 from nas.studies._study import Study, StudyMeta, TrialRecord
 
@@ -263,7 +257,7 @@ class _SubnetCounter:
         return self._cache[key]
 
     def _count(self, meta: StudyMeta, config: Mapping[str, Any]) -> _Counts:
-        from nas import get_task
+        from nas._task import get_task
         from nas.hardware import count_macs, count_params
 
         if not meta.supernet:

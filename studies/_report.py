@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas._pareto import hypervolume_defined
 from nas._problem import Problem
 from nas._space import SearchSpace
 from nas._supernet import Supernet, get_supernet
-from nas.studies._pareto import front_of, hypervolume_defined, search_hypervolume
+from nas.studies._pareto import front_of, search_hypervolume
 from nas.studies._study import Study, StudyMismatchError, load_study
 
 

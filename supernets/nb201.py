@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from nas._evaluator import FunctionEvaluator
+from nas._pareto import hypervolume, pareto_front
 from nas._registry import UnknownNameError
-from nas._space import SPACE_FEATURES, Config, Gene, SearchSpace
+from nas._space import Config, Gene, SearchSpace
 from nas._tabular import TABLES, get_table, list_tables
-from nas.studies._pareto import hypervolume, pareto_front
 
 OPERATIONS: tuple[str, ...] = (
     "none",
@@ -76,18 +76,6 @@ NB201_SPACE: SearchSpace = _make_space()
 """The NAS-Bench-201 cell space: six genes ``edge.j<-i``, five operations each."""
 
 GENE_NAMES: tuple[str, ...] = NB201_SPACE.names
-
-
-@SPACE_FEATURES.register("nb201", description="one-hot edges + live operation counts")
-def nb201_features(configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Predictor features of cells: one-hot per edge, the count of each operation on
-    live edges (on an input-to-output path) and whether the cell is degenerate; a
-    search's predictors rank cells far better with them than with the one-hot alone."""
-    from nas.predictors._features import NB201Features
-
-    if not configs:
-        return np.zeros((0, len(NB201Features(proxies=True).feature_names)))
-    return NB201Features(proxies=True).encode([config_to_arch_str(c) for c in configs])
 
 
 # -- arch strings ----------------------------------------------------------------------

@@ -11,9 +11,9 @@ import pytest
 from optuna.storages import InMemoryStorage
 
 from nas import Objective, Problem, UnknownNameError, run_search
+from nas._pareto import pareto_front
 from nas.algorithms import get_algorithm
 from nas.studies import StudyMeta, open_study
-from nas.studies._pareto import pareto_front
 from nas.supernets.nb201 import (
     DEFAULT_CSV,
     GENE_NAMES,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.studies._pareto import pareto_front
+from nas._pareto import pareto_front
 
 REFERENCE = 1.1
 _CHUNK = 1 << 18  # sample points per vectorised block of hv_improvement_2d

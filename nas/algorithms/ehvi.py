@@ -161,7 +161,7 @@ class EHVISearch(Algorithm):
         return pool, space_features(space, pool)
 
     def _front_rows(self) -> np.ndarray:
-        from nas.studies._pareto import pareto_front
+        from nas._pareto import pareto_front
 
         Y, feasible = self.history_.objectives(), self.history_.feasible()
         rows = np.flatnonzero(feasible)
