@@ -40,7 +40,7 @@ from nas.compress._latency import (
 )
 from nas.compress._transformer import DenseTransformer
 from nas.hardware._latency_model import nonnegative_fit
-from nas.supernets._minilm import load_minilm
+from nas.supernets.tasks._minilm import load_minilm
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "compress_latency.json"
 TOKENS, SAMPLES = 64, 32

@@ -47,7 +47,7 @@ from nas.compress._subclone import subclone
 from nas.compress._task_data import TaskData
 from nas.compress._train import train
 from nas.compress._transformer import DenseTransformer
-from nas.supernets._lm_task import PydocLMTask
+from nas.supernets.tasks._lm import PydocLMTask
 
 RESULTS = Path(__file__).parent / "results" / "compress_matformer.json"
 TOKENS = 64

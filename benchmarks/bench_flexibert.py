@@ -29,9 +29,9 @@ from _timing import median_seconds
 
 import nas
 from nas._space import Config
-from nas.supernets._schemes import FixedSubnet
-from nas.supernets._training import read_checkpoint_meta, train_supernet
-from nas.supernets._zoo import zoo_dir, zoo_recipe
+from nas.supernets.training._loop import read_checkpoint_meta, train_supernet
+from nas.supernets.training._schemes import FixedSubnet
+from nas.supernets.training._zoo import zoo_dir, zoo_recipe
 
 RESULTS = Path(__file__).parent / "results" / "flexibert.json"
 

@@ -32,9 +32,9 @@ from _timing import interleaved_medians
 
 import nas
 from nas.supernets import read_checkpoint_meta, train_supernet, zoo_dir
-from nas.supernets._schemes import FixedSubnet
-from nas.supernets._zoo import zoo_recipe
 from nas.supernets.matformer import GRANULARITIES, MatFormerSupernet
+from nas.supernets.training._schemes import FixedSubnet
+from nas.supernets.training._zoo import zoo_recipe
 
 RESULTS = Path(__file__).parent / "results" / "matformer.json"
 MIXES = (

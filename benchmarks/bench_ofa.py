@@ -29,8 +29,8 @@ from _timing import interleaved_medians
 
 import nas
 from nas.supernets import ZOO_RECIPES, read_checkpoint_meta, zoo_dir
-from nas.supernets._ofa_dense import OFASubnet, set_running_statistics
-from nas.supernets._training import _lr_lambda
+from nas.supernets.ofa._dense import OFASubnet, set_running_statistics
+from nas.supernets.training._loop import _lr_lambda
 
 RESULTS = Path(__file__).parent / "results" / "ofa.json"
 

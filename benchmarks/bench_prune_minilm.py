@@ -43,7 +43,7 @@ from nas.compress._prune import PruneStep, count_params, prune
 from nas.compress._sentence_data import MAX_TOKENS, SentenceDistillation, embed_all
 from nas.compress._transformer import FAMILY
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._minilm import load_minilm
+from nas.supernets.tasks._minilm import load_minilm
 
 RESULTS = Path(__file__).parent / "results" / "prune_minilm.json"
 COSTS = {"encoder": ENCODER_PARAMS, "all": PARAMS}

@@ -38,7 +38,7 @@ from nas import Constraint, FunctionEvaluator, Objective, Problem  # noqa: E402
 from nas._search import run_search  # noqa: E402
 from nas.algorithms import get_algorithm  # noqa: E402
 from nas.studies import StudyMeta, open_study  # noqa: E402
-from nas.supernets._ofa_space import MOBILENETV3_SPACE  # noqa: E402
+from nas.supernets.ofa._space import MOBILENETV3_SPACE  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "search_overhead.json"
 SPACE = MOBILENETV3_SPACE.build()

@@ -32,8 +32,8 @@ from _timing import median_seconds
 
 import nas
 from nas.supernets import train_supernet
-from nas.supernets._zoo import zoo_recipe
 from nas.supernets.sortednet import NAME, LargestOnly, SortedMLP
+from nas.supernets.training._zoo import zoo_recipe
 
 RESULTS = Path(__file__).parent / "results" / "sortednet.json"
 HELD_OUT = "test"

@@ -48,7 +48,7 @@ from nas.compress._subclone import measure_importance, subclone
 from nas.compress._train import train
 from nas.compress._transformer import FAMILY, DenseTransformer
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._minilm import load_minilm
+from nas.supernets.tasks._minilm import load_minilm
 
 RESULTS = Path(__file__).parent / "results" / "subclone_minilm.json"
 TARGETS = {"3L-384": {"layers": 3, "hidden": 384}, "4L-320": {"layers": 4, "hidden": 320},

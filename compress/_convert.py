@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from torch import Tensor, nn
 
 from nas.compress._transformer import DenseTransformer
-from nas.supernets._flexibert_dense import FlexiBERTSubnet
-from nas.supernets._matformer_dense import MatFormerLM
+from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.matformer._dense import MatFormerLM
 
 __all__ = ["SOURCES", "bert_from_minilm", "to_transformer", "transformer_from_flexibert",
            "transformer_from_matformer"]
@@ -37,7 +37,7 @@ def _linear_and_norm(state: Mapping[str, Tensor], names: Mapping[str, str]
 
 
 def bert_from_minilm(model: nn.Module) -> DenseTransformer:
-    """Our MiniLM (:class:`nas.supernets._minilm.MiniLM`): post-LN, token types, no head."""
+    """Our MiniLM (:class:`nas.supernets.tasks._minilm.MiniLM`): post-LN, token types, no head."""
     cfg = model.config
     heads = cfg.num_attention_heads
     if cfg.hidden_size % heads:

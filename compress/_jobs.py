@@ -74,7 +74,7 @@ def load_source(source: str) -> Source:
         ValueError: the folder holds a model compression cannot convert.
     """
     if source == BUILTIN:
-        from nas.supernets._minilm import load_minilm
+        from nas.supernets.tasks._minilm import load_minilm
 
         return _sentence_source(bert_from_minilm(load_minilm()[0]).eval())
     folder = Path(source)
@@ -99,7 +99,7 @@ def load_source(source: str) -> Source:
 
 def _sentence_source(model: DenseTransformer) -> Source:
     from nas.compress._sentence_data import SentenceDistillation
-    from nas.supernets._minilm import load_minilm
+    from nas.supernets.tasks._minilm import load_minilm
 
     return Source(model, SentenceDistillation.build(model, load_minilm()[1]), None)
 

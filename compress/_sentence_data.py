@@ -2,7 +2,7 @@
 
 A compressed encoder should embed sentences as the original does, so both pruning
 (saliency, distillation) and subcloning (calibration, distillation) use the same data:
-Python's documentation paragraphs (:mod:`nas.supernets._pydoc_text`, real English that
+Python's documentation paragraphs (:mod:`nas.supernets.tasks._pydoc_text`, real English that
 installs with Python), tokenised to at most ``max_tokens`` WordPiece tokens, with the
 original encoder's L2-normalised mean-pooled embedding of each as the target. The figure
 reported everywhere is the mean cosine similarity of a model's embeddings to the
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.compress._saliency import LossFn, random_probe_loss
-from nas.supernets._minilm import MiniLMTokenizer, mean_pool
-from nas.supernets._pydoc_text import paragraphs
+from nas.supernets.tasks._minilm import MiniLMTokenizer, mean_pool
+from nas.supernets.tasks._pydoc_text import paragraphs
 
 MAX_TOKENS = 64
 """Tokens per paragraph, as the ``minilm-distill-pydoc`` task."""

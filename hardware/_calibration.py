@@ -3,7 +3,7 @@
 HAT's device measurements time HAT's fairseq SuperTransformer, whose per-step cost on a
 small model is dominated by Python and framework work (six super-layers visited at every
 step, incremental-state dictionaries, sliced weights). Our dense model
-(:mod:`nas.supernets._hat_dense`) does far fewer operations per step. Applied as they
+(:mod:`nas.supernets.hat._dense`) does far fewer operations per step. Applied as they
 are, the device models would price fairseq's overhead, not ours.
 
 So we time our dense model here, on this machine's CPU, over subnets of the G2P space

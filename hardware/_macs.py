@@ -179,7 +179,7 @@ FAIRSEQ_INCREMENTAL = DecodingScheme()
 step with an ``incremental_state``, encoder output reordered to the beam beforehand."""
 
 DENSE_HAT_DECODING = DecodingScheme(cross_kv_per_hypothesis=False)
-"""Our dense HAT model's ``greedy_decode`` (``nas.supernets._hat_dense``): a key/value
+"""Our dense HAT model's ``greedy_decode`` (``nas.supernets.hat._dense``): a key/value
 cache for past target positions, encoder-decoder keys/values computed once per sentence
 before the first step, logits of the newest position only."""
 

@@ -149,7 +149,7 @@ def kv_cache_bytes(
     """Bytes of the self-attention key/value cache after ``steps`` decoding steps.
 
     Each decoder layer caches keys and values ``(batch * beam, heads, steps, head_dim)``
-    (``supernets/_hat_dense.py``, ``SelfAttention.step``), so the total is
+    (``supernets/hat/_dense.py``, ``SelfAttention.step``), so the total is
     ``sum over decoder layers of heads * head_dim`` (the layer's ``qkv_dim``)
     ``* steps * batch * beam * 2 * dtype_bytes``. Encoder-decoder keys and values are
     computed once per sentence and not counted here. 0 for a shape without decoder

@@ -10,36 +10,38 @@ Importing this package registers the built-ins (supernet: family, task):
 - ``flexibert`` and ``flexibert-minilm``: FlexiBERT heterogeneous encoders,
   ``minilm-distill-pydoc`` (MiniLM sentence-embedding distillation; extra ``minilm``);
 
-with their dense subnet builders, training schemes (:mod:`._schemes`) and zoo entries.
+Each family is a sub-package (its ``__init__`` the public module, ``_dense.py`` the dense
+subnet builder); the tasks are in :mod:`.tasks`, the training loop, schemes and zoo
+recipes in :mod:`.training`.
 """
 
 # Importing each family module registers its supernet, task, dense subnet and zoo entry.
 from nas.supernets import flexibert, matformer, ofa, sortednet  # noqa: E402, I001
-from nas.supernets._digits import DigitsTask  # noqa: E402
-from nas.supernets._schemes import (  # noqa: E402
+from nas.supernets.tasks._digits import DigitsTask  # noqa: E402
+from nas.supernets.training._schemes import (  # noqa: E402
     FixedSubnet,
     SandwichRule,
     TrainingRun,
     TrainingScheme,
 )
-from nas.supernets._ofa_scheme import ProgressiveShrinking  # noqa: E402
-from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace  # noqa: E402
+from nas.supernets.ofa._scheme import ProgressiveShrinking  # noqa: E402
+from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace  # noqa: E402
 from nas.supernets.flexibert import FlexiBERTSubnet, FlexiBERTSupernet  # noqa: E402
 from nas.supernets.matformer import MatFormerJoint, MatFormerLM, MatFormerSupernet  # noqa: E402
 from nas.supernets.ofa import OFAMobileNetV3, OFASubnet  # noqa: E402
 from nas.supernets.sortednet import SortedMLP, SortedTraining, SortedTransformer  # noqa: E402
-from nas.supernets._g2p import G2PTask, Vocabulary, read_lexicon
-from nas.supernets._hat_dense import HATEncoderOut, HATSubnet
-from nas.supernets._hat_space import G2P_SPACE, WMT_SPACE, HATDesignSpace
-from nas.supernets._nb201_network import NB201Network, NB201SuperNetwork
-from nas.supernets._training import (
+from nas.supernets.tasks._g2p import G2PTask, Vocabulary, read_lexicon
+from nas.supernets.hat._dense import HATEncoderOut, HATSubnet
+from nas.supernets.hat._space import G2P_SPACE, WMT_SPACE, HATDesignSpace
+from nas.supernets.nb201._network import NB201Network, NB201SuperNetwork
+from nas.supernets.training._loop import (
     SUPERNET_FAMILIES,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
     train_supernet,
 )
-from nas.supernets._zoo import ZOO_RECIPES, ZooRecipe, train_and_save, zoo_dir
+from nas.supernets.training._zoo import ZOO_RECIPES, ZooRecipe, train_and_save, zoo_dir
 from nas.supernets.hat import HATSuperTransformer
 from nas.supernets.nb201 import (
     NB201_SPACE,
@@ -53,7 +55,7 @@ from nas.supernets.nb201 import (
     true_front,
     true_front_found,
 )
-from nas.supernets.nb201_supernet import NB201Cifar10Task
+from nas.supernets.nb201.supernet import NB201Cifar10Task
 
 __all__ = [
     "DIGITS_SPACE",

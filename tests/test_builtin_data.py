@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.supernets._digits import DigitsTask, digits_split
-from nas.supernets._pydoc_text import SPLITS, paragraphs, split_of, text, topics
+from nas.supernets.tasks._digits import DigitsTask, digits_split
+from nas.supernets.tasks._pydoc_text import SPLITS, paragraphs, split_of, text, topics
 
 
 def test_digits_splits_are_disjoint_stratified_and_standardised() -> None:

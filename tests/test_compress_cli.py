@@ -17,7 +17,7 @@ from tests.markers import needs_minilm
 
 LOAD_AND_RUN = """
 import json, sys, nas
-from nas.supernets._minilm import load_minilm
+from nas.supernets.tasks._minilm import load_minilm
 model = nas.load_subnet(sys.argv[1])
 ids, mask = load_minilm()[1](["Pruned encoders still embed sentences."], max_length=16)
 print(json.dumps({"type": type(model).__name__, "shape": list(model(ids, mask).shape)}))

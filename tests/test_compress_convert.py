@@ -9,8 +9,8 @@ from torch import nn
 from nas import get_supernet
 from nas.compress._convert import to_transformer, transformer_from_flexibert
 from nas.compress._transformer import DenseTransformer
-from nas.supernets._flexibert_dense import FlexiBERTSubnet
-from nas.supernets._matformer_dense import MatFormerLM
+from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.matformer._dense import MatFormerLM
 
 
 def byte_ids(batch: int = 3, length: int = 20, seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,7 @@ from nas.compress._subclone import subclone
 from nas.compress._task_data import TaskData
 from nas.compress._train import train
 from nas.compress._transformer import DenseTransformer, shrink
-from nas.supernets._lm_task import PydocLMTask
+from nas.supernets.tasks._lm import PydocLMTask
 
 
 @pytest.fixture(scope="module")

@@ -62,8 +62,8 @@ def inputs(vocab: int = 50, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 @needs_minilm
 def test_bert_from_minilm_matches_minilm_on_pydoc() -> None:
-    from nas.supernets._minilm import load_minilm
-    from nas.supernets._pydoc_text import paragraphs
+    from nas.supernets.tasks._minilm import load_minilm
+    from nas.supernets.tasks._pydoc_text import paragraphs
 
     minilm, tokenizer = load_minilm()
     bert = bert_from_minilm(minilm).eval()

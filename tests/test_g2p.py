@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nas
-from nas.supernets._g2p import (
+from nas.supernets.tasks._g2p import (
     BOS,
     EOS,
     PAD,

@@ -13,10 +13,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from nas._supernet import SUBNET_BUILDERS
-from nas.supernets import _hat_dense
-from nas.supernets._hat_dense import HATSubnet
-from nas.supernets._hat_space import G2P_SPACE, WMT_SPACE
 from nas.supernets.hat import HATSuperTransformer
+from nas.supernets.hat import _dense as _hat_dense
+from nas.supernets.hat._dense import HATSubnet
+from nas.supernets.hat._space import G2P_SPACE, WMT_SPACE
 
 SRC_VOCAB, TGT_VOCAB = 31, 45
 BOS, EOS, PAD = 1, 2, 0
@@ -201,7 +201,7 @@ def test_extracted_weights_are_copies(supernet, batch) -> None:
 
 def test_dense_module_does_not_reference_the_supernet(supernet) -> None:
     dense = supernet.extract(supernet.space.smallest())
-    assert type(dense).__module__ == "nas.supernets._hat_dense"
+    assert type(dense).__module__ == "nas.supernets.hat._dense"
     assert isinstance(dense, HATSubnet)
     tree = ast.parse(inspect.getsource(_hat_dense))
     imported = {

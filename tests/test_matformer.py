@@ -20,7 +20,6 @@ import nas
 import nas.supernets  # noqa: F401  (registers the matformer family)
 from nas.supernets import save_checkpoint, train_supernet
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._matformer_dense import MatFormerLM
 from nas.supernets.matformer import (
     GRANULARITIES,
     MatFormerJoint,
@@ -28,6 +27,7 @@ from nas.supernets.matformer import (
     PydocLMTask,
     matformer_space,
 )
+from nas.supernets.matformer._dense import MatFormerLM
 from tests.budgets import feasible_budget
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 128, "context": 32}
@@ -173,7 +173,7 @@ def test_task_windows_and_metrics_of_a_uniform_model() -> None:
 
 
 def test_dense_module_imports_nothing_from_the_supernet() -> None:
-    source = Path(nas.supernets._matformer_dense.__file__).read_text()
+    source = Path(nas.supernets.matformer._dense.__file__).read_text()
     modules = [n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)]
     assert modules and all("matformer_model" not in m and m != "nas.supernets.matformer"
                            for m in modules)

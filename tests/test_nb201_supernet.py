@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 import nas
 import nas.hardware._nb201_targets  # noqa: F401  (registers pixel3, gold6226)
-import nas.supernets.nb201_supernet  # noqa: F401  (registers nb201, nb201-cifar10)
+import nas.supernets.nb201.supernet  # noqa: F401  (registers nb201, nb201-cifar10)
 from nas.cli import app
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._nb201_network import NB201Network, NB201SuperNetwork
 from nas.supernets.nb201 import (
     DEFAULT_CSV,
     GENE_NAMES,
@@ -24,6 +23,7 @@ from nas.supernets.nb201 import (
     arch_str_to_config,
     config_to_arch_str,
 )
+from nas.supernets.nb201._network import NB201Network, NB201SuperNetwork
 
 BEST = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
         "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")

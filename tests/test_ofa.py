@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import nas
-from nas.supernets import _ofa_dense
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._ofa_dense import OFASubnet, set_running_statistics
-from nas.supernets._ofa_scheme import ProgressiveShrinking
-from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
-from nas.supernets._training import read_checkpoint_meta, train_supernet
-from nas.supernets._zoo import zoo_dir
 from nas.supernets.ofa import OFAMobileNetV3, calibration_images, digits_task
+from nas.supernets.ofa import _dense as _ofa_dense
+from nas.supernets.ofa._dense import OFASubnet, set_running_statistics
+from nas.supernets.ofa._scheme import ProgressiveShrinking
+from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
+from nas.supernets.training._loop import read_checkpoint_meta, train_supernet
+from nas.supernets.training._zoo import zoo_dir
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run_nas
 
@@ -251,7 +251,7 @@ def test_dense_subnet_exports_and_reloads(random_net, images, tmp_path) -> None:
         torch.testing.assert_close(traced(images), dense(images), atol=1e-5, rtol=0)
     tree = ast.parse(inspect.getsource(_ofa_dense))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not any("ofa" in (m or "") and m != "nas.supernets._ofa_dense" for m in imported)
+    assert not any("ofa" in (m or "") and m != "nas.supernets.ofa._dense" for m in imported)
     with pytest.raises(ValueError, match="blocks\\[0\\] must have the keys"):
         OFASubnet(**dense.subnet_config() | {"blocks": [{"cin": 16}]})
 

@@ -22,7 +22,7 @@ from nas.predictors.ofa import (
     OFAAccuracyPredictor,
     OFAOneHotFeatures,
 )
-from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE
+from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
 

@@ -117,7 +117,7 @@ def test_bad_folders_and_files_are_named(tmp_path) -> None:
 
 
 def test_the_target_prices_subnets_of_the_published_space(tmp_path) -> None:
-    from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE
+    from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE
 
     space = MOBILENETV3_SPACE.build()
     published = SimpleNamespace(space=space, design=MOBILENETV3_SPACE)

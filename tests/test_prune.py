@@ -206,7 +206,7 @@ def test_bad_arguments_are_refused() -> None:
 def two_block_minilm() -> tuple[DenseTransformer, object]:
     """MiniLM's embeddings and first two blocks as a small DenseTransformer (and its tokenizer)."""
     from nas.compress._convert import bert_from_minilm
-    from nas.supernets._minilm import load_minilm
+    from nas.supernets.tasks._minilm import load_minilm
 
     minilm, tokenizer = load_minilm()
     full = bert_from_minilm(minilm)
@@ -223,7 +223,7 @@ def hessian_vs_magnitude() -> dict[str, float]:
     """Both criteria prune the two-block MiniLM to half its encoder parameters (2 steps, no
     distillation); ``1 - cosine`` of sentence embeddings to the dense model's on 48 pydoc
     validation paragraphs."""
-    from nas.supernets._pydoc_text import paragraphs
+    from nas.supernets.tasks._pydoc_text import paragraphs
 
     model, tokenizer = two_block_minilm()
     texts = paragraphs("train")

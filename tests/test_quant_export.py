@@ -193,7 +193,7 @@ def test_a_tampered_quantization_is_refused_in_one_line(quantized_export, tmp_pa
 
 
 def test_quantize_on_a_task_without_calibration_data_is_refused(tmp_path, monkeypatch):
-    from nas.supernets._g2p import G2PTask
+    from nas.supernets.tasks._g2p import G2PTask
 
     def no_data(self, *, batch_size, generator):
         raise NotImplementedError

@@ -13,8 +13,8 @@ from nas.compress._convert import bert_from_minilm
 from nas.compress._saliency import magnitude, random_probe_loss, saliency
 from nas.compress._structures import StructureIndex, structures
 from nas.compress._transformer import DenseTransformer, Keep
-from nas.supernets._minilm import mean_pool
-from nas.supernets._pydoc_text import paragraphs
+from nas.supernets.tasks._minilm import mean_pool
+from nas.supernets.tasks._pydoc_text import paragraphs
 from tests.markers import needs_minilm
 
 
@@ -125,7 +125,7 @@ def head_rankings() -> dict[str, float]:
     16 batches of 8 pydoc training paragraphs) and of head weight norm with the measured
     ``1 - cosine`` to the dense embeddings of 32 validation paragraphs when each head is
     removed (zeroed, which test_compress_bert shows equals removing it)."""
-    from nas.supernets._minilm import load_minilm
+    from nas.supernets.tasks._minilm import load_minilm
 
     minilm, tokenizer = load_minilm()
     model = bert_from_minilm(minilm).eval()

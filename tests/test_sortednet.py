@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 import nas
 from nas.supernets import read_checkpoint_meta, train_and_save, train_supernet, zoo_dir
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._training import quick_check
 from nas.supernets.sortednet import (
     ZOO_WIDTHS,
     DenseSortedMLP,
@@ -24,6 +23,7 @@ from nas.supernets.sortednet import (
     SortedTraining,
     SortedTransformer,
 )
+from nas.supernets.training._loop import quick_check
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run_nas
 from tests.cli_helpers import one_line_error

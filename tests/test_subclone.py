@@ -23,7 +23,7 @@ from nas.compress._subclone import drop_blocks, measure_importance, subclone
 from nas.compress._train import train
 from nas.compress._transformer import DenseTransformer
 from nas.supernets._export import load_subnet, save_subnet
-from nas.supernets._pydoc_text import paragraphs
+from nas.supernets.tasks._pydoc_text import paragraphs
 
 VOCAB, SEQ, DIM = 256, 24, 64
 PAD, UNK, MASK = 0, 1, 2

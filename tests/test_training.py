@@ -16,9 +16,8 @@ from torch import nn
 
 import nas
 from nas import Config, Gene, SearchSpace, SubnetShape, Supernet
-from nas.supernets._g2p import BOS, EOS, PAD, G2PTask
-from nas.supernets._schemes import SandwichRule, TrainingScheme
-from nas.supernets._training import (
+from nas.supernets.tasks._g2p import BOS, EOS, PAD, G2PTask
+from nas.supernets.training._loop import (
     SUPERNET_FAMILIES,
     _accumulate,
     load_checkpoint,
@@ -26,6 +25,7 @@ from nas.supernets._training import (
     save_checkpoint,
     train_supernet,
 )
+from nas.supernets.training._schemes import SandwichRule, TrainingScheme
 
 TOY_SPACE = SearchSpace("toy", [Gene("width", (8, 16, 32)), Gene("depth", (1, 2))])
 
@@ -267,7 +267,7 @@ def _saved(tmp_path: Path, trained: tuple[ToySeq2Seq, dict]) -> Path:
 _SAVE_IN_A_FRESH_PROCESS = """
 import sys, torch
 from torch import nn
-from nas.supernets._training import save_checkpoint
+from nas.supernets.training._loop import save_checkpoint
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
 model.family, model.architecture = "toy", lambda: {}

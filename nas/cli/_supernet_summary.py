@@ -15,8 +15,8 @@ def supernet_summary(name: str) -> dict[str, Any]:
     Raises:
         UnknownNameError: no supernet ``name`` (the message lists the known ones).
     """
-    from nas.supernets._training import read_checkpoint_meta
-    from nas.supernets._zoo import ZOO_RECIPES, zoo_dir
+    from nas.supernets.training._loop import read_checkpoint_meta
+    from nas.supernets.training._zoo import ZOO_RECIPES, zoo_dir
 
     description = SUPERNETS.entry(name).description
     supernet = get_supernet(name)

@@ -38,7 +38,7 @@ def train(
     (recorded in its JSON), so the bare command reproduces it.
     """
     from nas.supernets import train_and_save
-    from nas.supernets._zoo import zoo_recipe
+    from nas.supernets.training._zoo import zoo_recipe
 
     configure_logging(verbose)
     if out is None:

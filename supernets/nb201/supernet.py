@@ -27,8 +27,8 @@ from torch import nn
 from nas._space import Config
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import TASKS, Task, Workload, forward_probe
-from nas.supernets._nb201_network import IMAGE_SIZE, NB201Network, NB201SuperNetwork
 from nas.supernets.nb201 import NB201_SPACE, NB201Table
+from nas.supernets.nb201._network import IMAGE_SIZE, NB201Network, NB201SuperNetwork
 
 __all__ = ["NB201Cifar10Task", "nb201_supernet", "SEED", "TASK_NAME"]
 

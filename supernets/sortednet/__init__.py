@@ -20,11 +20,11 @@ import torch
 
 from nas._supernet import SUPERNET_FAMILIES, SUPERNETS, Supernet
 from nas._task import TASKS, Task
-from nas.supernets._digits import NATIVE_RESOLUTION, DigitsTask
-from nas.supernets._schemes import TrainingScheme, WeightedConfigs
-from nas.supernets._sortednet_dense import DenseSortedMLP, DenseSortedTransformer
-from nas.supernets._sortednet_models import SortedMLP, SortedTransformer
-from nas.supernets._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
+from nas.supernets.sortednet._dense import DenseSortedMLP, DenseSortedTransformer
+from nas.supernets.sortednet._models import SortedMLP, SortedTransformer
+from nas.supernets.tasks._digits import NATIVE_RESOLUTION, DigitsTask
+from nas.supernets.training._schemes import TrainingScheme, WeightedConfigs
+from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
 __all__ = [
     "DenseSortedMLP",

@@ -11,7 +11,7 @@ The search space is that sorted list, not per-layer choices: one ``width`` fract
 shared by every layer and one ``depth``. The paper's sub-models along width and depth are
 exactly the grid of these two genes (no conditional per-layer genes are needed, since
 nothing is chosen per layer). Extraction copies the weight prefixes into the dense
-classes of :mod:`nas.supernets._sortednet_dense`, whose parameter names are the same.
+classes of :mod:`nas.supernets.sortednet._dense`, whose parameter names are the same.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from nas._space import Condition, Config, Gene, SearchSpace
 from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
-from nas.supernets._sortednet_dense import (
+from nas.supernets.sortednet._dense import (
     MLP_FAMILY,
     TRANSFORMER_FAMILY,
     DenseSortedMLP,
@@ -169,7 +169,7 @@ class SortedTransformer(Supernet):
     ``w * heads`` attention heads and first ``w * ffn_dim`` FFN units; embeddings, layer
     norms and the head are shared in full (the model width ``embed_dim`` is not elastic).
     The constructor arguments are those of
-    :class:`~nas.supernets._sortednet_dense.DenseSortedTransformer` at full size, with
+    :class:`~nas.supernets.sortednet._dense.DenseSortedTransformer` at full size, with
     ``max_depth`` layers, plus the sorted ``widths``.
     """
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.supernets._ofa_dense import SE_REDUCTION, activation, make_divisible
+from nas.supernets.ofa._dense import SE_REDUCTION, activation, make_divisible
 
 State = dict[str, Tensor]
 
@@ -140,7 +140,7 @@ class ElasticMBConv(nn.Module):
         return self.spec.stride == 1 and self.spec.cin == self.spec.cout
 
     def dense_kwargs(self, kernel: int, expand: int) -> dict[str, int | str]:
-        """The :class:`~nas.supernets._ofa_dense.MBConv` arguments of one choice."""
+        """The :class:`~nas.supernets.ofa._dense.MBConv` arguments of one choice."""
         mid = self.mid(expand)
         return {"cin": self.spec.cin, "cout": self.spec.cout, "kernel": kernel,
                 "stride": self.spec.stride, "mid": mid, "act": self.spec.act,

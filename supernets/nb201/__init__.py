@@ -50,7 +50,7 @@ EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3
 
 N_CELLS = len(OPERATIONS) ** len(EDGES)
 ARCH_STR_FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with op in " + ", ".join(OPERATIONS)
-DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "nb201_cifar_latency.csv"
+DEFAULT_CSV = Path(__file__).resolve().parents[1] / "data" / "nb201_cifar_latency.csv"
 DEFAULT_DATASET = "acc_cifar10"
 REFERENCE = 1.1
 """Reference point of :func:`hv_gap` on each objective normalised to the true front."""

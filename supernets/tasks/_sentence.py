@@ -1,7 +1,7 @@
 """Sentence-embedding distillation from MiniLM on Python's documentation paragraphs.
 
 The task ``minilm-distill-pydoc``: a student encoder reads a paragraph of the ``pydoc``
-topics (:mod:`nas.supernets._pydoc_text`, real English that installs with Python), mean
+topics (:mod:`nas.supernets.tasks._pydoc_text`, real English that installs with Python), mean
 pools its output over the real tokens and L2-normalises it; the target is the teacher's
 sentence embedding of the same text (all-MiniLM-L6-v2, the optional ``minilm`` extra),
 computed once per process and split and kept in memory. Loss = ``1 - cosine``.
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas._task import TASKS, Task, Workload, model_device
-from nas.supernets._minilm import load_minilm, mean_pool, minilm_dir, pad_batch
-from nas.supernets._pydoc_text import SPLITS, paragraphs
+from nas.supernets.tasks._minilm import load_minilm, mean_pool, minilm_dir, pad_batch
+from nas.supernets.tasks._pydoc_text import SPLITS, paragraphs
 
 __all__ = [
     "MAX_TOKENS",

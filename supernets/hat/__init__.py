@@ -7,7 +7,7 @@ weights: elastic encoder/decoder embedding dims, per-layer FFN dims and head cou
 elastic layer counts, per-decoder-layer encoder-decoder heads and "arbitrary
 encoder-decoder attention" over the last 1-3 encoder layers. Training samples subnets
 (random, largest and smallest) so that every slice learns; ``extract`` copies one subnet
-into the dense :class:`~nas.supernets._hat_dense.HATSubnet`.
+into the dense :class:`~nas.supernets.hat._dense.HATSubnet`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from nas._space import Config
 from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
-from nas.supernets._hat_dense import (
+from nas.supernets.hat._dense import (
     HATEncoderOut,
     HATSubnet,
     attend_mask,
@@ -33,7 +33,7 @@ from nas.supernets._hat_dense import (
     sinusoidal_table,
     token_positions,
 )
-from nas.supernets._hat_layers import (
+from nas.supernets.hat._layers import (
     DecoderLayerSizes,
     EncoderLayerSizes,
     State,
@@ -41,7 +41,7 @@ from nas.supernets._hat_layers import (
     SuperEmbedding,
     SuperEncoderLayer,
 )
-from nas.supernets._hat_space import HATDesignSpace
+from nas.supernets.hat._space import HATDesignSpace
 
 __all__ = ["HATSuperTransformer"]
 

@@ -10,7 +10,7 @@ their largest value. Every shrinking step sums the losses of ``subnets`` random 
 of the trained full network (the teacher), run at the student's resolution. Before each
 expand phase every block's middle channels are sorted by importance. Each phase is a
 training run of its own, as in OFA: a fresh optimiser state and its own warm-up and
-cosine schedule (:class:`~nas.supernets._schemes.TrainingRun`).
+cosine schedule (:class:`~nas.supernets.training._schemes.TrainingRun`).
 
 Elastic resolution: OFA samples one image size per training batch, in every phase
 (its data loader resizes each batch), so each step here draws one resolution that all
@@ -32,7 +32,7 @@ from torch import nn
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
-from nas.supernets._schemes import TrainingRun, TrainingScheme, WeightedConfigs
+from nas.supernets.training._schemes import TrainingRun, TrainingScheme, WeightedConfigs
 
 if TYPE_CHECKING:
     from nas.supernets.ofa import OFAMobileNetV3

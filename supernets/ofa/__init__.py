@@ -5,7 +5,7 @@ Deployment", ICLR 2020 (https://arxiv.org/abs/1908.09791). One network holds the
 kernel (7x7), expand ratio (6) and depth (4 blocks per stage); a subnet runs the first
 ``d`` blocks of each stage with centre-cropped, matrix-transformed kernels and the
 leading middle channels, at its own input resolution. It is trained with progressive
-shrinking (:class:`~nas.supernets._ofa_scheme.ProgressiveShrinking`).
+shrinking (:class:`~nas.supernets.ofa._scheme.ProgressiveShrinking`).
 
 BatchNorm statistics: a supernet's running statistics are shared by all subnets and fit
 none of them, so OFA recalibrates them per subnet (``set_running_statistics``). Here the
@@ -39,8 +39,7 @@ from nas._supernet import (
     Supernet,
 )
 from nas._task import TASKS, Task
-from nas.supernets._digits import DigitsTask
-from nas.supernets._ofa_dense import (
+from nas.supernets.ofa._dense import (
     ACTIVATIONS,
     ConvBN,
     MBConv,
@@ -48,11 +47,12 @@ from nas.supernets._ofa_dense import (
     resize,
     set_running_statistics,
 )
-from nas.supernets._ofa_layers import BlockSpec, ElasticMBConv
-from nas.supernets._ofa_scheme import ProgressiveShrinking
-from nas.supernets._ofa_space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
-from nas.supernets._training import SUPERNET_FAMILIES
-from nas.supernets._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
+from nas.supernets.ofa._layers import BlockSpec, ElasticMBConv
+from nas.supernets.ofa._scheme import ProgressiveShrinking
+from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
+from nas.supernets.tasks._digits import DigitsTask
+from nas.supernets.training._loop import SUPERNET_FAMILIES
+from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
 __all__ = ["FAMILY", "NAME", "TASK_NAME", "OFAMobileNetV3", "digits_task", "ofa"]
 

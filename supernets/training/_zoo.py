@@ -23,16 +23,16 @@ import torch
 from nas._files import check_outputs
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import Task, get_task
-from nas.supernets._g2p import PAD, G2PTask
-from nas.supernets._hat_space import G2P_SPACE
-from nas.supernets._schemes import TrainingScheme
-from nas.supernets._training import (
+from nas.supernets.hat import HATSuperTransformer
+from nas.supernets.hat._space import G2P_SPACE
+from nas.supernets.tasks._g2p import PAD, G2PTask
+from nas.supernets.training._loop import (
     SUPERNET_FAMILIES,
     load_checkpoint,
     save_checkpoint,
     train_supernet,
 )
-from nas.supernets.hat import HATSuperTransformer
+from nas.supernets.training._schemes import TrainingScheme
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def load_zoo_checkpoint(name: str) -> Supernet:
 def zoo_dir() -> Path:
     """The folder of shipped checkpoints: ``$NAS_ZOO_DIR`` if set, else the package's."""
     override = os.environ.get(ZOO_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parent / "zoo"
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "zoo"
 
 
 def zoo_recipe(name: str) -> ZooRecipe:

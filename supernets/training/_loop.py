@@ -1,7 +1,7 @@
 """Training a weight-sharing supernet, and its checkpoints.
 
 One loop for every family: each step draws one batch, trains the subnets a
-:class:`~nas.supernets._schemes.TrainingScheme` plans for that step on it and takes one
+:class:`~nas.supernets.training._schemes.TrainingScheme` plans for that step on it and takes one
 optimiser step on their accumulated gradients. The default scheme is the sandwich rule
 (largest + smallest + random subnets); families with their own published scheme
 (OFA's progressive shrinking, SortedNet, MatFormer) pass theirs.
@@ -34,7 +34,7 @@ from nas._progress import progress_bar
 from nas._space import Config
 from nas._supernet import SUPERNET_FAMILIES, Supernet
 from nas._task import Task
-from nas.supernets._schemes import SandwichRule, TrainingRun, TrainingScheme
+from nas.supernets.training._schemes import SandwichRule, TrainingRun, TrainingScheme
 
 logger = logging.getLogger(__name__)
 

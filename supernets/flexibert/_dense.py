@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas._supernet import SUBNET_BUILDERS
-from nas.supernets._flexibert_ops import make_op, op_kind
+from nas.supernets.flexibert._ops import make_op, op_kind
 
 __all__ = ["FlexiBERTSubnet", "masks"]
 

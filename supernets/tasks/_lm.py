@@ -1,6 +1,6 @@
 """The task ``pydoc-lm``: byte-level next-token prediction on Python's documentation.
 
-The text is ``pydoc_data``'s topics (:mod:`nas.supernets._pydoc_text`, split by topic
+The text is ``pydoc_data``'s topics (:mod:`nas.supernets.tasks._pydoc_text`, split by topic
 80/10/10), which every CPython installs, so the task needs no download. Tokens are the
 UTF-8 bytes of the text (vocabulary 256, no tokenizer to ship). Training draws random
 windows of ``context + 1`` bytes from the train split; evaluation scores consecutive,
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas._task import TASKS, Task, Workload, forward_probe, model_device
-from nas.supernets._pydoc_text import SPLITS, text
+from nas.supernets.tasks._pydoc_text import SPLITS, text
 
 __all__ = ["LM_TASK_NAME", "PydocLMTask", "VOCAB_SIZE"]
 

@@ -26,10 +26,10 @@ from torch.func import functional_call
 
 from nas._space import Config
 from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
-from nas.supernets._flexibert_dense import FlexiBERTSubnet
-from nas.supernets._flexibert_ops import op_kind
-from nas.supernets._flexibert_space import OPS, FlexiBERTSpec, LayerChoice, layer_choices
-from nas.supernets._schemes import SandwichRule
+from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.flexibert._ops import op_kind
+from nas.supernets.flexibert._space import OPS, FlexiBERTSpec, LayerChoice, layer_choices
+from nas.supernets.training._schemes import SandwichRule
 
 __all__ = ["FAMILY", "FlexiBERTSandwich", "FlexiBERTSupernet"]
 

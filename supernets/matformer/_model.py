@@ -23,8 +23,8 @@ from torch import nn
 
 from nas._space import Config, Gene, SearchSpace
 from nas._supernet import LayerShape, QuantUnit, SubnetShape, Supernet
-from nas.supernets._matformer_dense import FAMILY, LMTrunk, MatFormerLM, check_dims
-from nas.supernets._schemes import TrainingScheme, WeightedConfigs
+from nas.supernets.matformer._dense import FAMILY, LMTrunk, MatFormerLM, check_dims
+from nas.supernets.training._schemes import TrainingScheme, WeightedConfigs
 
 __all__ = [
     "GRANULARITIES",

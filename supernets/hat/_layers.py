@@ -8,7 +8,7 @@ columns the sampled subnet used: that is what makes weight sharing work.
 
 The sizes of the running subnet are passed in explicitly (the supernet holds them), and
 ``export`` methods hand back cloned, contiguous slices named as the dense layers of
-:mod:`nas.supernets._hat_dense` name them.
+:mod:`nas.supernets.hat._dense` name them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.supernets._hat_dense import merge_heads, split_heads
+from nas.supernets.hat._dense import merge_heads, split_heads
 
 State = dict[str, Tensor]
 

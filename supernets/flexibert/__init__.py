@@ -19,24 +19,24 @@ import torch
 from nas._files import file_sha256
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import Task
-from nas.supernets._flexibert_dense import FlexiBERTSubnet
-from nas.supernets._flexibert_model import FAMILY, FlexiBERTSandwich, FlexiBERTSupernet
-from nas.supernets._flexibert_space import (
+from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.flexibert._model import FAMILY, FlexiBERTSandwich, FlexiBERTSupernet
+from nas.supernets.flexibert._space import (
     MINILM_SPEC,
     PAPER_TEST_SPACE,
     PAPER_TEST_SPEC,
     TINY_SPEC,
     FlexiBERTSpec,
 )
-from nas.supernets._minilm import load_minilm, minilm_dir
-from nas.supernets._sentence_task import (
+from nas.supernets.tasks._minilm import load_minilm, minilm_dir
+from nas.supernets.tasks._sentence import (
     MAX_TOKENS,
     TASK_NAME,
     WORDPIECE_TASK_NAME,
     SentenceDistillTask,
 )
-from nas.supernets._training import SUPERNET_FAMILIES
-from nas.supernets._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
+from nas.supernets.training._loop import SUPERNET_FAMILIES
+from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
 __all__ = [
     "MINILM_SPEC",

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from nas._supernet import SUPERNET_FAMILIES, SUPERNETS, Supernet
 from nas._task import Task
-from nas.supernets._lm_task import LM_TASK_NAME, VOCAB_SIZE, PydocLMTask
-from nas.supernets._matformer_dense import FAMILY, MatFormerLM
-from nas.supernets._matformer_model import (
+from nas.supernets.matformer._dense import FAMILY, MatFormerLM
+from nas.supernets.matformer._model import (
     GRANULARITIES,
     MatFormerJoint,
     MatFormerSupernet,
     NestedFeedForward,
     matformer_space,
 )
-from nas.supernets._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
+from nas.supernets.tasks._lm import LM_TASK_NAME, VOCAB_SIZE, PydocLMTask
+from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
 __all__ = [
     "GRANULARITIES",

@@ -1,0 +1,2 @@
+"""The built-in tasks the supernets are trained and scored on (each registers in
+:data:`nas.TASKS` when imported)."""
