@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nas.supernets._lm_task import PydocLMTask
 from nas.supernets.moe import MoELM, collect_moe_stats
 from nas.supernets.moe.model import FactoredLinear
 
@@ -44,6 +45,16 @@ def test_forward_shapes_and_aux_loss() -> None:
     assert model.aux_loss.ndim == 0 and model.aux_loss.item() > 0
     model.aux_loss.backward()
     assert model.blocks[0].moe.router.weight.grad.abs().sum() > 0
+
+
+def test_a_trainer_adds_the_aux_loss_to_the_task_loss() -> None:
+    model = tiny().train()
+    task = PydocLMTask(context=8)
+    batch = task.train_batches(batch_size=4, generator=torch.Generator().manual_seed(0))()
+    loss = task.loss(model, batch) + 0.01 * model.aux_loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(moe.router.weight.grad.abs().sum() > 0 for moe in model.moe_layers)
 
 
 def test_aux_loss_is_one_for_uniform_routing() -> None:
