@@ -10,12 +10,17 @@
 - :mod:`._cost`, :mod:`._latency`: what a pruning budget counts (parameters, MACs, latency
   from a model calibrated on the device).
 - :mod:`._subclone`: weight subcloning (Samragh et al., 2023).
+- :mod:`._experts`: expert merging of a mixture of experts, Sub-MoE (Li et al., 2025)
+  and its baselines (frequency pruning, M-SMoE averaging, HC-SMoE, NAEE).
+- :mod:`._shedder`: Mamba-Shedder (Munoz et al., NAACL 2025), removing Mamba blocks
+  and SSM modules greedily by calibration loss, with optional recovery.
 - :mod:`._sentence_data`, :mod:`._task_data`, :mod:`._jobs`: the data and the jobs behind
   ``nas compress``.
 """
 
 from nas.compress._convert import bert_from_minilm, to_transformer
 from nas.compress._cost import ENCODER_PARAMS, PARAMS, Cost, latency_cost, macs_cost
+from nas.compress._experts import list_merge_methods, merge_experts
 from nas.compress._latency import (
     Calibration,
     TransformerLatencyModel,
@@ -25,6 +30,7 @@ from nas.compress._latency import (
 )
 from nas.compress._prune import PruneStep, count_params, prune, prune_once, savings
 from nas.compress._saliency import magnitude, random_probe_loss, saliency
+from nas.compress._shedder import ShedResult, recover, shed
 from nas.compress._structures import Structure, StructureIndex, structures
 from nas.compress._subclone import RANKINGS, Importance, drop_blocks, measure_importance, subclone
 from nas.compress._transformer import DenseTransformer, Keep, param_count, shrink
@@ -39,6 +45,7 @@ __all__ = [
     "Importance",
     "Keep",
     "PruneStep",
+    "ShedResult",
     "Structure",
     "StructureIndex",
     "TransformerLatencyModel",
@@ -47,16 +54,20 @@ __all__ = [
     "count_params",
     "drop_blocks",
     "latency_cost",
+    "list_merge_methods",
     "macs_cost",
     "magnitude",
     "measure_importance",
     "measure_ms",
+    "merge_experts",
     "param_count",
     "prune",
     "prune_once",
     "random_probe_loss",
+    "recover",
     "saliency",
     "savings",
+    "shed",
     "shrink",
     "structures",
     "subclone",

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas._progress import progress_bar
 from nas.supernets.mamba.model import ABSENT, FULL, NO_SSM, MambaBlock, MambaLM
 
 __all__ = [
@@ -446,8 +447,6 @@ def shed(
             for than the model has, every block, SSMs asked of a model without them, no
             score and no calibration windows, or a fraction outside (0, 1].
     """
-    from tqdm.auto import tqdm
-
     _check_model(model)
     quotas = parse_spec(remove)
     score_fn = _scorer(score, calibration)
@@ -483,7 +482,7 @@ def shed(
                     break
                 pool = candidates(model, removed, kind=kind)
                 scores: dict[str, float] = {}
-                bar = tqdm(pool, desc=f"Mamba-Shedder step {len(steps)} ({kind})",
+                bar = progress_bar(pool, desc=f"Mamba-Shedder step {len(steps)} ({kind})",
                            unit="candidate", leave=False, disable=not progress)
                 for candidate in bar:
                     with masked(model, [*removed, candidate]):
@@ -533,8 +532,6 @@ def recover(
         ValueError: ``windows`` not 2-D integer token ids, or a non-positive ``steps``,
             ``batch_size`` or ``lr``.
     """
-    from tqdm.auto import tqdm
-
     windows = _check_windows(windows, "windows")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -551,7 +548,7 @@ def recover(
     model.train()
     losses = []
     try:
-        for _ in tqdm(range(steps), desc="recovery", unit="step", leave=False,
+        for _ in progress_bar(range(steps), desc="recovery", unit="step", leave=False,
                       disable=not progress):
             rows = torch.randint(len(windows), (min(batch_size, len(windows)),),
                                  generator=generator)

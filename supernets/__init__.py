@@ -10,13 +10,17 @@ Importing this package registers the built-ins (supernet: family, task):
 - ``flexibert`` and ``flexibert-minilm``: FlexiBERT heterogeneous encoders,
   ``minilm-distill-pydoc`` (MiniLM sentence-embedding distillation; extra ``minilm``);
 
+and two plain (not weight-sharing) models for compression, with their dense builders:
+``moe-lm`` (a Mixtral-style mixture of experts, :mod:`.moe`) and ``mamba-lm`` (Mamba-2,
+:mod:`.mamba`);
+
 Each family is a sub-package (its ``__init__`` the public module, ``_dense.py`` the dense
 subnet builder); the tasks are in :mod:`.tasks`, the training loop, schemes and zoo
 recipes in :mod:`.training`.
 """
 
 # Importing each family module registers its supernet, task, dense subnet and zoo entry.
-from nas.supernets import flexibert, matformer, ofa, sortednet  # noqa: E402, I001
+from nas.supernets import flexibert, mamba, matformer, moe, ofa, sortednet  # noqa: E402, I001
 from nas.supernets.tasks._digits import DigitsTask  # noqa: E402
 from nas.supernets.training._schemes import (  # noqa: E402
     FixedSubnet,
@@ -27,7 +31,9 @@ from nas.supernets.training._schemes import (  # noqa: E402
 from nas.supernets.ofa._scheme import ProgressiveShrinking  # noqa: E402
 from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace  # noqa: E402
 from nas.supernets.flexibert import FlexiBERTSubnet, FlexiBERTSupernet  # noqa: E402
+from nas.supernets.mamba import MambaLM  # noqa: E402
 from nas.supernets.matformer import MatFormerJoint, MatFormerLM, MatFormerSupernet  # noqa: E402
+from nas.supernets.moe import MoELM  # noqa: E402
 from nas.supernets.ofa import OFAMobileNetV3, OFASubnet  # noqa: E402
 from nas.supernets.sortednet import SortedMLP, SortedTraining, SortedTransformer  # noqa: E402
 from nas.supernets.tasks._g2p import G2PTask, Vocabulary, read_lexicon
@@ -67,6 +73,8 @@ __all__ = [
     "MatFormerJoint",
     "MatFormerLM",
     "MatFormerSupernet",
+    "MambaLM",
+    "MoELM",
     "OFADesignSpace",
     "OFAMobileNetV3",
     "OFASubnet",
@@ -78,7 +86,9 @@ __all__ = [
     "TrainingRun",
     "TrainingScheme",
     "flexibert",
+    "mamba",
     "matformer",
+    "moe",
     "ofa",
     "sortednet",
     "G2P_SPACE",

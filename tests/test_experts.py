@@ -22,8 +22,8 @@ from nas.compress._experts import (
     subspace_merge,
 )
 from nas.supernets._export import save_subnet
-from nas.supernets._lm_task import PydocLMTask
 from nas.supernets.moe import MoELM, collect_moe_stats
+from nas.supernets.tasks._lm import PydocLMTask
 
 TINY = {"d_model": 16, "n_heads": 2, "context": 16, "n_layers": 2, "ffn_dim": 24}
 METHODS = ["freq-avg", "hc-smoe", "naee", "prune", "random", "sub-moe"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.supernets._lm_task import PydocLMTask
 from nas.supernets.moe import MoELM, collect_moe_stats
 from nas.supernets.moe.model import FactoredLinear
+from nas.supernets.tasks._lm import PydocLMTask
 
 TINY = {"d_model": 16, "n_heads": 2, "context": 8, "n_layers": 2, "ffn_dim": 24}
 

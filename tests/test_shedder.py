@@ -23,8 +23,8 @@ from nas.compress._shedder import (
     shed,
 )
 from nas.supernets._export import save_subnet
-from nas.supernets._lm_task import PydocLMTask
 from nas.supernets.mamba import FAMILY, MambaLM
+from nas.supernets.tasks._lm import PydocLMTask
 from tests.test_mamba_model import reload_in_fresh_process
 
 TINY = dict(d_model=16, d_state=8, d_conv=4, expand=2, headdim=8, chunk_size=8)

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas._supernet import SUBNET_BUILDERS
-from nas.supernets._lm_task import VOCAB_SIZE
 from nas.supernets.mamba.ssd import ssd_chunked, ssd_recurrent
+from nas.supernets.tasks._lm import VOCAB_SIZE
 
 __all__ = [
     "ABSENT",
