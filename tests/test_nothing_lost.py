@@ -122,6 +122,8 @@ def writer_cases(tmp: Path, storage: str) -> dict[str, tuple[list[str], Path, bo
                             str(folder)], folder, True),
         "compress subclone": (["--model", "matformer", "--layers", "1", "--hidden", "32",
                                "--out", str(folder)], folder, True),
+        "compress merge-experts": (["--model", "moe-pydoc", "--experts", "4", "--out",
+                                    str(folder)], folder, True),
     }
 
 

@@ -9,13 +9,17 @@ import typer
 
 from nas.cli._common import JSON_HELP, configure_logging, console, print_json, user_errors
 
-app = typer.Typer(help="Compress a model (pruning, subcloning) into a deployable export.",
+app = typer.Typer(help="Compress a model (pruning, subcloning, expert merging, Mamba-Shedder) "
+                  "into a deployable export.",
                   no_args_is_help=True)
 
 MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2); 'matformer' or 'flexibert-minilm' "
               "(that supernet's largest subnet); or a folder written by nas export (a "
               "MatFormer or all-attention FlexiBERT subnet) or by nas compress.")
 FORCE_HELP = "Replace an export already in OUT."
+LM_MODEL_HELP = ("A zoo name ({zoo}) or a folder written by nas export or nas compress holding "
+                 "a {family} model.")
+CALIBRATION_HELP = "Random pydoc-lm train windows (64 bytes) to calibrate on."
 
 
 @app.command("prune")
@@ -104,6 +108,68 @@ def subclone(
     summary = subclone_job(model, out, layers=layers, hidden=hidden, ffn=ffn, heads=heads,
                            distil_steps=distil_steps, seed=seed, overwrite=force)
     _report(summary, json_output)
+
+
+@app.command("merge-experts")
+@user_errors
+def merge_experts(
+    model: str = typer.Option(..., "--model",
+                              help=LM_MODEL_HELP.format(zoo="moe-pydoc", family="moe-lm")),
+    experts: int = typer.Option(..., "--experts",
+                                help="Experts to keep over all layers (at least one a layer)."),
+    method: str = typer.Option(
+        "sub-moe", "--method",
+        help="sub-moe (Sub-MoE: K-means on output similarity, shared-subspace merge), hc-smoe, "
+        "freq-avg, prune (most-routed), naee or random."),
+    rank: int | None = typer.Option(
+        None, "--rank", help="Store each merged expert's matrices at this rank (default dense)."),
+    calibration_windows: int = typer.Option(32, "--calibration-windows",
+                                            help=CALIBRATION_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the windows and the grouping."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the export into."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Merge a mixture-of-experts LM's experts (Sub-MoE or a baseline) down to --experts;
+    prints held-out loss, parameters and CPU latency before and after. The export loads
+    with nas.load_subnet(OUT), with model.onnx where the graph exports."""
+    from nas.compress._experts_job import merge_experts_job
+
+    configure_logging(verbose)
+    summary = merge_experts_job(model, out, experts=experts, method=method, rank=rank,
+                                calibration_windows=calibration_windows, seed=seed,
+                                overwrite=force)
+    _report_lm(summary, json_output,
+               f"{summary['experts_before']} -> {summary['experts_after']} experts "
+               f"({summary['method']})")
+
+
+def _report_lm(summary: dict[str, Any], json_output: bool, what: str) -> None:
+    """One paragraph for the byte-LM commands (or the summary as JSON)."""
+    if json_output:
+        print_json(summary)
+        return
+    timing = summary["timing"]
+    lines = [
+        f"wrote {summary['out']}: {what}",
+        f"  parameters {summary['params_before']:,} -> {summary['params_after']:,} "
+        f"({summary['params_fraction']:.1%})",
+        f"  held-out loss {summary['loss_before']:.4f} -> {summary['loss_after']:.4f} nats/byte "
+        f"({summary['eval']['windows']} validation windows of {summary['eval']['length']} "
+        f"bytes)",
+        f"  CPU latency {summary['ms_before']:.2f} -> {summary['ms_after']:.2f} ms (batch 1, "
+        f"{timing['length']} bytes, one thread, median)",
+    ]
+    latency = summary.get("latency")
+    if latency:
+        lines.append(f"  budget {latency['budget_ms']:g} ms: {latency['predicted_ms']:.2f} ms "
+                     f"predicted, {latency['measured_ms']:.2f} ms measured (latency model "
+                     f"held-out error {latency['heldout_median_ape']:.1%})")
+    onnx = summary["onnx"]
+    lines.append(f"  ONNX: {onnx['file']} (checked with {onnx['checked_with']}, max diff "
+                 f"{onnx['max_abs_diff']:.1e})" if isinstance(onnx, dict) else f"  ONNX: {onnx}")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def _report(summary: dict[str, Any], json_output: bool) -> None:
