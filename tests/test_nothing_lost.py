@@ -124,6 +124,8 @@ def writer_cases(tmp: Path, storage: str) -> dict[str, tuple[list[str], Path, bo
                                "--out", str(folder)], folder, True),
         "compress merge-experts": (["--model", "moe-pydoc", "--experts", "4", "--out",
                                     str(folder)], folder, True),
+        "compress shed": (["--model", "mamba-pydoc", "--remove", "blocks:1", "--out",
+                           str(folder)], folder, True),
     }
 
 

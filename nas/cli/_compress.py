@@ -145,6 +145,48 @@ def merge_experts(
                f"({summary['method']})")
 
 
+@app.command("shed")
+@user_errors
+def shed(
+    model: str = typer.Option(..., "--model",
+                              help=LM_MODEL_HELP.format(zoo="mamba-pydoc", family="mamba-lm")),
+    remove: str | None = typer.Option(
+        None, "--remove",
+        help="Structures to remove, e.g. blocks:2,ssm:4 (with a target: the most to remove)."),
+    target_latency: str | None = typer.Option(
+        None, "--target-latency",
+        help="CPU latency to reach at batch 1, e.g. 5ms (a latency model is calibrated "
+        "first; predicted and measured ms are reported)."),
+    target_params: float | None = typer.Option(
+        None, "--target-params", help="Fraction of the parameters to keep, in (0, 1]."),
+    recover_steps: int = typer.Option(0, "--recover-steps",
+                                      help="Fine-tuning steps after removal (0: none)."),
+    calibration_windows: int = typer.Option(32, "--calibration-windows",
+                                            help=CALIBRATION_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the windows and of recovery."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the export into."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Mamba-Shedder: remove Mamba-2 blocks and SSMs greedily by calibration loss (blocks
+    first), to counts, a parameter fraction or a CPU latency; optionally recover. The
+    export loads with nas.load_subnet(OUT), with model.onnx."""
+    from nas._units import parse_latency_ms
+    from nas.compress._shed_job import ShedRequest, shed_job
+
+    configure_logging(verbose)
+    latency_ms = parse_latency_ms(target_latency) if target_latency is not None else None
+    request = ShedRequest(remove=remove, params=target_params, latency_ms=latency_ms)
+    summary = shed_job(model, out, request=request, recover_steps=recover_steps,
+                       calibration_windows=calibration_windows, seed=seed, overwrite=force)
+    what = f"removed {', '.join(summary['removed'])}"
+    if "recovery" in summary:
+        what += (f", {summary['recovery']['steps']} recovery steps (held-out loss "
+                 f"{summary['loss_before_recovery']:.3f} before them)")
+    _report_lm(summary, json_output, what)
+
+
 def _report_lm(summary: dict[str, Any], json_output: bool, what: str) -> None:
     """One paragraph for the byte-LM commands (or the summary as JSON)."""
     if json_output:
