@@ -62,13 +62,14 @@ def merge_experts_job(
     seed: int = 0,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Merge ``source``'s experts down to ``experts`` in total; write the export to
-    ``out``; return the summary.
+    """Merge ``source``'s experts down to ``experts`` per layer on average (``experts``
+    times its layers in total, spread over the layers by the method's allocation, the
+    global target of Sub-MoE); write the export to ``out``; return the summary.
 
     Args:
         source: a zoo name (``moe-pydoc``) or an export folder of a ``moe-lm`` model.
         out: the export folder (missing or empty unless ``overwrite``).
-        experts: experts kept over all layers (at least one per layer).
+        experts: experts kept per layer on average.
         method: one of :func:`~nas.compress._experts.list_merge_methods`.
         rank: every merged expert's matrices at this rank (None: dense).
         calibration_windows: random train windows the merge is calibrated on.
@@ -81,8 +82,8 @@ def merge_experts_job(
         ``ms_after``, ``onnx`` (a record, or ``"not exported: why"``) and the options.
 
     Raises:
-        ValueError: a bad option, a model that is not a MoE LM, more experts than the
-            model has or fewer than its layers, a rank above the experts' matrix rank.
+        ValueError: a bad option, a model that is not a MoE LM, more experts per layer
+            than the model has, a rank above the experts' matrix rank.
         FileExistsError: ``out`` holds files and ``overwrite`` is false.
         FileNotFoundError: ``source`` is neither a folder nor a zoo model.
     """
@@ -97,8 +98,11 @@ def merge_experts_job(
     model, origin = load_lm(source, expected=MoELM, family=FAMILY, command="merge-experts")
     length = window_length(model)
     calibration = train_windows(calibration_windows, length, seed=seed)[:, :-1]  # (K, L)
-    merged = merge_experts(model, calibration, experts=experts, method=method, rank=rank,
-                           seed=seed).eval()  # checks experts and rank before calibrating
+    if experts > max(model.experts_per_layer):
+        raise ValueError(f"--experts {experts} is more than the {max(model.experts_per_layer)} "
+                         f"experts per layer {source} has")
+    merged = merge_experts(model, calibration, experts=experts * len(model.experts_per_layer),
+                           method=method, rank=rank, seed=seed).eval()
     before, after = heldout_loss(model, length), heldout_loss(merged, length)
     summary: dict[str, Any] = {
         "command": "merge-experts",

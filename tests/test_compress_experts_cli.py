@@ -101,11 +101,11 @@ def test_merge_writes_an_export_that_reloads_and_runs_in_onnx_runtime(
         moe_export: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged"
     summary = summary_of(run_nas("compress", "merge-experts", "--model", str(moe_export),
-                                 "--experts", "5", "--calibration-windows", "8", "--out",
+                                 "--experts", "3", "--calibration-windows", "8", "--out",
                                  str(out), "--json"))
     assert (summary["method"], summary["task"], summary["source"]) == (
         "sub-moe", "pydoc-lm", str(moe_export))
-    assert (summary["experts_before"], summary["experts_after"]) == (8, 5)
+    assert (summary["experts_before"], summary["experts_after"]) == (8, 6)  # 3 a layer
     assert summary["params_after"] < summary["params_before"]
     for key in ("loss_before", "loss_after"):  # random weights: near ln 256 = 5.55
         assert 4 < summary[key] < 7 and math.isfinite(summary[key])
@@ -119,7 +119,7 @@ def test_merge_writes_an_export_that_reloads_and_runs_in_onnx_runtime(
     config = json.loads((out / "config.json").read_text())
     assert config["family"] == "moe-lm" and config["metadata"]["params_after"] == summary[
         "params_after"]
-    assert sum(config["subnet_config"]["experts_per_layer"]) == 5
+    assert sum(config["subnet_config"]["experts_per_layer"]) == 6
     tokens = torch.randint(0, 256, (2, LENGTH), generator=torch.Generator().manual_seed(0))
     name, logits = reload_logits(out, tokens, tmp_path)
     assert name == "MoELM" and logits.shape == (2, LENGTH, 256)
@@ -129,7 +129,7 @@ def test_merge_writes_an_export_that_reloads_and_runs_in_onnx_runtime(
     # An unreachable expert: no graph, said plainly, and --force drops the stale one.
     unreachable = export_tiny(tmp_path / "unreachable", unreachable_expert_model(), "moe-lm")
     result = run_nas("compress", "merge-experts", "--model", str(unreachable), "--experts",
-                     "6", "--method", "prune", "--rank", "8", "--calibration-windows", "4",
+                     "3", "--method", "prune", "--rank", "8", "--calibration-windows", "4",
                      "--out", str(out), "--force")
     assert result.exit_code == 0, result.output
     assert "6 -> 6 experts (prune)" in result.output and "held-out loss" in result.output
@@ -161,12 +161,12 @@ def mamba_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--experts", "9"], ["experts=9 is more than the model has", "8 experts"]),
-        (["--experts", "1"], ["fewer than one per layer"]),
-        (["--experts", "4", "--rank", "33"], ["rank=33 is above the rank", "at most 32"]),
-        (["--experts", "4", "--rank", "0"], ["--rank must be a positive integer"]),
-        (["--experts", "4", "--method", "kmeans"], ["--method", "sub-moe", "'kmeans'"]),
-        (["--experts", "4", "--calibration-windows", "0"], ["--calibration-windows"]),
+        (["--experts", "5"], ["--experts 5 is more than the 4 experts per layer"]),
+        (["--experts", "0"], ["--experts must be a positive integer"]),
+        (["--experts", "2", "--rank", "33"], ["rank=33 is above the rank", "at most 32"]),
+        (["--experts", "2", "--rank", "0"], ["--rank must be a positive integer"]),
+        (["--experts", "2", "--method", "kmeans"], ["--method", "sub-moe", "'kmeans'"]),
+        (["--experts", "2", "--calibration-windows", "0"], ["--calibration-windows"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(moe_export: Path, tmp_path: Path, args,

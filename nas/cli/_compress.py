@@ -116,7 +116,8 @@ def merge_experts(
     model: str = typer.Option(..., "--model",
                               help=LM_MODEL_HELP.format(zoo="moe-pydoc", family="moe-lm")),
     experts: int = typer.Option(..., "--experts",
-                                help="Experts to keep over all layers (at least one a layer)."),
+                                help="Experts to keep per layer on average (N x layers in "
+                                "total; the method spreads them over the layers)."),
     method: str = typer.Option(
         "sub-moe", "--method",
         help="sub-moe (Sub-MoE: K-means on output similarity, shared-subspace merge), hc-smoe, "
