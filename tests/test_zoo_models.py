@@ -11,6 +11,7 @@ import torch
 from nas.supernets import (
     MODEL_RECIPES,
     ExtraLoss,
+    MambaLM,
     ModelRecipe,
     MoELM,
     list_zoo_models,
@@ -21,6 +22,7 @@ from nas.supernets import (
 from nas.supernets._export import load_subnet
 from nas.supernets.tasks._lm import PydocLMTask
 from nas.supernets.training._models import CHECK_WINDOWS
+from nas.supernets.training._zoo import zoo_dir
 from tests.cli_helpers import nas, one_line_error
 
 TINY = "tiny-moe"
@@ -93,6 +95,24 @@ def test_unknown_names_list_the_known_ones() -> None:
         model_recipe("nope")
     with pytest.raises(ValueError, match="'nope'"):
         load_zoo_model("nope")
+
+
+@pytest.mark.parametrize("name, kind", [("moe-pydoc", MoELM), ("mamba-pydoc", MambaLM)])
+def test_shipped_models_load_and_match_their_recorded_loss(name: str, kind: type) -> None:
+    recipe = model_recipe(name)
+    folder = zoo_dir() / recipe.stem
+    model = load_zoo_model(name)
+    assert isinstance(model, kind) and not model.training
+    assert (folder / "model.safetensors").stat().st_size < 3.2e6
+    meta = json.loads((folder / "config.json").read_text())["metadata"]
+    assert meta["zoo_model"] == name and meta["recipe"]["steps"] == recipe.steps
+    task = recipe.make_task()
+    again = task.evaluate(model, limit=CHECK_WINDOWS)
+    recorded = meta["metrics"]
+    assert again["loss"] == pytest.approx(recorded["check"]["loss"], abs=1e-4)
+    # the first windows estimate the whole split's loss, loosely
+    assert again["loss"] == pytest.approx(recorded["loss"], abs=0.35)
+    assert recorded["loss"] < 2.5  # nats per byte: far below a uniform byte's 5.55
 
 
 def test_cli_refuses_an_existing_output_without_force(tmp_path: Path) -> None:
