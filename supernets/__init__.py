@@ -16,7 +16,8 @@ and two plain (not weight-sharing) models for compression, with their dense buil
 
 Each family is a sub-package (its ``__init__`` the public module, ``_dense.py`` the dense
 subnet builder); the tasks are in :mod:`.tasks`, the training loop, schemes and zoo
-recipes in :mod:`.training`.
+recipes in :mod:`.training`. The zoo of plain models (``moe-pydoc``, ``mamba-pydoc``:
+:func:`load_zoo_model`, :func:`train_model`) is in :mod:`.training._models`.
 """
 
 # Importing each family module registers its supernet, task, dense subnet and zoo entry.
@@ -48,6 +49,16 @@ from nas.supernets.training._loop import (
     train_supernet,
 )
 from nas.supernets.training._zoo import ZOO_RECIPES, ZooRecipe, train_and_save, zoo_dir
+from nas.supernets.training._models import (
+    MODEL_RECIPES,
+    ExtraLoss,
+    ModelRecipe,
+    add_model_recipe,
+    list_zoo_models,
+    load_zoo_model,
+    model_recipe,
+    train_model,
+)
 from nas.supernets.hat import HATSuperTransformer
 from nas.supernets.nb201 import (
     NB201_SPACE,
@@ -67,6 +78,14 @@ __all__ = [
     "DIGITS_SPACE",
     "MOBILENETV3_SPACE",
     "DigitsTask",
+    "ExtraLoss",
+    "MODEL_RECIPES",
+    "ModelRecipe",
+    "add_model_recipe",
+    "list_zoo_models",
+    "load_zoo_model",
+    "model_recipe",
+    "train_model",
     "FixedSubnet",
     "FlexiBERTSubnet",
     "FlexiBERTSupernet",

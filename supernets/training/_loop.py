@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SCHEDULES = ("cosine", "inverse-sqrt")
+BETAS = (0.9, 0.98)
+OPTIMIZER = f"AdamW(betas={BETAS})"
+"""What every trainer records as its optimiser (:func:`optimizer_and_schedule`)."""
 FLOAT16_TOLERANCE = 0.002
 """Weights are stored in float16 when no recorded accuracy moves by more than this
 (0.2 points); otherwise in float32."""
@@ -138,12 +141,15 @@ def train_supernet(
     next_batch = task.train_batches(
         batch_size=batch_size, generator=torch.Generator().manual_seed(seed)
     )
-    optimizer = torch.optim.AdamW(
-        supernet.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay
-    )
     runs = _checked_runs(scheme.runs(steps), steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(schedule, warmup=warmup, steps=steps, runs=runs)
+    optimizer, scheduler = optimizer_and_schedule(
+        supernet.parameters(),
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup=warmup,
+        steps=steps,
+        runs=runs,
     )
     restarts = {run.first_step for run in runs[1:]}
     scheme.start(supernet, task, steps=steps)
@@ -181,7 +187,7 @@ def train_supernet(
         "scheme": scheme.describe(),
         "warmup": warmup,
         "schedule": schedule,
-        "optimizer": "AdamW(betas=(0.9, 0.98))",
+        "optimizer": OPTIMIZER,
         "weight_decay": weight_decay,
         "clip_norm": clip_norm,
         "final_loss": running,
@@ -213,6 +219,25 @@ def _accumulate(
         total += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(supernet.parameters(), clip_norm)
     return total / len(planned)
+
+
+def optimizer_and_schedule(
+    parameters: Iterable[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    warmup: int,
+    steps: int,
+    runs: Sequence[TrainingRun] = (TrainingRun(1),),
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser every trainer uses (:data:`OPTIMIZER`) and its learning-rate
+    schedule (:func:`_lr_lambda`); step the scheduler once after each optimiser step."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=BETAS, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(schedule, warmup=warmup, steps=steps, runs=runs)
+    )
+    return optimizer, scheduler
 
 
 def _lr_lambda(
