@@ -1,7 +1,7 @@
 """What the byte-LM compression jobs (``nas compress merge-experts`` and ``shed``) share.
 
 - **Sources** (:func:`load_lm`): a zoo name (``moe-pydoc``, ``mamba-pydoc``, loaded by
-  ``nas.supernets.training.load_zoo_model``, imported on use) or a folder that
+  ``nas.supernets.training._models.load_zoo_model``) or a folder that
   ``save_subnet`` / ``nas export`` / an earlier compression wrote, checked to be the
   family the command compresses.
 - **Data** (task ``pydoc-lm``, bytes): calibration and recovery windows are random
@@ -42,7 +42,7 @@ __all__ = ["EVAL_WINDOWS", "LENGTH", "ONNX_FILE", "ZOO_MODELS", "count_params",
 
 TASK = LM_TASK_NAME
 ZOO_MODELS = ("moe-pydoc", "mamba-pydoc")
-"""The zoo's byte LMs these commands were written for (``load_zoo_model`` names)."""
+"""The zoo's byte LMs these commands were written for (for messages)."""
 LENGTH = 64
 """Bytes per window: calibration, held-out loss, timing and the ONNX graph's input
 (less for a model whose positions cover less)."""
@@ -98,20 +98,15 @@ def load_lm(source: str, *, expected: type[nn.Module], family: str, command: str
 
 
 def _zoo_model(name: str) -> nn.Module:
-    """``load_zoo_model(name)``, imported here: the zoo's loader is optional at this
-    layer (a checkout without it still compresses export folders)."""
-    try:
-        from nas.supernets.training import load_zoo_model
-    except ImportError:
+    """The zoo's model ``name``; the error lists the zoo's byte LMs."""
+    from nas.supernets.training._models import MODEL_RECIPES, load_zoo_model
+
+    if name not in MODEL_RECIPES:
         raise FileNotFoundError(
-            f"--model {name!r} is not a folder, and this installation has no zoo loader "
-            f"(nas.supernets.training.load_zoo_model) for the zoo's LMs "
-            f"({', '.join(ZOO_MODELS)}); give a folder written by nas export or nas "
-            f"compress") from None
-    model = load_zoo_model(name)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"the zoo's {name!r} is not a model (got {type(model).__name__})")
-    return model
+            f"--model {name!r} is neither a folder nor a zoo model; give one of "
+            f"{', '.join(sorted(MODEL_RECIPES))} or a folder written by nas export or nas "
+            f"compress")
+    return load_zoo_model(name)
 
 
 # -- data and figures --------------------------------------------------------------------
