@@ -183,7 +183,8 @@ def test_a_model_without_experts_a_missing_model_and_an_existing_out_are_refused
                            "--experts", "2", "--out", str(out)),
                    "compresses a MoELM (family moe-lm)", "is a MambaLM")
     one_line_error(run_nas("compress", "merge-experts", "--model", str(tmp_path / "nowhere"),
-                           "--experts", "2", "--out", str(out)), "neither a folder nor a zoo model", "moe-pydoc")
+                           "--experts", "2", "--out", str(out)),
+                   "neither a folder nor a zoo model", "moe-pydoc")
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("a user's file")
