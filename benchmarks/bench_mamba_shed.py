@@ -194,7 +194,7 @@ def main() -> None:
         "calibration": {"windows": CALIBRATION_WINDOWS, "length": CALIBRATION_LENGTH,
                         "score": "calibration_loss (mean next-byte cross-entropy)"},
         "random": {"subsets_per_seed": draws, "draw": "uniform k-subsets, independent"},
-        "recovery_recipe": {"steps": recover_steps, "lr": "recover's default (3e-4)",
+        "recovery_recipe": {"steps": recover_steps, "lr": "recover's default (5e-5)",
                             "batch": 8, "windows": RECOVERY_WINDOWS,
                             "length": CALIBRATION_LENGTH, "seeded_by": "seed (+1 windows)"},
         "timing_protocol": {"batch": 1, "length": LENGTH, "threads": 1,

@@ -118,7 +118,7 @@ def test_rank_merge_stores_factors(calib: torch.Tensor) -> None:
 @pytest.mark.parametrize("method", ["sub-moe", "hc-smoe"])
 def test_planted_duplicates_are_grouped(method: str, planted: MoELM,
                                         calib: torch.Tensor) -> None:
-    merged = merge_experts(planted, calib, experts=14, method=method)
+    merged = merge_experts(planted, calib, experts=14, method=method, allocation="redundancy")
     assert merged.experts_per_layer == [6, 8]  # the two cheap merges are in layer 0
     rows = merged.router_map[0]
     assert rows[0] == rows[1] and rows[2] == rows[3]
@@ -171,7 +171,8 @@ def test_allocation_uniform_and_redundancy(planted: MoELM, calib: torch.Tensor) 
     sims = [output_similarity(s) for s in stats]
     assert sum(allocate_experts(sims, 11, allocation="uniform")) == 11
     assert sorted(allocate_experts(sims, 11, allocation="uniform")) == [5, 6]
-    assert allocate_experts(sims, 14) == [6, 8]
+    assert allocate_experts(sims, 14, allocation="redundancy") == [6, 8]
+    assert allocate_experts(sims, 14) == [7, 7]  # the default spreads the target evenly
     assert allocate_experts(sims, 2) == [1, 1]
 
 
