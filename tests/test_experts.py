@@ -124,7 +124,8 @@ def test_planted_duplicates_are_grouped(method: str, planted: MoELM,
     assert rows[0] == rows[1] and rows[2] == rows[3]
     assert len({rows[0], rows[2], *rows[4:]}) == 6
     stats = collect_moe_stats(planted, calib)
-    plans = plan_experts(planted, stats, experts=14, method=method)
+    plans = plan_experts(planted, stats, experts=14, method=method,
+                         allocation="redundancy")
     assert plans[0].groups == ((0, 1), (2, 3), (4,), (5,), (6,), (7,))
 
 
