@@ -29,6 +29,7 @@ from nas.compress._experts import list_merge_methods, merge_experts
 from nas.compress._lm_jobs import (
     EVAL_WINDOWS,
     TASK,
+    check_option,
     count_params,
     export_lm,
     forward_ms,
@@ -44,11 +45,6 @@ __all__ = ["merge_experts_job"]
 CALIBRATION_WINDOWS = 32
 """Default calibration windows (2,048 tokens at 64 bytes: ``merge_experts``' default
 ``max_tokens``)."""
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def merge_experts_job(
@@ -89,10 +85,10 @@ def merge_experts_job(
     """
     if method not in list_merge_methods():
         raise ValueError(f"--method must be one of {list_merge_methods()}, got {method!r}")
-    _positive("--experts", experts)
+    check_option("--experts", experts)
     if rank is not None:
-        _positive("--rank", rank)
-    _positive("--calibration-windows", calibration_windows)
+        check_option("--rank", rank)
+    check_option("--calibration-windows", calibration_windows)
     check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     model, origin = load_lm(source, expected=MoELM, family=FAMILY, command="merge-experts")

@@ -37,8 +37,8 @@ from nas.supernets._export import load_subnet, read_subnet_config, save_subnet
 from nas.supernets.tasks._lm import LM_TASK_NAME, VOCAB_SIZE, PydocLMTask
 
 __all__ = ["EVAL_WINDOWS", "LENGTH", "ONNX_FILE", "ZOO_MODELS", "count_params",
-           "export_lm", "forward_ms", "heldout_loss", "load_lm", "train_windows",
-           "window_length"]
+           "check_option", "export_lm", "forward_ms", "heldout_loss", "load_lm",
+           "train_windows", "window_length"]
 
 TASK = LM_TASK_NAME
 ZOO_MODELS = ("moe-pydoc", "mamba-pydoc")
@@ -107,6 +107,13 @@ def _zoo_model(name: str) -> nn.Module:
             f"{', '.join(sorted(MODEL_RECIPES))} or a folder written by nas export or nas "
             f"compress")
     return load_zoo_model(name)
+
+
+def check_option(name: str, value: object, *, zero: bool = False) -> None:
+    """Refuse an option that is not a positive integer (non-negative with ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        raise ValueError(f"{name} must be a {'non-negative' if zero else 'positive'} "
+                         f"integer, got {value!r}")
 
 
 # -- data and figures --------------------------------------------------------------------

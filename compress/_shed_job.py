@@ -33,6 +33,7 @@ from nas._files import check_output
 from nas.compress._lm_jobs import (
     EVAL_WINDOWS,
     TASK,
+    check_option,
     count_params,
     export_lm,
     forward_ms,
@@ -91,12 +92,6 @@ class ShedRequest:
     @property
     def has_target(self) -> bool:
         return self.params is not None or self.latency_ms is not None
-
-
-def _positive(name: str, value: object, *, zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
-        raise ValueError(f"{name} must be a {'non-negative' if zero else 'positive'} "
-                         f"integer, got {value!r}")
 
 
 def _largest_spec(model: MambaLM) -> dict[str, int]:
@@ -161,8 +156,8 @@ def shed_job(
         FileNotFoundError: ``source`` is neither a folder nor a zoo model.
     """
     request.check()
-    _positive("--recover-steps", recover_steps, zero=True)
-    _positive("--calibration-windows", calibration_windows)
+    check_option("--recover-steps", recover_steps, zero=True)
+    check_option("--calibration-windows", calibration_windows)
     check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     model, origin = load_lm(source, expected=MambaLM, family=FAMILY, command="shed")

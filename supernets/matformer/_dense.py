@@ -3,7 +3,7 @@
 A GPT-style pre-norm decoder over bytes whose blocks each have their own FFN hidden
 size (``ffn_dims``, one per layer). ``MatFormerLM(**model.subnet_config())`` rebuilds an
 exported subnet from its JSON alone, so this module imports only torch and the registry;
-the supernet (``_matformer_model.py``) reuses these layers, never the reverse.
+the supernet (``_model.py``) and the MoE LM reuse these layers, never the reverse.
 
 Attention is written out (no fused kernel) with a fixed causal mask so that the model
 traces to TorchScript and exports to ONNX.
@@ -26,14 +26,15 @@ FAMILY = "matformer"
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with one fused q/k/v projection."""
+    """Multi-head causal self-attention with one fused q/k/v projection (``bias``: of the
+    projections; the MoE LM has none)."""
 
-    def __init__(self, d_model: int, n_heads: int, context: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, context: int, *, bias: bool = True) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.scale = (d_model // n_heads) ** -0.5
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         mask = torch.ones(context, context, dtype=torch.bool).tril()
         self.register_buffer("causal", mask, persistent=False)
 

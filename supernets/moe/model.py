@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas._supernet import SUBNET_BUILDERS
+from nas.supernets.matformer._dense import CausalSelfAttention
 
 __all__ = [
     "FAMILY",
@@ -146,36 +147,13 @@ class SparseMoE(nn.Module):
         return rows * (share * probs).sum()
 
 
-class Attention(nn.Module):
-    """Multi-head causal self-attention (fused q/k/v, no biases, fixed causal mask)."""
-
-    def __init__(self, d_model: int, n_heads: int, context: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.scale = (d_model // n_heads) ** -0.5
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.proj = nn.Linear(d_model, d_model, bias=False)
-        mask = torch.ones(context, context, dtype=torch.bool).tril()
-        self.register_buffer("causal", mask, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape  # (B, T, C)
-        q, k, v = self.qkv(x).split(c, dim=2)
-        shape = (b, t, self.n_heads, c // self.n_heads)
-        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))  # (B, H, T, D)
-        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, T)
-        scores = scores.masked_fill(~self.causal[:t, :t], float("-inf"))
-        y = scores.softmax(dim=-1) @ v  # (B, H, T, D)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
-
-
 class MoEBlock(nn.Module):
     """Pre-RMSNorm block: ``x + attn(norm(x))`` then ``x + moe(norm(x))``."""
 
     def __init__(self, d_model: int, n_heads: int, context: int, moe: SparseMoE) -> None:
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, context)
+        self.attn = CausalSelfAttention(d_model, n_heads, context, bias=False)
         self.norm2 = nn.RMSNorm(d_model)
         self.moe = moe
 
