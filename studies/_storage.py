@@ -1,9 +1,10 @@
 """Storage URLs: the default study database and safe opening of Optuna storages.
 
 Studies live in one Optuna storage: an SQLite file by default, or any SQLAlchemy URL
-Optuna accepts (``postgresql://...`` when many workers or machines share a search).
-Opening checks what SQLAlchemy would otherwise turn into long tracebacks (a missing
-directory, a file that is not a database, a database of some other program) and raises
+Optuna accepts (``postgresql://...`` when many workers or machines share a search:
+:mod:`nas.studies._postgres` sets its driver, pool and schema lock). Opening checks
+what SQLAlchemy would otherwise turn into long tracebacks (a missing directory, a file
+that is not a database, a database of some other program, a missing driver) and raises
 one-line ``ValueError`` s instead, before anything is written.
 
 Several processes may open one new SQLite file at once (two ``nas search`` started
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -30,11 +32,18 @@ except ImportError:  # pragma: no cover - Windows: concurrent first use is not g
 
 import optuna
 
+from nas._extras import require
 from nas._messages import one_line
+from nas.studies import _postgres
 
 ENV_VAR = "NAS_STORAGE"
 DEFAULT_URL = "sqlite:///nas-studies.db"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_POSTGRES_STORAGES: dict[tuple[int, str], optuna.storages.RDBStorage] = {}
+"""One storage, so one bounded connection pool, per process and server database: every
+open (each dashboard page, each study) shares it. SQLite files are opened afresh, so
+that a file removed and made again is never read through an old connection."""
+_POSTGRES_LOCK = threading.Lock()
 
 
 def default_storage() -> str:
@@ -56,16 +65,24 @@ def quiet_optuna() -> None:
 def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (a URL string, or a storage object passed through).
 
+    ``postgresql://`` URLs are opened with psycopg 3 (``postgresql+psycopg://``, the
+    ``postgres`` extra), not SQLAlchemy's default psycopg2, with a small connection pool
+    that survives a server restart (:mod:`nas.studies._postgres`); a process opens each
+    server database once, and later calls return the same storage.
+
     Raises:
         ValueError: the URL is malformed, its SQLite file's directory is missing, the
-            file is not an SQLite database or is one that Optuna did not create, or the
-            database cannot be opened.
+            file is not an SQLite database or is one that Optuna did not create, the
+            PostgreSQL driver is not installed, or the database cannot be opened.
     """
     if isinstance(url, optuna.storages.BaseStorage):
         return url
     if not isinstance(url, str) or not url:
         raise ValueError(f"storage must be a database URL such as {DEFAULT_URL!r}, got {url!r}")
     quiet_optuna()
+    parsed = _parse(url)
+    if _postgres.is_postgres(parsed):
+        return _open_postgres(url, _postgres.with_driver(parsed))
     path = sqlite_path(url)
     _check_sqlite_folder(url, path)
     with _schema_lock(path):
@@ -76,25 +93,57 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.Base
             raise ValueError(f"cannot open study storage {url!r}: {one_line(err)}") from err
 
 
-def storage_label(storage: str | optuna.storages.BaseStorage) -> str:
-    """The URL of a storage for messages and results."""
-    if isinstance(storage, str):
+def _open_postgres(url: str, parsed) -> optuna.storages.RDBStorage:
+    """The process's one storage for this database (:mod:`nas.studies._postgres`)."""
+    if parsed.drivername == _postgres.DRIVER:
+        require("postgres", purpose="a PostgreSQL study storage")
+    full = parsed.render_as_string(hide_password=False)
+    key = (os.getpid(), full)  # a forked child opens its own connections
+    with _POSTGRES_LOCK:
+        storage = _POSTGRES_STORAGES.get(key)
+        if storage is not None:
+            return storage
+        try:
+            with _postgres.schema_lock(parsed):
+                storage = optuna.storages.RDBStorage(
+                    full, engine_kwargs=_postgres.engine_kwargs(parsed))
+        except Exception as err:  # the driver's and the server's errors: one line
+            raise ValueError(
+                f"cannot open study storage {storage_label(url)!r}: {one_line(err)}"
+            ) from err
+        _POSTGRES_STORAGES[key] = storage
         return storage
-    url = getattr(storage, "url", None)
-    return url if isinstance(url, str) else type(storage).__name__
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of an ``sqlite://`` URL, or None (not SQLite, or in memory)."""
+def storage_label(storage: str | optuna.storages.BaseStorage) -> str:
+    """The URL of a storage for messages and results, its password masked (``***``):
+    labels are printed, stored in reports and served by the dashboard."""
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+    if not isinstance(url, str):
+        return type(storage).__name__
+    try:
+        parsed = _parse(url)
+    except ValueError:
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def _parse(url: str):
+    """The parsed SQLAlchemy URL (a one-line ``ValueError`` for a malformed one)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except (ArgumentError, ValueError) as err:
         raise ValueError(
             f"storage must be a database URL such as {DEFAULT_URL!r}, got {url!r} ({err})"
         ) from None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an ``sqlite://`` URL, or None (not SQLite, or in memory)."""
+    parsed = _parse(url)
     if parsed.get_backend_name() != "sqlite":
         return None
     database = parsed.database

@@ -1,7 +1,8 @@
 """Bulk trial writes and reads (nas.studies._bulk): the same trials, faster.
 
 Every check compares with Optuna's own one-trial-at-a-time path through Optuna's public
-reading API, on a real SQLite file, in memory and on a journal file (the fallback).
+reading API, on a real SQLite file, a real PostgreSQL database (the ``postgres`` tests),
+in memory and on a journal file (the fallback).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages import InMemoryStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import Gene, SearchSpace
 from nas._problem import Constraint, Objective, Problem
-from nas.studies import NewTrial, StudyMeta, open_study
+from nas.studies import NewTrial, StudyMeta, open_storage, open_study
 from nas.studies import _study as study_module
 from nas.studies._bulk import finished_count, read_finished, write_trials
+from tests.pg_server import STORAGES
 
 SPACE = SearchSpace("bulk", [Gene("w", (1, 2, 3)), Gene("act", ("relu", "gelu"))])
 DISTRIBUTIONS = SPACE.optuna_distributions()
@@ -54,18 +56,25 @@ def summary(t: FrozenTrial) -> tuple:
             t.datetime_start, t.datetime_complete)
 
 
-def storages(tmp_path: Path) -> dict[str, object]:
-    return {
-        "sqlite": RDBStorage(f"sqlite:///{tmp_path / 'b.db'}"),
-        "memory": InMemoryStorage(),
-        "journal": JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))),
-    }
+def make_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if kind in ("sqlite", "postgres"):
+        return open_storage(rdb_url(kind, tmp_path, request))
+    if kind == "memory":
+        return InMemoryStorage()
+    return JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory", "journal"])
-def test_a_bulk_batch_reads_back_like_trials_written_one_by_one(tmp_path: Path,
-                                                                kind: str) -> None:
-    storage = storages(tmp_path)[kind]
+def rdb_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new database: an SQLite file in ``tmp_path``, or a PostgreSQL database."""
+    if kind == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'b.db'}"
+
+
+@pytest.mark.parametrize("kind", [*STORAGES, "memory", "journal"])
+def test_a_bulk_batch_reads_back_like_trials_written_one_by_one(
+        tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    storage = make_storage(kind, tmp_path, request)
     bulk_id = storage.create_new_study(DIRECTIONS, "bulk")
     one_id = storage.create_new_study(DIRECTIONS, "one")
     for t in batch():
@@ -74,16 +83,18 @@ def test_a_bulk_batch_reads_back_like_trials_written_one_by_one(tmp_path: Path,
     numbers = write_trials(storage, bulk_id, batch()[:3]) + write_trials(storage, bulk_id,
                                                                           batch()[3:])
     assert numbers == list(range(7))
-    if kind == "sqlite":  # read by a new connection, through Optuna's cache as users do
-        storage = optuna.storages.get_storage(f"sqlite:///{tmp_path / 'b.db'}")
+    if kind in ("sqlite", "postgres"):  # read by a new connection, through Optuna's cache
+        storage = optuna.storages.get_storage(storage.url)  # as users do
     bulk = storage.get_all_trials(bulk_id)
     one = storage.get_all_trials(one_id)
     assert [summary(t) for t in bulk] == [summary(t) for t in one]
     assert bulk[3].values[1] == math.inf and bulk[4].state == TrialState.FAIL
 
 
-def test_fast_reads_give_what_optuna_reads(tmp_path: Path) -> None:
-    storage = RDBStorage(f"sqlite:///{tmp_path / 'b.db'}")
+@pytest.mark.parametrize("kind", STORAGES)
+def test_fast_reads_give_what_optuna_reads(tmp_path: Path, kind: str,
+                                           request: pytest.FixtureRequest) -> None:
+    storage = make_storage(kind, tmp_path, request)
     study_id = storage.create_new_study(DIRECTIONS, "s")
     write_trials(storage, study_id, batch())
     running = storage.create_new_trial(study_id)  # unfinished trials are not read
@@ -103,9 +114,12 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_bulk_writes import trial
 from optuna.storages import RDBStorage
+from nas.studies import open_storage
 from nas.studies._bulk import write_trials
 
-storage = RDBStorage({url!r}, engine_kwargs={{"connect_args": {{"timeout": 60}}}})
+url = {url!r}
+storage = (RDBStorage(url, engine_kwargs={{"connect_args": {{"timeout": 60}}}})
+           if url.startswith("sqlite") else open_storage(url))
 study_id = storage.get_study_id_from_name("shared")
 for b in range(20):
     write_trials(storage, study_id, [trial({worker} * 1000 + b * 25 + i) for i in range(25)])
@@ -113,9 +127,11 @@ for b in range(20):
 
 
 @pytest.mark.slow
-def test_workers_writing_batches_to_one_study_never_share_a_number(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    RDBStorage(url).create_new_study(DIRECTIONS, "shared")
+@pytest.mark.parametrize("kind", STORAGES)
+def test_workers_writing_batches_to_one_study_never_share_a_number(
+        tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    url = rdb_url(kind, tmp_path, request)
+    open_storage(url).create_new_study(DIRECTIONS, "shared")
     workers = [
         subprocess.Popen([sys.executable, "-c", textwrap.dedent(_WORKER.format(
             tests=str(Path(__file__).parent), url=url, worker=w))])
@@ -143,8 +159,8 @@ def new(w: int, act: str = "relu", key: str | None = None) -> NewTrial:
                     feasible=True, cache_key=key or f"{w}{act}")
 
 
-def test_add_many_writes_all_or_nothing(tmp_path: Path) -> None:
-    study = open_study("s", f"sqlite:///{tmp_path / 's.db'}", meta=META, space=SPACE)
+def test_add_many_writes_all_or_nothing(storage_url: str) -> None:
+    study = open_study("s", storage_url, meta=META, space=SPACE)
     with pytest.raises(ValueError, match="must be one of"):
         study.add_many([new(1), new(7), new(2)])
     assert len(study) == 0 and study.trials() == []
@@ -154,8 +170,8 @@ def test_add_many_writes_all_or_nothing(tmp_path: Path) -> None:
 
 
 def test_another_workers_trials_are_read_at_most_once_per_interval(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = storage_url
     mine = open_study("s", url, meta=META, space=SPACE)
     other = open_study("s", url, meta=META, space=SPACE)
     assert mine.lookup("nothing") is None  # a read

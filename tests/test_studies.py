@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from torch import nn
 
 from nas import Condition, Config, Gene, SearchSpace, SubnetShape, Supernet
@@ -29,6 +30,8 @@ from nas.studies import (
     load_study,
     open_study,
 )
+from nas.studies._storage import sqlite_path
+from tests.pg_server import STORAGES
 
 SPACE = SearchSpace(
     "toy",
@@ -60,8 +63,34 @@ def db(tmp_path: Path, empty_db: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=STORAGES)
+def store(request: pytest.FixtureRequest, db: Path) -> str:
+    """A fresh study database: a copy of the empty SQLite file, then a new PostgreSQL
+    database (the ``postgres`` tests)."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return url(db)
+
+
 def url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def snapshot(store: str) -> str:
+    """Everything in a study database: the SQLite file's bytes, or every row of every
+    table of a server database."""
+    path = sqlite_path(store)
+    if path is not None:
+        return digest(path)
+    engine = sqlalchemy.create_engine(store, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            tables = sorted(sqlalchemy.inspect(connection).get_table_names())
+            rows = [sorted(map(repr, connection.execute(sqlalchemy.text(
+                f'SELECT * FROM "{table}"')))) for table in tables]
+    finally:
+        engine.dispose()
+    return hashlib.sha256(repr((tables, rows)).encode()).hexdigest()
 
 
 def add(study, values: dict, accuracy: float, latency: float) -> int:
@@ -74,8 +103,8 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_add_trials_lookup_round_trip(db: Path) -> None:
-    study = open_study("hat-rpi4", url(db), meta=META, space=SPACE)
+def test_add_trials_lookup_round_trip(store: str) -> None:
+    study = open_study("hat-rpi4", store, meta=META, space=SPACE)
     n0 = add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
     n1 = add(study, {"depth": 2, "width.0": 16, "width.1": 8}, 0.8, 12.0)
     assert (n0, n1) == (0, 1) and len(study) == 2
@@ -94,13 +123,13 @@ def test_add_trials_lookup_round_trip(db: Path) -> None:
     assert frozen.user_attrs["cache_key"] == records[1].cache_key
     assert [d.name for d in study.optuna_study.directions] == ["MAXIMIZE", "MINIMIZE"]
     # a fresh process sees the same
-    again = load_study("hat-rpi4", url(db))
+    again = load_study("hat-rpi4", store)
     assert again.trials() == records and again.meta == META
     assert again.space is not None and again.space.to_spec() == SPACE.to_spec()
 
 
-def test_nan_objective_is_stored_as_failed(db: Path) -> None:
-    study = open_study("s", url(db), meta=META, space=SPACE)
+def test_nan_objective_is_stored_as_failed(store: str) -> None:
+    study = open_study("s", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, math.nan, 4.0)
     (record,) = study.trials()
     assert record.failed and not record.feasible and math.isnan(record.metrics["accuracy"])
@@ -116,13 +145,13 @@ def test_add_rejects_missing_objective_and_foreign_config(db: Path) -> None:
                   feasible=True, cache_key="k")
 
 
-def test_reopen_with_other_supernet_raises_and_touches_nothing(db: Path) -> None:
-    study = open_study("hat-rpi4", url(db), meta=META, space=SPACE)
+def test_reopen_with_other_supernet_raises_and_touches_nothing(store: str) -> None:
+    study = open_study("hat-rpi4", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
-    before = digest(db)
+    before = snapshot(store)
     other = dataclasses.replace(META, supernet="ofa", checkpoint_hash="fff999")
     with pytest.raises(StudyMismatchError) as err:
-        open_study("hat-rpi4", url(db), meta=other, space=SPACE)
+        open_study("hat-rpi4", store, meta=other, space=SPACE)
     assert str(err.value) == (
         "study 'hat-rpi4' belongs to supernet 'hat' (checkpoint abc123), "
         "not 'ofa' (checkpoint fff999)"
@@ -130,9 +159,9 @@ def test_reopen_with_other_supernet_raises_and_touches_nothing(db: Path) -> None
     assert "\n" not in str(err.value)
     new_checkpoint = dataclasses.replace(META, checkpoint_hash="abc124")
     with pytest.raises(StudyMismatchError, match="checkpoint abc123"):
-        open_study("hat-rpi4", url(db), meta=new_checkpoint, space=SPACE)
-    assert digest(db) == before
-    assert load_study("hat-rpi4", url(db)).meta == META
+        open_study("hat-rpi4", store, meta=new_checkpoint, space=SPACE)
+    assert snapshot(store) == before
+    assert load_study("hat-rpi4", store).meta == META
 
 
 @pytest.mark.parametrize(
@@ -168,34 +197,34 @@ def test_reopen_with_other_space_definition_raises(db: Path) -> None:
          "created with budget latency_ms <= 10, this run asks for latency_ms <= 5"),
     ],
 )
-def test_a_resumed_study_keeps_its_settings(db: Path, change: dict, message: str) -> None:
+def test_a_resumed_study_keeps_its_settings(store: str, change: dict, message: str) -> None:
     """Issue 14: resuming with another budget used to rewrite the stored one silently
     (and a seed or algorithm the replay depends on); now it is refused, unchanged."""
-    study = open_study("s", url(db), meta=META, space=SPACE)
+    study = open_study("s", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
-    before = digest(db)
+    before = snapshot(store)
     with pytest.raises(StudyMismatchError, match=message) as err:
-        open_study("s", url(db), meta=dataclasses.replace(META, **change))
+        open_study("s", store, meta=dataclasses.replace(META, **change))
     assert "\n" not in str(err.value)
-    assert digest(db) == before
-    assert load_study("s", url(db)).meta == META
+    assert snapshot(store) == before
+    assert load_study("s", store).meta == META
 
 
-def test_change_budget_continues_under_the_new_budget_and_records_it(db: Path) -> None:
-    study = open_study("s", url(db), meta=META, space=SPACE)
+def test_change_budget_continues_under_the_new_budget_and_records_it(store: str) -> None:
+    study = open_study("s", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
     add(study, {"depth": 1, "width.0": 16}, 0.6, 8.0)
     tighter = dataclasses.replace(META, constraints=({"metric": "latency_ms", "upper": 5.0},))
-    reopened = open_study("s", url(db), meta=tighter, change_budget=True)
+    reopened = open_study("s", store, meta=tighter, change_budget=True)
     assert [r.feasible for r in reopened.trials()] == [True, False]  # recomputed
     assert reopened.space is not None and reopened.space.name == "toy"
-    assert load_study("s", url(db)).meta == tighter
+    assert load_study("s", store).meta == tighter
     assert reopened.problem().constraints[0].upper == 5.0
-    (change,) = load_study("s", url(db)).budget_changes()
+    (change,) = load_study("s", store).budget_changes()
     assert change["trials"] == 2 and change["at"]
     assert change["from"] == [{"metric": "latency_ms", "upper": 10.0}]
     assert change["to"] == [{"metric": "latency_ms", "upper": 5.0}]
-    assert describe_study("s", url(db))["budget_changes"] == [change]
+    assert describe_study("s", store)["budget_changes"] == [change]
 
 
 def test_reading_a_missing_database_never_creates_it(tmp_path: Path) -> None:
@@ -210,37 +239,37 @@ def test_reading_a_missing_database_never_creates_it(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
-def test_missing_study_and_listing(db: Path) -> None:
-    assert list_studies(url(db)) == []
+def test_missing_study_and_listing(store: str) -> None:
+    assert list_studies(store) == []
     with pytest.raises(StudyNotFoundError, match="studies there: none"):
-        open_study("nope", url(db), meta=META, create=False)
-    open_study("b-study", url(db), meta=META, space=SPACE)
-    study = open_study("a-study", url(db), meta=META, space=SPACE)
+        open_study("nope", store, meta=META, create=False)
+    open_study("b-study", store, meta=META, space=SPACE)
+    study = open_study("a-study", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)
     with pytest.raises(StudyNotFoundError, match=r"'nope' in .*; studies there: a-study, b-st"):
-        load_study("nope", url(db))
-    summaries = list_studies(url(db))
+        load_study("nope", store)
+    summaries = list_studies(store)
     assert [(s.name, s.trials, s.supernet, s.hardware) for s in summaries] == [
         ("a-study", 1, "hat", "rpi4"), ("b-study", 0, "hat", "rpi4")
     ]
-    delete_study("a-study", url(db))
-    assert [s.name for s in list_studies(url(db))] == ["b-study"]
+    delete_study("a-study", store)
+    assert [s.name for s in list_studies(store)] == ["b-study"]
     with pytest.raises(StudyNotFoundError, match="studies there: b-study"):
-        delete_study("a-study", url(db))
+        delete_study("a-study", store)
 
 
-def test_foreign_optuna_studies(db: Path) -> None:
-    foreign = optuna.create_study(study_name="theirs", storage=url(db))
+def test_foreign_optuna_studies(store: str) -> None:
+    foreign = optuna.create_study(study_name="theirs", storage=store)
     foreign.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}))
     with pytest.raises(StudyMismatchError, match="not created by nas"):
-        open_study("theirs", url(db), meta=META, space=SPACE)
+        open_study("theirs", store, meta=META, space=SPACE)
     with pytest.raises(ValueError, match="not created by nas"):
-        load_study("theirs", url(db))
-    assert [(s.name, s.supernet) for s in list_studies(url(db))] == [("theirs", None)]
+        load_study("theirs", store)
+    assert [(s.name, s.supernet) for s in list_studies(store)] == [("theirs", None)]
     # an empty, unlabelled study with the right directions (a crash right after creating
     # it) is adopted
-    optuna.create_study(study_name="empty", storage=url(db), directions=["maximize", "minimize"])
-    assert open_study("empty", url(db), meta=META, space=SPACE).meta == META
+    optuna.create_study(study_name="empty", storage=store, directions=["maximize", "minimize"])
+    assert open_study("empty", store, meta=META, space=SPACE).meta == META
 
 
 def test_storage_errors_are_one_line_value_errors(tmp_path: Path) -> None:
@@ -320,8 +349,8 @@ class TinySupernet(Supernet):
         return {}
 
 
-def _filled(db: Path):
-    study = open_study("s", url(db), meta=META, space=SPACE)
+def _filled(store: str):
+    study = open_study("s", store, meta=META, space=SPACE)
     add(study, {"depth": 1, "width.0": 8}, 0.5, 4.0)  # front
     add(study, {"depth": 1, "width.0": 16}, 0.7, 8.0)  # front
     add(study, {"depth": 2, "width.0": 8, "width.1": 8}, 0.4, 9.0)  # dominated
@@ -329,9 +358,9 @@ def _filled(db: Path):
     return study
 
 
-def test_describe_study(db: Path) -> None:
-    _filled(db)
-    document = describe_study("s", url(db))
+def test_describe_study(store: str) -> None:
+    _filled(store)
+    document = describe_study("s", store)
     assert json.loads(json.dumps(document)) == document
     assert document["trials"] == 4 and document["feasible"] == 3 and document["failed"] == 0
     assert [(p["trial"], p["accuracy"], p["latency_ms"]) for p in document["pareto"]] == [
@@ -343,22 +372,22 @@ def test_describe_study(db: Path) -> None:
     assert document["hypervolume"] == pytest.approx(0.34)
 
 
-def test_export_of_an_unfinished_trial_says_its_state(db: Path, tmp_path: Path) -> None:
+def test_export_of_an_unfinished_trial_says_its_state(store: str, tmp_path: Path) -> None:
     """Issue 14: a RUNNING or PRUNED trial was reported as missing ("no trial 15")."""
-    _filled(db)
-    optuna_study = load_study("s", url(db)).optuna_study
+    _filled(store)
+    optuna_study = load_study("s", store).optuna_study
     running = optuna_study.ask()
     pruned = optuna_study.ask()
     optuna_study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     for trial, state in ((running.number, "RUNNING"), (pruned.number, "PRUNED")):
         with pytest.raises(ValueError, match=f"trial {trial} of study 's' is {state}: ") as err:
-            export_trial("s", trial, tmp_path / "x", storage=url(db), supernet=TinySupernet())
+            export_trial("s", trial, tmp_path / "x", storage=store, supernet=TinySupernet())
         assert "finished trials 0 to 3" in str(err.value)
     assert not (tmp_path / "x").exists()
 
 
 def test_export_trial_and_pareto(db: Path, tmp_path: Path) -> None:
-    _filled(db)
+    _filled(url(db))
     out = export_trial("s", 1, tmp_path / "one", storage=url(db), supernet=TinySupernet())
     config = json.loads((out / "config.json").read_text())
     assert config["family"] == "tiny" and config["subnet_config"] == {"width": 16}
