@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -294,3 +295,34 @@ def test_clicking_a_front_point_shows_its_subnet_and_export_command(server, stor
     assert trial in _pareto_trials(storage, PIXEL)
     picked = browser.find_elements(By.CSS_SELECTOR, "tr.picked")
     assert [row.get_attribute("data-trial") for row in picked] == [str(trial)]
+
+
+def test_a_postgres_study_is_served_like_the_sqlite_one(storage, postgres_url, tmp_path):
+    """The same search written to PostgreSQL gives the same pages, but for the URL."""
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "search", "--supernet", "nb201", *SEARCHES[PIXEL],
+         "--evals", "12", "--algorithm", "random", "--study", PIXEL, "--storage", postgres_url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    pages = {}
+    for url in (storage, postgres_url):
+        running = serving(make_server(url, port=0))
+        server = next(running)
+        try:
+            pages[url] = [_get(server.url + path) for path in
+                          ("", f"compare?study={quote(PIXEL)}")]
+        finally:
+            next(running, None)
+    (index, index_status), (compare, compare_status) = [
+        (html, status) for status, html in pages[postgres_url]]
+    assert index_status == compare_status == 200
+    assert "<td>nb201</td><td>pixel3</td>" in index
+    trials = _pareto_trials(postgres_url, PIXEL)
+    assert trials == _pareto_trials(storage, PIXEL)
+    for trial in trials:
+        assert f'<tr data-trial="{trial}">' in compare
+    assert f"--storage {postgres_url}" in compare
+    def same(html: str, url: str) -> str:  # plotly names each figure's div afresh
+        return re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "ID", html.replace(url, "URL"))
+
+    assert same(compare, postgres_url) == same(pages[storage][1][1], storage)

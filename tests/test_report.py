@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -170,3 +171,27 @@ def test_counts_that_cannot_be_made_show_a_dash_and_say_why(studies):
     html = build_report([study], supernets={"nb201": other})
     assert "\u2014<sup>[1]</sup>" in html
     assert "[1] the available nb201 checkpoint (000000000000) is not the study" in html
+
+
+def test_a_postgres_study_reports_like_the_sqlite_one(studies, postgres_url, tmp_path):
+    """The same search written to PostgreSQL: the same report, but for the URL."""
+    result = run_nas("search", "--supernet", "nb201", *SEARCHES[PIXEL], "--evals", "12",
+                     "--algorithm", "random", "--study", PIXEL, "--storage", postgres_url,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    html = {}
+    for url in (_storage(studies), postgres_url):
+        out = tmp_path / f"{len(html)}.html"
+        result = run_nas("report", "--study", PIXEL, "--out", str(out), "--storage", url,
+                         cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        text = out.read_text(encoding="utf-8").replace(url, "URL")
+        text = re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "ID", text)  # plotly divs
+        html[url] = re.sub(r"Created [^ ]+ by", "Created TIME by", text)
+    page = _Page()
+    page.feed(html[postgres_url])
+    shown = json.loads(run_nas("studies", "show", PIXEL, "--json", "--storage", postgres_url,
+                               cwd=tmp_path).stdout)
+    assert page.row_trials[PIXEL] == [p["trial"] for p in shown["pareto"]]
+    assert page.settings()["trials"] == ["12"]
+    assert html[postgres_url] == html[_storage(studies)]
