@@ -8,6 +8,7 @@ from nas._pareto import (
     normalised_points,
     pareto_front,
 )
+from nas.studies._audit import RepeatedConfig, StaleTrial, StudyAudit, audit_study
 from nas.studies._export import export_pareto, export_trial
 from nas.studies._html_report import build_report
 from nas.studies._pareto import ParetoPoint, front_of, pareto_points, search_hypervolume
@@ -33,12 +34,16 @@ __all__ = [
     "NewTrial",
     "ParetoArchive",
     "ParetoPoint",
+    "RepeatedConfig",
+    "StaleTrial",
     "Study",
+    "StudyAudit",
     "StudyMeta",
     "StudyMismatchError",
     "StudyNotFoundError",
     "StudySummary",
     "TrialRecord",
+    "audit_study",
     "build_report",
     "default_storage",
     "delete_study",

@@ -81,7 +81,8 @@ READ_ONLY = {
     "agent": "serves measurements",
     "dashboard": "serves pages",
     "hw list": "", "hw show": "", "hw check": "records its figures in the study",
-    "studies list": "", "studies show": "", "supernets list": "", "supernets show": "",
+    "studies list": "", "studies show": "", "studies audit": "",
+    "supernets list": "", "supernets show": "",
     "predictor eval": "", "quant sensitivity": "", "quant allocate": "",
 }
 

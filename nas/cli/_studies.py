@@ -71,6 +71,36 @@ def show(
     out.print(f"hypervolume {document['hypervolume']:.4f}", highlight=False)
 
 
+def _positive_seconds(value: float) -> float:
+    if not value > 0 or value == float("inf"):
+        raise typer.BadParameter(f"must be a positive number of seconds, got {value:g}")
+    return value
+
+
+@app.command("audit")
+@user_errors
+def audit(
+    name: str = typer.Argument(..., callback=study_name, help="Study name."),
+    storage: str | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    stale_after: float = typer.Option(
+        300.0, "--stale-after", metavar="SECONDS", callback=_positive_seconds,
+        help="A RUNNING trial with no heartbeat (or, without heartbeats, no start) for "
+             "this long is stale."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """A study's health when many workers write it: trials by state, configs evaluated
+    more than once, stale running trials. Exit code 0 if healthy, 1 if not."""
+    from nas.studies import audit_study, default_storage
+
+    report = audit_study(name, storage or default_storage(), stale_after=stale_after)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        typer.echo(report.summary())
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
 @app.command("export")
 @user_errors
 def export(
