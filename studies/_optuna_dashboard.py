@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from nas.studies._http_guard import IDLE_TIMEOUT_S, RequestGuard, refusal_headers
+from nas.studies._storage import open_storage
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -84,8 +85,9 @@ def start_optuna_dashboard(storage: str, host: str, port: int, *, allow_writes: 
         raise ValueError("optuna-dashboard is not installed (pip install optuna-dashboard); "
                          "or pass --no-optuna") from None
     guard = RequestGuard(host, allowed_hosts, allow_writes=allow_writes, read_only=READ_ONLY)
+    app = wsgi(open_storage(storage))  # our driver and pool (PostgreSQL), one-line errors
     try:
-        server = make_server(host, port, guarded(wsgi(storage), guard),
+        server = make_server(host, port, guarded(app, guard),
                              server_class=_ThreadingServer, handler_class=_QuietHandler)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:

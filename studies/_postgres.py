@@ -4,8 +4,9 @@ Many workers, on one machine or many, can share a study on a PostgreSQL server; 
 serialises every writer on one file and cannot be shared between hosts. What this
 module adds to Optuna's ``RDBStorage`` for that:
 
-* **The driver.** ``postgresql://`` means psycopg2 to SQLAlchemy, which nas does not
-  ship; such URLs (and ``postgres://``) are mapped to psycopg 3,
+* **The driver.** ``postgresql://`` means psycopg2 to SQLAlchemy before 2.1 (psycopg 3
+  from 2.1 on), and nas does not ship psycopg2; such URLs (and ``postgres://``, which
+  SQLAlchemy does not know) are mapped to psycopg 3,
   ``postgresql+psycopg://``, installed by the ``postgres`` extra. A URL naming another
   driver (``postgresql+psycopg2://``) is used as it is.
 * **A bounded pool.** A server allows 100 connections by default and every worker

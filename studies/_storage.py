@@ -66,9 +66,9 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.Base
     """An Optuna storage for ``url`` (a URL string, or a storage object passed through).
 
     ``postgresql://`` URLs are opened with psycopg 3 (``postgresql+psycopg://``, the
-    ``postgres`` extra), not SQLAlchemy's default psycopg2, with a small connection pool
-    that survives a server restart (:mod:`nas.studies._postgres`); a process opens each
-    server database once, and later calls return the same storage.
+    ``postgres`` extra) whatever SQLAlchemy's default driver (psycopg2 before 2.1), with
+    a small connection pool that survives a server restart (:mod:`nas.studies._postgres`);
+    a process opens each server database once, and later calls return the same storage.
 
     Raises:
         ValueError: the URL is malformed, its SQLite file's directory is missing, the

@@ -326,3 +326,12 @@ def test_a_postgres_study_is_served_like_the_sqlite_one(storage, postgres_url, t
         return re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "ID", html.replace(url, "URL"))
 
     assert same(compare, postgres_url) == same(pages[storage][1][1], storage)
+    # optuna-dashboard too, given a plain postgresql:// URL
+    server = start_optuna_dashboard(postgres_url.replace("+psycopg", ""), "127.0.0.1", 0)
+    try:
+        status, body = _get(optuna_dashboard_url(server).replace("/dashboard", "/api/studies"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 200
+    assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == [PIXEL]

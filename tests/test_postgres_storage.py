@@ -61,11 +61,12 @@ def nas_connections(url: str) -> int:
 def test_a_plain_postgresql_url_opens_with_psycopg_and_a_bounded_pool(postgres_url: str) -> None:
     storage = open_storage(plain(postgres_url))
     engine = storage.engine
-    assert engine.url.drivername == "postgresql+psycopg"  # not SQLAlchemy's psycopg2
+    assert engine.url.drivername == "postgresql+psycopg"  # not psycopg2 (SQLAlchemy < 2.1)
     assert engine.pool.size() == _postgres.POOL_SIZE
     assert engine.pool._max_overflow == _postgres.MAX_OVERFLOW
     assert engine.pool._pre_ping
     assert open_storage(postgres_url) is storage  # one pool per process and database
+    assert open_storage(postgres_url.replace(_postgres.DRIVER, "postgres", 1)) is storage
     study = open_study("s", plain(postgres_url), meta=META, space=SPACE)
     study.add_many([new(1), new(2)])
     # many opens and eight threads reading at once: one connection stays open
