@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
+from pg_server import STORAGES  # as a top-level module: the SIGKILL script imports this file
 from torch import nn
 
 from nas import Condition, Config, Gene, SearchSpace, SubnetShape, Supernet
@@ -151,6 +152,25 @@ def new_storage(tmp_path: Path, empty_db: Path):
 @pytest.fixture
 def storage(new_storage) -> str:
     return new_storage()
+
+
+@pytest.fixture(params=STORAGES)
+def any_new_storage(request: pytest.FixtureRequest, new_storage):
+    """Makes URLs of fresh, empty study databases: SQLite files, then PostgreSQL
+    databases (the ``postgres`` tests)."""
+    if request.param == "sqlite":
+        yield new_storage
+        return
+    databases = request.getfixturevalue("postgres_databases")
+    made: list[str] = []
+
+    def make(name: str = "") -> str:
+        made.append(databases.create())
+        return made[-1]
+
+    yield make
+    for url in made:
+        databases.drop(url)
 
 
 # -- problem ---------------------------------------------------------------------------
@@ -373,9 +393,9 @@ def test_rerunning_a_finished_search_evaluates_nothing(storage: str) -> None:
     assert again.evaluations == 12 and again.pareto == first.pareto
 
 
-def test_resume_continues_exactly_where_the_run_stopped(new_storage) -> None:
-    whole = new_storage("whole.db")
-    parts = new_storage("parts.db")
+def test_resume_continues_exactly_where_the_run_stopped(any_new_storage) -> None:
+    whole = any_new_storage("whole.db")
+    parts = any_new_storage("parts.db")
     uninterrupted, whole_study, _ = search(whole, 20, pop_size=8)
     first, _, _ = search(parts, 10, pop_size=8)
     assert first.new_evaluations == 10
@@ -466,12 +486,12 @@ run_search(problem, get_algorithm("nsga2", problem, seed=0, pop_size=8),
 
 @pytest.mark.slow
 @pytest.mark.parametrize("commit_seconds", [0, 1.0])
-def test_sigkill_mid_search_loses_no_finished_trial(tmp_path: Path, new_storage,
+def test_sigkill_mid_search_loses_no_finished_trial(tmp_path: Path, any_new_storage,
                                                     commit_seconds: float) -> None:
     """With ``commit_seconds=0`` every reported evaluation survives a SIGKILL; with
     batched commits the last second's may not, and the rerun replays them: either way
     the resumed study is the one an uninterrupted run makes."""
-    storage = new_storage("killed.db")
+    storage = any_new_storage("killed.db")
     log = tmp_path / "progress.log"
     script = tmp_path / "search.py"
     script.write_text(textwrap.dedent(_SCRIPT.format(
@@ -508,7 +528,7 @@ def test_sigkill_mid_search_loses_no_finished_trial(tmp_path: Path, new_storage,
                         Evaluator(supernet, FakeTask(), FakeTarget()), study, n_evals=24,
                         progress=False)
     assert result.new_evaluations == 24 - kept == supernet.activations
-    _, whole_study, _ = search(new_storage("whole.db"), 24, pop_size=8)
+    _, whole_study, _ = search(any_new_storage("whole.db"), 24, pop_size=8)
     assert configs_of(study) == configs_of(whole_study)
 
 
