@@ -64,7 +64,8 @@ nas_postgres_start() {
         fi
         NAS_TEST_PG_USER=postgres
     fi
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/nas-postgres.XXXXXX")
+    # as root, under /tmp: the postgres account must be able to reach the folder
+    dir=$(mktemp -d "$([ -n "$NAS_TEST_PG_USER" ] && echo /tmp || echo "${TMPDIR:-/tmp}")/nas-postgres.XXXXXX")
     [ -n "$NAS_TEST_PG_USER" ] && chown "$NAS_TEST_PG_USER" "$dir"
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     export NAS_TEST_PG_USER NAS_TEST_PG_CTL="$bindir/pg_ctl" NAS_TEST_PGDATA="$dir/data"
