@@ -5,7 +5,7 @@ of 8 experts, top-2), so a re-shipped model is benchmarked as shipped. It is com
 to 6 and 4 experts per layer (25% and 50% of the experts removed; totals = per layer x
 layers) by every method of :func:`nas.compress._experts.merge_experts` (``sub-moe``,
 ``hc-smoe``, ``freq-avg``, ``prune``, ``naee``, ``random``), with both per-layer
-allocations (``uniform`` and the default ``redundancy``), over ``--seeds`` seeds. The seed
+allocations (``uniform``, the default, and ``redundancy``), over ``--seeds`` seeds. The seed
 draws the calibration windows (32 random train windows of 64 bytes, what ``nas compress
 merge-experts`` uses) and K-means' and the random grouping's seed. Also Sub-MoE and
 ``freq-avg`` with every merged matrix at rank ``--rank`` (half of the full rank 64).
@@ -44,7 +44,8 @@ from nas.compress._experts import list_merge_methods, merge_experts
 from nas.compress._lm_jobs import count_params, heldout_loss, train_windows
 from nas.hardware._profile import measure_latency
 from nas.supernets.tasks._lm import PydocLMTask
-from nas.supernets.training._models import load_zoo_model
+from nas.supernets.training._models import load_zoo_model, model_recipe
+from nas.supernets.training._zoo import zoo_dir
 
 RESULTS = Path(__file__).parent / "results" / "moe_merge.json"
 MODEL = "moe-pydoc"
@@ -67,6 +68,14 @@ def tokens_per_s(model: torch.nn.Module, batch: torch.Tensor, *, repeats: int) -
                                    min_repeats=repeats, max_repeats=3 * repeats, rel_ci=0.03,
                                    clock=time.thread_time)
     return batch.numel() / (measured.median_ms / 1e3)
+
+
+def shipped_recipe() -> dict[str, Any]:
+    """How the benchmarked export was trained (its recorded recipe, warm start included)."""
+    meta = json.loads((zoo_dir() / model_recipe(MODEL).stem / "config.json").read_text())
+    recipe = meta["metadata"]["recipe"]
+    keep = ("steps", "batch_size", "lr", "seed", "extra_loss", "warm_start")
+    return {k: recipe[k] for k in keep if k in recipe} | {"command": meta["metadata"]["command"]}
 
 
 def score(model: torch.nn.Module, windows: int) -> dict[str, float]:
@@ -216,6 +225,7 @@ def main() -> None:
     source["tokens_per_s_end"] = tokens_per_s(source_model, timed, repeats=repeats)
     result = {
         "model": f"{MODEL} (zoo, as loaded by load_zoo_model)",
+        "model_recipe": shipped_recipe(),
         "method": "Sub-MoE (Li et al. 2025, arXiv 2506.23266) and baselines, "
                   "compress/_experts.py",
         "eval": {"split": "validation", "windows": windows, "length": LENGTH,

@@ -59,8 +59,8 @@ def merge_experts_job(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Merge ``source``'s experts down to ``experts`` per layer on average (``experts``
-    times its layers in total, spread over the layers by the method's allocation, the
-    global target of Sub-MoE); write the export to ``out``; return the summary.
+    times its layers in total, spread evenly over the layers); write the export to
+    ``out``; return the summary.
 
     Args:
         source: a zoo name (``moe-pydoc``) or an export folder of a ``moe-lm`` model.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.supernets.moe import MoELM, collect_moe_stats
-from nas.supernets.moe.model import FactoredLinear
+from nas.supernets.moe.model import FactoredLinear, upcycle
 from nas.supernets.tasks._lm import PydocLMTask
 
 TINY = {"d_model": 16, "n_heads": 2, "context": 8, "n_layers": 2, "ffn_dim": 24}
@@ -151,3 +151,27 @@ def test_collect_stats_rejects_bad_tokens() -> None:
         collect_moe_stats(tiny(), torch.randn(2, 8))
     with pytest.raises(ValueError, match="max_tokens"):
         collect_moe_stats(tiny(), tokens(), max_tokens=0)
+
+
+def test_upcycling_copies_the_dense_ffn_into_every_expert_and_keeps_the_output() -> None:
+    torch.manual_seed(0)
+    dense = MoELM(d_model=16, n_heads=2, context=8, n_layers=2, ffn_dim=12, n_experts=1,
+                  top_k=1).eval()
+    sparse = upcycle(dense, n_experts=4, top_k=2).eval()
+    assert sparse.experts_per_layer == [4, 4] and sparse.top_k == 2
+    for old, new in zip(dense.moe_layers, sparse.moe_layers):
+        assert new.router.weight.shape == (4, 16)
+        for expert in new.experts:
+            for name in ("w1", "w2", "w3"):
+                assert torch.equal(getattr(expert, name).weight,
+                                   getattr(old.experts[0], name).weight)
+    tokens = torch.randint(0, 256, (3, 8))
+    torch.testing.assert_close(sparse(tokens), dense(tokens), atol=1e-5, rtol=0)
+    routers = [moe.router.weight for moe in sparse.moe_layers]
+    assert not torch.equal(routers[0], routers[1])  # fresh, not copies
+
+
+def test_upcycling_needs_a_dense_model() -> None:
+    with pytest.raises(ValueError, match="n_experts=1"):
+        upcycle(MoELM(d_model=16, n_heads=2, n_layers=1, ffn_dim=8, n_experts=2, top_k=1),
+                n_experts=4, top_k=2)

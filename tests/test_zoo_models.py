@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from nas.supernets import (
     MambaLM,
     ModelRecipe,
     MoELM,
+    WarmStart,
     list_zoo_models,
     load_zoo_model,
     model_recipe,
     train_model,
 )
 from nas.supernets._export import load_subnet
+from nas.supernets.moe import upcycle
 from nas.supernets.tasks._lm import PydocLMTask
 from nas.supernets.training._models import CHECK_WINDOWS
 from nas.supernets.training._zoo import zoo_dir
@@ -79,6 +82,32 @@ def test_same_seed_same_weights(tiny: ModelRecipe, tmp_path: Path) -> None:
     train_model(TINY, steps=3, seed=4, out=tmp_path / "c", progress=False)
     c = load_subnet(tmp_path / "c").state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_warm_start_trains_first_then_converts(
+        tiny: ModelRecipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    converted = []
+
+    def convert(first: torch.nn.Module) -> torch.nn.Module:
+        converted.append({k: v.clone() for k, v in first.state_dict().items()})
+        return upcycle(first, n_experts=4, top_k=2)
+
+    def build_dense(task: PydocLMTask) -> MoELM:
+        return MoELM(d_model=16, n_heads=2, context=task.context, n_layers=1, ffn_dim=16,
+                     n_experts=1, top_k=1)
+
+    stage = WarmStart("upcycling", build=build_dense, steps=4, convert=convert)
+    monkeypatch.setitem(MODEL_RECIPES, TINY, dataclasses.replace(tiny, warm_start=stage))
+    meta = train_model(TINY, out=tmp_path / "out", progress=False)
+    warm = meta["recipe"]["warm_start"]
+    assert warm["method"] == "upcycling" and warm["steps"] == 4 and warm["seed"] == tiny.seed
+    assert meta["recipe"]["seed"] == tiny.seed + 1 and meta["recipe"]["steps"] == tiny.steps
+    torch.manual_seed(tiny.seed)
+    untrained = build_dense(tiny.make_task()).state_dict()
+    assert len(converted) == 1 and not all(
+        torch.equal(untrained[k], converted[0][k]) for k in untrained)  # it was trained
+    model = load_subnet(tmp_path / "out")
+    assert isinstance(model, MoELM) and model.experts_per_layer == [4]
 
 
 def test_an_existing_target_is_refused_before_training(tiny: ModelRecipe, tmp_path: Path) -> None:

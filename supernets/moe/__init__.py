@@ -12,6 +12,8 @@ from nas.supernets.moe.model import (
     MoELM,
     SparseMoE,
     collect_moe_stats,
+    upcycle,
 )
 
-__all__ = ["FAMILY", "ExpertFFN", "LayerStats", "MoELM", "SparseMoE", "collect_moe_stats"]
+__all__ = ["FAMILY", "ExpertFFN", "LayerStats", "MoELM", "SparseMoE", "collect_moe_stats",
+           "upcycle"]

@@ -38,6 +38,7 @@ __all__ = [
     "MoELM",
     "SparseMoE",
     "collect_moe_stats",
+    "upcycle",
 ]
 
 FAMILY = "moe-lm"
@@ -294,6 +295,35 @@ class MoELM(nn.Module):
             "router_map": [list(rows) for rows in self.router_map],
             "expert_ranks": [list(ranks) for ranks in self.expert_ranks],
         }
+
+
+def upcycle(dense: MoELM, *, n_experts: int, top_k: int) -> MoELM:
+    """Sparse upcycling (Komatsuzaki et al., 2023): an MoE whose every expert is a copy of
+    ``dense``'s single FFN, with everything else copied and fresh routers (drawn from the
+    caller's RNG). Before any training its output is ``dense``'s: the top-k weights of
+    identical experts sum to 1.
+
+    Raises:
+        ValueError: ``dense`` is not an uncompressed one-expert :class:`MoELM`, or bad
+            ``n_experts``/``top_k``.
+    """
+    if not isinstance(dense, MoELM) or dense.n_experts != 1 or any(
+            rank is not None for ranks in dense.expert_ranks for rank in ranks):
+        raise ValueError("upcycle needs a dense MoELM (n_experts=1, no ranks), got "
+                         f"{type(dense).__name__}")
+    config = dense.subnet_config()
+    config.update(n_experts=n_experts, top_k=top_k, experts_per_layer=None, router_map=None,
+                  expert_ranks=None)
+    sparse = MoELM(**config)
+    state = {k: v for k, v in dense.state_dict().items() if ".moe." not in k}
+    for index, moe in enumerate(dense.moe_layers):
+        for name, value in moe.experts[0].state_dict().items():
+            for expert in range(n_experts):
+                state[f"blocks.{index}.moe.experts.{expert}.{name}"] = value
+    missing, unexpected = sparse.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith(".moe.router.weight") for k in missing):
+        raise AssertionError(f"upcycle state mismatch: {missing}, {unexpected}")
+    return sparse.train(dense.training)
 
 
 @dataclass(frozen=True)

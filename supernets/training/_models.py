@@ -34,7 +34,7 @@ from nas.supernets._export import load_subnet, save_subnet
 from nas.supernets.mamba.model import FAMILY as MAMBA_FAMILY
 from nas.supernets.mamba.model import FULL, MambaLM
 from nas.supernets.moe.model import FAMILY as MOE_FAMILY
-from nas.supernets.moe.model import MoELM, collect_moe_stats
+from nas.supernets.moe.model import MoELM, collect_moe_stats, upcycle
 from nas.supernets.tasks._lm import LM_TASK_NAME, VOCAB_SIZE, PydocLMTask
 from nas.supernets.training._loop import OPTIMIZER, _validate, optimizer_and_schedule
 from nas.supernets.training._zoo import _argv_command, zoo_dir
@@ -44,6 +44,7 @@ __all__ = [
     "CHECK_WINDOWS",
     "ExtraLoss",
     "ModelRecipe",
+    "WarmStart",
     "add_model_recipe",
     "list_zoo_models",
     "load_zoo_model",
@@ -75,6 +76,25 @@ class ExtraLoss:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """A first stage trained before the recipe's model and converted into it, e.g. sparse
+    upcycling: a dense model whose FFN is then copied into every expert (Mixtral-like
+    experts that start alike and are cheaper to train than experts from scratch).
+
+    Attributes:
+        method: what the conversion is, recorded with the export.
+        build: the first stage's untrained model for the task.
+        steps: its optimiser steps (same batch size, rate, schedule as the recipe).
+        convert: the recipe's model from the trained first stage (may draw from the RNG).
+    """
+
+    method: str
+    build: Callable[[Task], nn.Module]
+    steps: int
+    convert: Callable[[nn.Module], nn.Module]
+
+
+@dataclass(frozen=True)
 class ModelRecipe:
     """How a shipped plain model is built and trained (the defaults of ``nas train --model``).
 
@@ -91,6 +111,8 @@ class ModelRecipe:
         extra_loss: an extra term of the training loss, or ``None``.
         report: figures of the trained model recorded in the export's metadata under
             ``figures`` (e.g. routing shares), or ``None``.
+        warm_start: a first stage converted into the model (:class:`WarmStart`), trained
+            with ``seed``; the model's own stage then uses ``seed + 1`` (fresh batches).
     """
 
     name: str
@@ -108,6 +130,7 @@ class ModelRecipe:
     extra_loss: ExtraLoss | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     report: Callable[[nn.Module, Task], dict[str, Any]] | None = None
+    warm_start: WarmStart | None = None
 
     def make_task(self) -> Task:
         """The recipe's task, built with ``task_options``."""
@@ -178,7 +201,8 @@ def train_model(
 
     Args:
         name: the zoo model (:func:`list_zoo_models`).
-        steps, batch_size, lr, seed: override the recipe.
+        steps, batch_size, lr, seed: override the recipe (``steps`` those of the model's
+            own stage; a warm start keeps its recipe's steps).
         out: the export folder; ``zoo_dir()/<stem>`` when omitted.
         progress: show a progress bar.
         command: the command line to record; the current ``sys.argv`` when omitted.
@@ -204,9 +228,14 @@ def train_model(
     _validate(steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
               random_subnets=0, warmup=warmup, schedule=SCHEDULE)
     task = recipe.make_task()
+    stages: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
         torch.manual_seed(settings["seed"])
-        model = recipe.build(task)
+        if recipe.warm_start is None:
+            model = recipe.build(task)
+        else:
+            model, stages["warm_start"] = _warm_start(recipe, task, settings, progress)
+            settings["seed"] += 1
         trained = fit(model, task, **settings, warmup=warmup,
                       weight_decay=recipe.weight_decay, extra_loss=recipe.extra_loss,
                       progress=progress)
@@ -216,7 +245,7 @@ def train_model(
         "task_options": dict(recipe.task_options),
         "command": command if command is not None else _argv_command(),
         "recipe": {"name": recipe.name, "stem": recipe.stem, "family": recipe.family,
-                   **trained, "eval_limit": recipe.eval_limit},
+                   **trained, "eval_limit": recipe.eval_limit, **stages},
         "metrics": evaluate_model(model, task, limit=recipe.eval_limit),
     }
     if recipe.report is not None:
@@ -225,6 +254,18 @@ def train_model(
     save_subnet(model, target, family=recipe.family, metadata=metadata, overwrite=True)
     logger.info("wrote %s (%.2f MB)", target, (target / "model.safetensors").stat().st_size / 1e6)
     return metadata | {"path": str(target)}
+
+
+def _warm_start(recipe: ModelRecipe, task: Task, settings: dict[str, Any],
+                progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the recipe's first stage and convert it; the model and the stage's record."""
+    stage = recipe.warm_start
+    assert stage is not None
+    first = stage.build(task)
+    trained = fit(first, task, steps=stage.steps, batch_size=settings["batch_size"],
+                  lr=settings["lr"], seed=settings["seed"], warmup=min(1000, stage.steps // 10),
+                  weight_decay=recipe.weight_decay, progress=progress)
+    return stage.convert(first), {"method": stage.method, **trained}
 
 
 def fit(
@@ -328,6 +369,10 @@ MOE_ARCHITECTURE = {"vocab_size": VOCAB_SIZE, "d_model": 64, "n_heads": 4, "n_la
 MAMBA_ARCHITECTURE = {"vocab_size": VOCAB_SIZE, "d_model": 128, "d_state": 16, "d_conv": 4,
                       "expand": 2, "headdim": 32, "ngroups": 1, "chunk_size": 32}
 MAMBA_BLOCKS = 6
+MOE_BALANCE_WEIGHT = 0.05
+"""The MoE's load-balancing weight: our ``aux_loss`` is HF Mixtral's divided by top_k (2),
+so 0.05 is 0.025 on HF's scale, next to Mixtral's 0.02 (the README's Sub-MoE figures say
+how 0.04 compares)."""
 
 
 def _lm_task(task: Task, name: str) -> PydocLMTask:
@@ -339,6 +384,18 @@ def _lm_task(task: Task, name: str) -> PydocLMTask:
 def _build_moe(task: Task) -> nn.Module:
     """An untrained Mixtral-style MoE of the shipped size, its context that of ``task``."""
     return MoELM(**MOE_ARCHITECTURE, context=_lm_task(task, "moe-pydoc").context)
+
+
+def _build_dense_moe(task: Task) -> nn.Module:
+    """The MoE's dense twin (one expert per layer, top-1): the upcycling's first stage."""
+    return MoELM(**MOE_ARCHITECTURE | {"n_experts": 1, "top_k": 1},
+                 context=_lm_task(task, "moe-pydoc").context)
+
+
+def _upcycle_moe(dense: nn.Module) -> nn.Module:
+    assert isinstance(dense, MoELM)
+    return upcycle(dense, n_experts=MOE_ARCHITECTURE["n_experts"],
+                   top_k=MOE_ARCHITECTURE["top_k"])
 
 
 def _build_mamba(task: Task) -> nn.Module:
@@ -378,8 +435,11 @@ add_model_recipe(ModelRecipe(
     lr=3e-3,
     seed=0,
     warmup=100,
-    extra_loss=ExtraLoss("aux_loss", 0.01),
+    extra_loss=ExtraLoss("aux_loss", MOE_BALANCE_WEIGHT),
     report=_moe_report,
+    warm_start=WarmStart("sparse upcycling (Komatsuzaki et al., 2023): the dense twin's "
+                         "FFN copied into every expert, fresh routers",
+                         build=_build_dense_moe, steps=500, convert=_upcycle_moe),
 ))
 
 add_model_recipe(ModelRecipe(
