@@ -46,7 +46,7 @@ next merge costs least gives up one expert; the cost of ``g`` groups is the K-me
 inertia of the layer's normalised expert outputs (``sum`` over experts of ``2 - 2 cos``
 to their centroid), so redundant layers (similar experts) shrink first. The adaptive
 rule is ours (the paper's was not available to us beyond its abstract), and on
-``moe-pydoc`` it lost to the uniform spread in 59 of 60 method x size x seed cases
+``moe-pydoc`` it lost to the uniform spread in 56 of 60 method x size x seed cases
 (``benchmarks/results/moe_merge.json``), so it is not the default.
 """
 
