@@ -24,6 +24,9 @@ STALE_AFTER_S = 30.0
 """A running trial without a heartbeat for this long is taken as abandoned (workers beat
 every 2 s; a database restart silences them for a few seconds)."""
 POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.2
+"""The driver polls every :data:`POLL_SECONDS` while results arrive, backing off to this
+while none does: a poll is three queries, and long evaluations need few."""
 
 ResultCallback = Callable[[int, dict[str, float], float], None]
 """``(index in the batch's queued list, metrics, evaluation seconds)``, as results arrive."""
@@ -35,7 +38,8 @@ class QueueDriver:
     Args:
         queue: the study's work queue.
         stale_after: seconds without a heartbeat before a running trial is re-queued.
-        poll_seconds: how often the study is read while waiting.
+        poll_seconds: how often the study is read while results arrive (backing off
+            to :data:`MAX_POLL_SECONDS` while none does).
         check: called on every poll; raises to stop waiting (e.g. every local worker
             has exited).
     """
@@ -70,7 +74,9 @@ class QueueDriver:
                    for index, (config, key) in enumerate(items)]
         self.queue.enqueue(entries)
         results: dict[int, tuple[dict[str, float], float]] = {}
+        pause = self.poll_seconds
         while len(results) < len(entries):
+            before = len(results)
             outcomes = self.queue.outcomes(e.key for e in entries)
             missing = []
             for index, entry in enumerate(entries):
@@ -88,14 +94,17 @@ class QueueDriver:
             if missing:  # a stale trial failed but not re-queued (its driver died between)
                 self.queue.enqueue(missing)
             if len(results) < len(entries):
-                self._wait()
+                # poll quickly while results come, less often while workers are busy
+                pause = self.poll_seconds if len(results) > before else min(
+                    2 * pause, max(self.poll_seconds, MAX_POLL_SECONDS))
+                self._wait(pause)
         return [results[i] for i in range(len(entries))]
 
-    def _wait(self) -> None:
+    def _wait(self, pause: float) -> None:
         if self.check is not None:
             self.check()
         now = time.monotonic()
         if now - self._last_stale_check >= min(self.stale_after / 4, 5.0):
             self._last_stale_check = now
             self.queue.requeue_stale(self.stale_after)
-        time.sleep(self.poll_seconds)
+        time.sleep(pause)

@@ -137,8 +137,8 @@ class TrialQueue:
         max_retry: how many times a config whose worker died is enqueued again.
 
     Raises:
-        ValueError: the study's storage is not an RDB one (in memory, journal), or
-            ``max_retry`` is not a non-negative integer.
+        ValueError: the study's storage is not an RDB one (in memory, journal), the
+            study has no space, or ``max_retry`` is not a non-negative integer.
     """
 
     def __init__(self, study: Study, *, max_retry: int = MAX_RETRY) -> None:
@@ -149,6 +149,8 @@ class TrialQueue:
                 f"{study.storage!r}; use an SQLite file (sqlite:///FILE) or a server "
                 f"(postgresql://...) as --storage"
             )
+        if study.space is None:
+            raise ValueError(f"study {study.name!r} has no search space; pass space= to open it")
         if isinstance(max_retry, bool) or not isinstance(max_retry, int) or max_retry < 0:
             raise ValueError(f"max_retry must be a non-negative integer, got {max_retry!r}")
         self.study = study
@@ -287,8 +289,7 @@ class TrialQueue:
         return Outcome("missing", failures=tuple(crashed))
 
     def _template(self, entry: QueueEntry, failures: Sequence[int]) -> FrozenTrial:
-        config = self.study.space.config(entry.config) if self.study.space else entry.config
-        params = config.to_dict()
+        params = self.study.space.config(entry.config).to_dict()
         if self.study._distributions is None:
             self.study._distributions = self.study.space.optuna_distributions()
         system = {"failed_trial": failures[0], "retry_history": list(failures)} \

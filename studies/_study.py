@@ -18,6 +18,11 @@ What must match when a study is reopened, and why:
   and seed;
 * budgets: what "feasible" and "the front" mean for everything the study reports.
 
+A failed trial without metrics is not an evaluated subnet: a worker of a shared study
+died on it or its evaluation raised (:mod:`nas.studies._queue`); :meth:`Study.trials`,
+``len()`` and lookups skip it, so its config is evaluated again. (A NaN objective is
+stored as FAIL *with* its metrics: evaluated, never on a front.)
+
 A study's settings are fixed when it is created; reopening with others is a one-line
 :class:`StudyMismatchError` naming both values, and nothing is written. The one
 exception is explicit: ``open_study(..., change_budget=True)`` (``nas search

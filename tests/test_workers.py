@@ -136,6 +136,9 @@ def test_stale_trials_fail_and_are_requeued_with_their_history_up_to_the_cap(
     assert outcome.state == "failed" and "retry cap 1" in outcome.message
     assert queue.claim() is None  # past the cap: nothing re-queued
     assert len(study) == 0 and study.trials() == []
+    audit = audit_study("q", storage_url)
+    assert [lost.trials for lost in audit.lost] == [(0, 1)] and not audit.healthy
+    assert audit.summary().endswith("; 1 config lost (trials 0, 1)")
 
 
 def test_a_beating_trial_is_not_stale(storage_url: str) -> None:
@@ -327,7 +330,7 @@ def test_four_workers_survive_a_sigkill_and_a_database_restart(postgres_url: str
     assert audit.healthy, audit.summary()
     assert audit.counts["complete"] == 200 and audit.counts["running"] == 0
     assert audit.counts["waiting"] == 0 and audit.counts["failed"] >= 1
-    assert not audit.completed_twice
+    assert not audit.completed_twice and audit.lost == ()
     assert all(r.complete == 1 for r in audit.repeated)  # a crash, then one result
     print(audit.summary())
 
