@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from nas._driver import QueueDriver
 from nas._evaluator import BaseEvaluator, Evaluator, PredictedEvaluator
 from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
@@ -324,10 +325,13 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
                                quantize=check_mode(quantize), accuracy_predictor=predictor)
 
 
-def run_prepared(prepared: PreparedSearch, *, progress: bool = True) -> SearchResult:
+def run_prepared(prepared: PreparedSearch, *, progress: bool = True,
+                 workers: QueueDriver | None = None) -> SearchResult:
+    """Run the prepared search; with ``workers``, new configs are evaluated by the
+    workers of the study's queue (:func:`nas.run_search`)."""
     request = prepared.request
     algorithm = get_algorithm(request.algorithm, prepared.problem, seed=request.seed)
     return run_search(
         prepared.problem, algorithm, prepared.evaluator, prepared.study,
-        n_evals=request.evals, progress=progress,
+        n_evals=request.evals, progress=progress, workers=workers,
     )

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from nas._driver import QueueDriver
 from nas._evaluator import BaseEvaluator
 from nas._pareto import ParetoArchive, hypervolume_defined, normaliser
 from nas._problem import Problem
@@ -134,6 +135,7 @@ def run_search(
     progress: bool | ProgressCallback = True,
     max_fruitless_asks: int = 20,
     commit_seconds: float = COMMIT_SECONDS,
+    workers: QueueDriver | None = None,
 ) -> SearchResult:
     """Search until ``study`` holds ``n_evals`` evaluated subnets.
 
@@ -154,6 +156,10 @@ def run_search(
             bring nothing new to evaluate, e.g. once the space is exhausted.
         commit_seconds: commit new evaluations once the oldest uncommitted one started
             this many seconds ago (0: each one before the next starts).
+        workers: evaluate new configs by workers through the study's queue instead of
+            here (:class:`nas._driver.QueueDriver`); the workers record the trials, and
+            the algorithm is told each batch in its own order, so the search asks what
+            it asks without workers.
 
     Returns:
         A :class:`SearchResult`.
@@ -162,6 +168,7 @@ def run_search(
         ValueError: a bad ``n_evals``, ``max_fruitless_asks`` or ``commit_seconds``, a
             study or evaluator over another space, or a study with other objectives
             than ``problem``.
+        QueueError: with ``workers``, a config failed for good (one line).
     """
     _validate(problem, algorithm, evaluator, study, n_evals, max_fruitless_asks)
     if not (isinstance(progress, bool) or callable(progress)):
@@ -191,6 +198,24 @@ def run_search(
     proposed: set[Config] = set()  # every config asked in this run
     stop_reason: str | None = None
     reporter = _make_reporter(progress, total=n_evals, initial=evaluations, tracker=tracker)
+    served: dict[str, dict[str, float]] = {}  # what workers evaluated in this run
+    initial = evaluations
+    arrived = 0
+    queued_configs: list[Config] = []
+
+    def on_result(index: int, metrics: dict[str, float], seconds: float) -> None:
+        nonlocal new, arrived
+        new += 1
+        arrived += 1
+        tracker.add(metrics)
+        reporter(SearchProgress(evaluations=initial + arrived, total=n_evals,
+                                new_evaluations=new, best=tracker.best,
+                                hypervolume=tracker.hypervolume,
+                                config=queued_configs[index].to_dict(),
+                                metrics=dict(metrics)))
+
+    if workers is not None:
+        workers.queue.open()
     try:
         while evaluations < n_evals:
             clock = time.perf_counter()
@@ -202,13 +227,16 @@ def run_search(
             proposed.update(configs)
             results: list[dict[str, float]] = []
             batch: dict[Config, dict[str, float]] = {}
+            queued: list[tuple[int, Config, str]] = []  # (place in results, config, key)
             finished_batch = True
             for config in configs:
                 if config in batch:  # a duplicate within the batch: evaluated once
-                    results.append(dict(batch[config]))
+                    # (a queued one's dict is filled when its result comes, below)
+                    results.append(dict(batch[config]) if workers is None else batch[config])
                     continue
                 key = evaluator.cache_key(config)
-                known = recorder.lookup(key)
+                known = recorder.lookup(key) if workers is None else (
+                    served.get(key) or recorder.lookup(key))
                 if known is not None:
                     metrics = dict(known)
                     hits += 1
@@ -216,6 +244,13 @@ def run_search(
                     if evaluations >= n_evals:
                         finished_batch = False
                         break
+                    if workers is not None:
+                        metrics = {}
+                        queued.append((len(results), config, key))
+                        evaluations += 1
+                        batch[config] = metrics
+                        results.append(metrics)
+                        continue
                     metrics, seconds = _timed(evaluator, config)
                     evaluator_seconds += seconds
                     _check_metrics(problem, metrics)
@@ -239,6 +274,17 @@ def run_search(
                     )
                 batch[config] = metrics
                 results.append(dict(metrics))
+            if queued:
+                assert workers is not None
+                queued_configs[:] = [config for _, config, _ in queued]
+                clock = time.perf_counter()
+                outcomes = workers.run_batch([(c, k) for _, c, k in queued], on_result)
+                evaluator_seconds += time.perf_counter() - clock
+                for (place, _, key), (metrics, _) in zip(queued, outcomes, strict=True):
+                    _check_metrics(problem, metrics)
+                    results[place].update(metrics)  # duplicates in the batch share it
+                    served[key] = dict(metrics)
+                results = [dict(r) for r in results]
             if not finished_batch:
                 break  # the study is full; the rest of the batch is for a longer run
             clock = time.perf_counter()
@@ -257,6 +303,8 @@ def run_search(
     finally:
         recorder.commit()
         reporter.close()
+        if workers is not None:
+            workers.queue.close()
 
     final = study.trials()
     hv = search_hypervolume(final, problem) if hypervolume_defined(problem) else float("nan")

@@ -8,7 +8,7 @@ from nas._pareto import (
     normalised_points,
     pareto_front,
 )
-from nas.studies._audit import RepeatedConfig, StaleTrial, StudyAudit, audit_study
+from nas.studies._audit import LostConfig, RepeatedConfig, StaleTrial, StudyAudit, audit_study
 from nas.studies._export import export_pareto, export_trial
 from nas.studies._html_report import build_report
 from nas.studies._pareto import ParetoPoint, front_of, pareto_points, search_hypervolume
@@ -31,6 +31,7 @@ from nas.studies._study import (
 from nas.studies._tables import study_dataframe, write_study_table
 
 __all__ = [
+    "LostConfig",
     "NewTrial",
     "ParetoArchive",
     "ParetoPoint",

@@ -17,7 +17,13 @@ finds both:
   (measured on the database's clock, as Optuna does), else the trial's start (on this
   machine's clock: workers' clocks should agree).
 
-A study is healthy when neither a stale trial nor a config completed twice is found.
+* **lost configs**: configs none of whose trials holds a result or is still waiting or
+  running, because every one failed without metrics (its worker died and retries ran
+  out, or its evaluation raised): a search asked for them and got nothing. (A FAIL
+  trial with metrics, a NaN objective, is a result.)
+
+A study is healthy when no stale trial, no config completed twice and no lost config is
+found.
 On an RDB storage the trials are read with one query per table rather than through
 Optuna (which rebuilds every distribution: about 1 ms a trial).
 """
@@ -65,6 +71,14 @@ class RepeatedConfig:
 
 
 @dataclass(frozen=True)
+class LostConfig:
+    """A config whose every trial failed without a result, none waiting or running."""
+
+    config: dict[str, Any]
+    trials: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class StaleTrial:
     """A RUNNING trial with no sign of life for longer than the threshold."""
 
@@ -85,6 +99,7 @@ class StudyAudit:
     repeated: tuple[RepeatedConfig, ...]
     stale: tuple[StaleTrial, ...]
     stale_after: float
+    lost: tuple[LostConfig, ...] = ()
 
     @property
     def completed_twice(self) -> tuple[RepeatedConfig, ...]:
@@ -93,8 +108,8 @@ class StudyAudit:
 
     @property
     def healthy(self) -> bool:
-        """No stale running trial and no config completed twice."""
-        return not self.stale and not self.completed_twice
+        """No stale running trial, no config completed twice, no lost config."""
+        return not self.stale and not self.completed_twice and not self.lost
 
     def summary(self) -> str:
         """One line: the verdict, the counts and what was found."""
@@ -107,13 +122,17 @@ class StudyAudit:
         stale = (f"{_plural(len(self.stale), 'stale running trial')} (silent for over "
                  f"{self.stale_after:g} s"
                  + (f": {_numbers(s.number for s in self.stale)})" if self.stale else ")"))
+        lost = (f"{_plural(len(self.lost), 'config')} lost"
+                + (f" (trials {_numbers(t for c in self.lost for t in c.trials)})"
+                   if self.lost else ""))
         verdict = "healthy" if self.healthy else "unhealthy"
-        return f"{verdict}: study {self.study!r}: {counts}; {repeated}; {stale}"
+        return f"{verdict}: study {self.study!r}: {counts}; {repeated}; {stale}; {lost}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["healthy"] = self.healthy
         data["completed_twice"] = len(self.completed_twice)
+        data["lost_configs"] = len(self.lost)
         return data
 
 
@@ -147,23 +166,27 @@ def audit_study(name: str, storage: StorageLike, *,
     return _judge(name, label, trials, silent, float(stale_after))
 
 
-# A trial as the audit sees it: (number, state, start in UTC or None, config or None).
-_Row = tuple[int, TrialState, datetime.datetime | None, dict[str, Any] | None]
+# A trial as the audit sees it: (number, state, start in UTC or None, config or None,
+# whether it holds metrics).
+_Row = tuple[int, TrialState, datetime.datetime | None, dict[str, Any] | None, bool]
 
 
 def _judge(name: str, label: str, trials: list[_Row], silent: dict[int, float],
            stale_after: float) -> StudyAudit:
     counts = dict.fromkeys(_STATES.values(), 0)
     groups: dict[str, list[tuple[int, TrialState]]] = {}
+    results: set[str] = set()  # configs with a result, or one on the way
     configs: dict[str, dict[str, Any]] = {}
     stale = []
     now = datetime.datetime.now(datetime.UTC)
-    for number, state, start, config in sorted(trials, key=lambda row: row[0]):
+    for number, state, start, config, measured in sorted(trials, key=lambda row: row[0]):
         counts[_STATES[state]] += 1
         if config is not None:
             key = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
             groups.setdefault(key, []).append((number, state))
             configs.setdefault(key, config)
+            if state != TrialState.FAIL or measured:
+                results.add(key)
         if state != TrialState.RUNNING:
             continue
         if number in silent:
@@ -179,7 +202,10 @@ def _judge(name: str, label: str, trials: list[_Row], silent: dict[int, float],
                        sum(1 for _, s in group if s == TrialState.COMPLETE))
         for key, group in groups.items() if len(group) > 1
     )
-    return StudyAudit(name, label, counts, repeated, tuple(stale), stale_after)
+    lost = tuple(LostConfig(configs[key], tuple(n for n, _ in group))
+                 for key, group in groups.items() if key not in results
+                 and all(s == TrialState.FAIL for _, s in group))
+    return StudyAudit(name, label, counts, repeated, tuple(stale), stale_after, lost)
 
 
 def _config_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
@@ -198,7 +224,7 @@ def _utc(moment: datetime.datetime | None) -> datetime.datetime | None:
 
 
 def _read_any(storage: BaseStorage, study_id: int) -> list[_Row]:
-    return [(t.number, t.state, _utc(t.datetime_start), _config_of(t))
+    return [(t.number, t.state, _utc(t.datetime_start), _config_of(t), "metrics" in t.user_attrs)
             for t in storage.get_all_trials(study_id, deepcopy=False)]
 
 
@@ -223,6 +249,9 @@ def _read_rdb(storage: RDBStorage, study_id: int) -> tuple[list[_Row], dict[int,
                 .join(trials, trials.c.trial_id == attrs.c.trial_id)
                 .where(trials.c.study_id == study_id, attrs.c.key == "config"))
         }
+        measured = set(session.execute(
+            sa.select(attrs.c.trial_id).join(trials, trials.c.trial_id == attrs.c.trial_id)
+            .where(trials.c.study_id == study_id, attrs.c.key == "metrics")).scalars())
         now = session.execute(sa.select(sa.func.now())).scalar_one().replace(tzinfo=None)
         heartbeats = session.execute(
             sa.select(trials.c.number, beats.c.heartbeat)
@@ -236,7 +265,7 @@ def _read_rdb(storage: RDBStorage, study_id: int) -> tuple[list[_Row], dict[int,
         if not isinstance(config, dict):
             config = _config_of(storage.get_trial(tid))
         out.append((number, state, None if start is None else
-                    start.replace(tzinfo=datetime.UTC), config))
+                    start.replace(tzinfo=datetime.UTC), config, tid in measured))
     return out, silent
 
 

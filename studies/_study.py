@@ -18,6 +18,11 @@ What must match when a study is reopened, and why:
   and seed;
 * budgets: what "feasible" and "the front" mean for everything the study reports.
 
+A failed trial without metrics is not an evaluated subnet: a worker of a shared study
+died on it or its evaluation raised (:mod:`nas.studies._queue`); :meth:`Study.trials`,
+``len()`` and lookups skip it, so its config is evaluated again. (A NaN objective is
+stored as FAIL *with* its metrics: evaluated, never on a front.)
+
 A study's settings are fixed when it is created; reopening with others is a one-line
 :class:`StudyMismatchError` naming both values, and nothing is written. The one
 exception is explicit: ``open_study(..., change_budget=True)`` (``nas search
@@ -258,6 +263,9 @@ class Study:
         self._objectives = meta.objective_list()
         self._records: dict[int, TrialRecord] = {}
         self._by_key: dict[str, TrialRecord] = {}
+        # every finished trial read, evaluated or not (a FAIL without metrics: a worker
+        # crashed or its evaluation raised), so that a refresh reads only new ones
+        self._seen: set[int] = set()
         self._last_read = -math.inf
         self._study_id: int | None = None
         self._distributions: dict[str, optuna.distributions.BaseDistribution] | None = None
@@ -443,21 +451,23 @@ class Study:
         count = finished_count(storage, self._id(storage))
         if count is None:  # no fast path: through Optuna
             trials = self._study.get_trials(deepcopy=False, states=_FINISHED)
-            if len(trials) != len(self._records):
+            if len(trials) != len(self._seen):
                 self._remember(
                     self._record(t.number, t.state == TrialState.FAIL, t.user_attrs, t.params)
-                    for t in trials if t.number not in self._records
+                    for t in trials if t.number not in self._seen
                 )
-        elif count != len(self._records):  # trials are never removed, so something is new
+        elif count != len(self._seen):  # trials are never removed, so something is new
             self._remember(
                 self._record(number, failed, attrs, None)
                 for number, failed, attrs in read_finished(storage, self._id(storage),
-                                                           self._records)
+                                                           self._seen)
             )
         return True
 
-    def _remember(self, records: Iterable[TrialRecord]) -> None:
+    def _remember(self, records: Iterable[TrialRecord | None]) -> None:
         for record in records:
+            if record is None:  # read, but not an evaluated subnet
+                continue
             self._records[record.number] = record
             self._by_key.setdefault(record.cache_key, record)
 
@@ -467,7 +477,12 @@ class Study:
         return self._study_id
 
     def _record(self, number: int, failed: bool, attrs: Mapping[str, Any],
-                params: Mapping[str, Any] | None) -> TrialRecord:
+                params: Mapping[str, Any] | None) -> TrialRecord | None:
+        """The evaluated subnet of a finished trial; None for a FAIL trial without
+        metrics (a worker died on it or its evaluation raised: nothing was measured)."""
+        self._seen.add(number)
+        if failed and "metrics" not in attrs:
+            return None
         metrics = {k: float(v) for k, v in dict(attrs.get("metrics", {})).items()}
         config = attrs.get("config", params)
         if config is None:  # a trial without the attribute: its params are the config

@@ -96,7 +96,7 @@ def test_audit_finds_repeats_and_stale_trials(storage_url: str) -> None:
         "unhealthy: study 's': 4 complete, 1 failed, 1 waiting, 4 running, 1 pruned; "
         "3 configs evaluated more than once, 1 of them completed twice or more (trials 0, "
         f"2); 2 stale running trials (silent for over 300 s: {numbers['stale_start']}, "
-        f"{numbers['stale_heartbeat']})"
+        f"{numbers['stale_heartbeat']}); 0 configs lost"
     )
     # with a longer threshold only the repeat is wrong
     lenient = audit_study("s", storage_url, stale_after=2 * 3600)
@@ -112,7 +112,7 @@ def test_a_healthy_study_and_the_command(storage_url: str) -> None:
     assert result.output.strip() == (
         "healthy: study 's': 2 complete, 1 failed, 0 waiting, 1 running, 0 pruned; "
         "0 configs evaluated more than once, 0 of them completed twice or more; "
-        "0 stale running trials (silent for over 300 s)")
+        "0 stale running trials (silent for over 300 s); 0 configs lost")
     study.add(new(2).config, new(2).metrics, feasible=True, cache_key="again")
     result = nas("studies", "audit", "s", "--storage", storage_url, "--json")
     assert result.exit_code == 1, result.output

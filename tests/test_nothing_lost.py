@@ -78,6 +78,7 @@ def cli_commands() -> dict[str, set[str]]:
 
 READ_ONLY = {
     "search": "writes trials into the study database, which resumes, never replaces",
+    "worker": "completes a study's queued trials, never replaces one",
     "agent": "serves measurements",
     "dashboard": "serves pages",
     "hw list": "", "hw show": "", "hw check": "records its figures in the study",

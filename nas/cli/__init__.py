@@ -21,6 +21,7 @@ from nas.cli import (
     _studies,
     _supernets,
     _train,
+    _worker,
 )
 from nas.cli._common import OneLineErrors
 
@@ -33,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("search")(_search.search)
+app.command("worker")(_worker.worker)
 app.command("train")(_train.train)
 app.command("export")(_export.export)
 app.command("profile")(_profile.profile)

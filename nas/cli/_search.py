@@ -90,6 +90,13 @@ def search(
     size_budget: str | None = typer.Option(
         None, "--size-budget", help="Model size budget, e.g. '2MB' (adds the size objective)."
     ),
+    workers: int | None = typer.Option(
+        None, "--workers",
+        help="Evaluate by N local worker processes through the study's database (an "
+             "SQLite file or postgresql://); `nas worker` joins from other hosts. The "
+             "front is the one of a search without workers (the driver alone runs the "
+             "algorithm).",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
@@ -113,6 +120,15 @@ def search(
     else:
         SPACES.entry(str(space))
     get_hardware(hw)  # unknown or malformed targets fail here too
+    if workers is not None:
+        from nas._worker import MAX_LOCAL_WORKERS, check_worker_storage
+        from nas.studies import default_storage
+
+        if not 1 <= workers <= MAX_LOCAL_WORKERS:
+            raise ValueError(f"--workers must be from 1 to {MAX_LOCAL_WORKERS} (each worker "
+                             f"holds up to two database connections), got {workers}")
+        storage = storage or default_storage()
+        check_worker_storage(storage, must_exist=False)
     subject = supernet or str(space)
     request = SearchRequest(
         supernet=supernet or "",
@@ -152,7 +168,9 @@ def search(
     if request.quantize != "none":
         console.print(f"quantize {request.quantize}: {_policy_words(prepared)}", highlight=False)
     started = time.perf_counter()
-    result = run_prepared(prepared, progress=not json_output or console.is_terminal)
+    show = not json_output or console.is_terminal
+    result = (run_prepared(prepared, progress=show) if workers is None
+              else _run_with_workers(prepared, workers, progress=show))
     document = result_document(result, request, prepared.evaluator)
     document["seconds"] = round(time.perf_counter() - started, 3)
     meta = prepared.study.meta
@@ -165,6 +183,24 @@ def search(
         print_json(document)
     else:
         print_front(document)
+
+
+def _run_with_workers(prepared: Any, count: int, *, progress: bool) -> Any:
+    """The search driven here, evaluated by ``count`` local ``nas worker`` processes;
+    a config that fails for good (or workers that all exit) stops it in one line."""
+    from nas._driver import QueueDriver
+    from nas._job import run_prepared
+    from nas._worker import LocalWorkers
+    from nas.cli._common import fail
+    from nas.studies._queue import QueueError, TrialQueue
+
+    queue = TrialQueue(prepared.study)
+    with LocalWorkers(prepared.storage, str(prepared.request.study), count) as pool:
+        try:
+            return run_prepared(prepared, progress=progress,
+                                workers=QueueDriver(queue, check=pool.check))
+        except (QueueError, RuntimeError, ConnectionError) as err:
+            fail(str(err).splitlines()[0], code=1)
 
 
 def _policy_words(prepared: Any) -> str:

@@ -89,7 +89,8 @@ def audit(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """A study's health when many workers write it: trials by state, configs evaluated
-    more than once, stale running trials. Exit code 0 if healthy, 1 if not."""
+    more than once, stale running trials, configs lost (every trial failed without a
+    result). Exit code 0 if healthy, 1 if not."""
     from nas.studies import audit_study, default_storage
 
     report = audit_study(name, storage or default_storage(), stale_after=stale_after)
