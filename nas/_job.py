@@ -7,6 +7,7 @@ The CLI's ``nas search`` is a thin shell around :func:`prepare_search` and
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from nas._search import SearchResult, run_search
 from nas._space import Config
 from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
-from nas.algorithms import canonical_algorithm, get_algorithm
+from nas.algorithms import ALGORITHMS, canonical_algorithm, get_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
 from nas.quant._evaluator import QuantizedEvaluator
 from nas.quant._subnet import BYTES_PER_MB
@@ -69,6 +70,12 @@ class SearchRequest:
     accuracy_predictor: str | None = None
     """``ofa:PATH`` or a fitted predictor's folder (``--space`` searches only); None:
     the study's own."""
+    workers: int | None = None
+    """Worker processes that will evaluate (``--workers``): an algorithm that asks one
+    config at a time (the Optuna samplers) is asked for this many at once instead
+    (:func:`worker_batch`), unless the study has its own batch."""
+    batch: int | None = None
+    """Filled from the study or :func:`worker_batch`; what the algorithm's batch_size is."""
 
     @property
     def subject(self) -> str:
@@ -138,6 +145,7 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
         task=task.name,
         eval_limit=request.eval_limit,
         quantize=str(request.quantize),
+        batch=request.batch,
     )
     study = open_study(name, storage, meta=meta, space=space,
                        change_budget=request.change_budget)
@@ -193,6 +201,7 @@ def _prepare_predicted(request: SearchRequest, name: str, storage: str,
         hardware_fingerprint=target.fingerprint, seed=request.seed,
         algorithm=str(request.algorithm), task="", eval_limit=None, quantize="none",
         accuracy_predictor=predictor.spec, accuracy_predictor_sha256=predictor.sha256,
+        batch=request.batch,
     )
     study = open_study(name, storage, meta=meta, space=model.space,
                        change_budget=request.change_budget)
@@ -321,8 +330,24 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
     predictor = request.accuracy_predictor
     if predictor is None and request.space is not None and stored is not None:
         predictor = stored.accuracy_predictor or None
-    return dataclasses.replace(request, seed=seed, algorithm=canonical_algorithm(algorithm),
-                               quantize=check_mode(quantize), accuracy_predictor=predictor)
+    algorithm = canonical_algorithm(algorithm)
+    batch = (stored.batch if stored is not None
+             else request.batch or worker_batch(algorithm, request.workers))
+    return dataclasses.replace(request, seed=seed, algorithm=algorithm,
+                               quantize=check_mode(quantize), accuracy_predictor=predictor,
+                               batch=batch)
+
+
+def worker_batch(algorithm: str, workers: int | None) -> int | None:
+    """The batch an algorithm asks for when ``workers`` evaluate: ``workers`` where it
+    would ask one config at a time (Optuna's TPE and GP see the pending trials: TPE's
+    constant liar, GP's running trials), so that every worker has one; else None
+    (algorithms that ask a population or a batch keep theirs)."""
+    if workers is None or workers < 2:
+        return None
+    option = inspect.signature(ALGORITHMS.entry(algorithm).factory).parameters.get(
+        "batch_size")
+    return workers if option is not None and option.default == 1 else None
 
 
 def run_prepared(prepared: PreparedSearch, *, progress: bool = True,
@@ -330,7 +355,9 @@ def run_prepared(prepared: PreparedSearch, *, progress: bool = True,
     """Run the prepared search; with ``workers``, new configs are evaluated by the
     workers of the study's queue (:func:`nas.run_search`)."""
     request = prepared.request
-    algorithm = get_algorithm(request.algorithm, prepared.problem, seed=request.seed)
+    options = {} if request.batch is None else {"batch_size": request.batch}
+    algorithm = get_algorithm(request.algorithm, prepared.problem, seed=request.seed,
+                              **options)
     return run_search(
         prepared.problem, algorithm, prepared.evaluator, prepared.study,
         n_evals=request.evals, progress=progress, workers=workers,

@@ -107,6 +107,10 @@ class StudyMeta:
     (``--accuracy-predictor``: ``ofa:PATH`` or a fitted predictor's folder)."""
     accuracy_predictor_sha256: str = ""
     """The sha256 of the predictor's files: a study never resumes with another one."""
+    batch: int | None = None
+    """Configs the algorithm asks at once where the search set it (an Optuna sampler
+    asking one at a time is given one per worker); None: the algorithm's default. Asks
+    depend on it, so a resumed study keeps it."""
 
     @property
     def predicted_accuracy(self) -> bool:
@@ -144,6 +148,7 @@ class StudyMeta:
         quantize: str = "none",
         accuracy_predictor: str = "",
         accuracy_predictor_sha256: str = "",
+        batch: int | None = None,
     ) -> StudyMeta:
         """The metadata of a search of ``problem`` (space, objectives and budgets from it)."""
         return cls(
@@ -161,6 +166,7 @@ class StudyMeta:
             quantize=quantize,
             accuracy_predictor=accuracy_predictor,
             accuracy_predictor_sha256=accuracy_predictor_sha256,
+            batch=batch,
         )
 
     @property
@@ -765,6 +771,12 @@ def _check_settings(name: str, stored: StudyMeta, wanted: StudyMeta, *,
                 f"{new!r}: resume it with {option} {old} (or leave {option} out), or "
                 f"choose another --study"
             )
+    if stored.batch != wanted.batch:
+        raise StudyMismatchError(
+            f"study {name!r} asks its algorithm for {stored.batch or 'its default'} configs "
+            f"at a time, this run for {wanted.batch or 'its default'}: the asks of a resumed "
+            f"study must replay, so resume it as it was created, or choose another --study"
+        )
     if stored.constraints != wanted.constraints and not change_budget:
         raise StudyMismatchError(
             f"study {name!r} was created with budget {constraints_text(stored.constraints)}, "

@@ -7,6 +7,7 @@ PostgreSQL restart) are ``slow``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from nas._driver import QueueDriver
+from nas._job import worker_batch
 from nas._search import run_search
 from nas._worker import run_worker
 from nas.algorithms import get_algorithm
-from nas.studies import audit_study, open_study
+from nas.studies import StudyMismatchError, audit_study, load_study, open_study
 from nas.studies._queue import ERROR_ATTR, QueueEntry, QueueError, TrialQueue
 from tests import pg_server, queue_worker
 from tests.cli_helpers import nas, one_line_error
@@ -341,3 +343,32 @@ def test_the_driver_stops_when_every_local_worker_is_gone(storage_url: str) -> N
 
     with pytest.raises(RuntimeError, match="all 2 workers exited"):
         drive(storage_url, 5, check=gone)
+
+
+# -- samplers that ask one config at a time ----------------------------------------------
+
+
+def test_samplers_asking_one_config_are_asked_one_per_worker() -> None:
+    assert worker_batch("tpe", 4) == 4 and worker_batch("optuna-gp", 3) == 3
+    assert worker_batch("tpe", 1) is None and worker_batch("tpe", None) is None
+    assert worker_batch("evo", 4) is None and worker_batch("random", 4) is None  # own batch
+
+
+def test_a_study_keeps_its_batch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    open_study("s", url, meta=dataclasses.replace(META, batch=4), space=SPACE)
+    with pytest.raises(StudyMismatchError, match="4 configs at a time, this run for its "
+                                                 "default"):
+        open_study("s", url, meta=META, space=SPACE)
+
+
+@pytest.mark.slow
+def test_tpe_with_workers_asks_a_batch_per_round_and_resumes_by_replay(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/tpe.db"
+    first = _search_json(url, "tpe", "--workers", "2", "--algorithm", "tpe")
+    assert first["evaluations"] == 48 and load_study("tpe", url).meta.batch == 2
+    assert audit_study("tpe", url).healthy
+    # resumed without workers: the study's batch of 2 is kept, so the 48 asks replay
+    # (served from the study) before 8 new configs are evaluated here
+    again = _search_json(url, "tpe", "--algorithm", "tpe", "--evals", "56")
+    assert again["evaluations"] == 56 and again["new_evaluations"] == 8

@@ -94,8 +94,9 @@ def search(
         None, "--workers",
         help="Evaluate by N local worker processes through the study's database (an "
              "SQLite file or postgresql://); `nas worker` joins from other hosts. The "
-             "front is the one of a search without workers (the driver alone runs the "
-             "algorithm).",
+             "driver alone runs the algorithm, so the front is the one of a search without "
+             "workers; samplers that ask one config at a time (tpe, optuna-gp) are asked "
+             "N at once, recorded in the study.",
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
@@ -147,6 +148,7 @@ def search(
         quantize=quantize,
         size_objective="size" in objective,
         size_budget_mb=size_budget_mb,
+        workers=workers,
     )
     prepared = prepare_search(request)
     request = prepared.request
