@@ -1,12 +1,15 @@
 """Many workers, one study: the speedup of ``--workers`` over a search without workers.
 
-Two evaluations on a synthetic space (8 genes of 4 values): one that sleeps 0.5 s (an
+Evaluations on a synthetic space (8 genes of 4 values): one that sleeps 0.5 s (an
 evaluation that waits on a device or a remote target: workers overlap the waits), and a
 CPU-bound one that spins 0.25 s of CPU (on this 2-core machine at most 2 can run at
 once, less when other work shares the cores). Each is timed as a search without workers
 (the baseline, in the same run), then driven with 1, 2 and 4 worker processes (2 for the
 CPU-bound one); the workers are started and idle before the clock starts (their start-up,
-importing torch, is reported apart). The study is on PostgreSQL when
+importing torch, is reported apart). Two more runs evaluate in no time, 200 and 2,000
+trials with one worker: the difference to the search without workers is the queue's
+own cost per trial (enqueue, claim, heartbeat, tell, the driver's polls), and the two
+sizes show whether it grows with the study. The study is on PostgreSQL when
 ``NAS_TEST_POSTGRES_URL`` names a server (a fresh database, dropped after), else on a
 new SQLite file. The load average is recorded around each run: other work on the
 machine lowers the CPU-bound figures.
@@ -46,6 +49,9 @@ BATCH = 20  # configs per ask: a multiple of every worker count measured
 CASES = {  # name: (seconds per evaluation, CPU-bound, evaluations, worker counts)
     "sleep_0.5s": (0.5, False, 40, (1, 2, 4)),
     "cpu_0.25s": (0.25, True, 40, (1, 2)),
+    # evaluations that take no time: what remains is the queue's own cost per trial
+    "instant_200": (0.0, False, 200, (1,)),
+    "instant_2000": (0.0, False, 2000, (1,)),
 }
 
 
@@ -131,6 +137,8 @@ def main() -> None:
             for count in counts:
                 run = with_workers(url, f"{name}-w{count}", n, seconds, cpu, count)
                 run["speedup"] = round(base / run["seconds"], 2)
+                run["queue_overhead_ms_per_trial"] = round(
+                    1e3 * (run["seconds"] - base) / n / count, 2)
                 case[f"workers_{count}"] = run
                 print(f"{name}: {count} workers {run['seconds']:.2f} s vs {base:.2f} s "
                       f"without: {run['speedup']:.2f}x (load {run['load_before']})", flush=True)
@@ -143,8 +151,10 @@ def main() -> None:
         "batch": BATCH,
         "cases": cases,
         "note": "workers start before the clock (worker_startup_seconds); the baseline "
-                "is a search without workers in the same run; load averages show what else "
-                "ran on the machine",
+                "is a search without workers in the same run; queue_overhead_ms_per_trial is "
+                "(seconds with workers - without) / evaluations / workers: the queue's cost "
+                "per trial where it overlaps nothing (read it on the instant_* cases); load "
+                "averages show what else ran on the machine",
     }, started)
 
 

@@ -25,7 +25,7 @@ from nas._search import run_search
 from nas._worker import run_worker
 from nas.algorithms import get_algorithm
 from nas.studies import StudyMismatchError, audit_study, load_study, open_study
-from nas.studies._queue import ERROR_ATTR, QueueEntry, QueueError, TrialQueue
+from nas.studies._queue import ERROR_ATTR, QueueEntry, QueueError, TrialQueue, retried
 from tests import pg_server, queue_worker
 from tests.cli_helpers import nas, one_line_error
 
@@ -372,3 +372,60 @@ def test_tpe_with_workers_asks_a_batch_per_round_and_resumes_by_replay(tmp_path:
     # (served from the study) before 8 new configs are evaluated here
     again = _search_json(url, "tpe", "--algorithm", "tpe", "--evals", "56")
     assert again["evaluations"] == 56 and again["new_evaluations"] == 8
+
+
+# -- workers that cannot work ------------------------------------------------------------
+
+
+def test_a_worker_that_cannot_reach_the_database_is_one_line() -> None:
+    result = nas("worker", "--storage", "postgresql+psycopg://nobody@127.0.0.1:9/none",
+                 "--study", "s")
+    one_line_error(result, "cannot open study storage", "127.0.0.1:9")
+
+
+@pytest.fixture
+def nb201_study(tmp_path: Path) -> str:
+    """A small NB201 search's study (SQLite), as a driver leaves it."""
+    url = f"sqlite:///{tmp_path}/nb.db"
+    result = nas("search", "--supernet", "nb201", "--hw", "pixel3", "--budget", "5ms",
+                 "--evals", "4", "--storage", url, "--study", "nb", "--json")
+    assert result.exit_code == 0, result.output
+    return url
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("hardware_fingerprint", "elsewhere", "fingerprint elsewhere"),
+    ("checkpoint_hash", "0ld", "checkpoint 0ld"),
+])
+def test_a_worker_on_a_study_of_another_target_or_supernet_is_refused(
+        nb201_study: str, field: str, value: str, fragment: str) -> None:
+    import optuna
+
+    stored = optuna.load_study(study_name="nb", storage=nb201_study)
+    meta = dict(stored.user_attrs["nas.meta"], **{field: value})
+    stored.set_user_attr("nas.meta", meta)
+    one_line_error(nas("worker", "--storage", nb201_study, "--study", "nb"), fragment)
+    assert len(load_study("nb", nb201_study)) == 4  # nothing written
+
+
+def test_a_database_away_past_the_retry_window_stops_a_worker_in_one_line(
+        nb201_study: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    def down() -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+
+    with pytest.raises(ConnectionError) as raised:
+        retried(down, "tell trial 3", seconds=0.2)
+    assert str(raised.value) == ("tell trial 3: the study database stayed unreachable for "
+                                 "0.2 s (OperationalError)")
+
+    def gone(*args, **kwargs):
+        raise raised.value
+
+    monkeypatch.setattr("nas._worker.run_worker", gone)
+    result = nas("worker", "--storage", nb201_study, "--study", "nb")
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "stayed unreachable for 0.2 s" in last and "queued again" in last
+    assert len(load_study("nb", nb201_study)) == 4

@@ -9,7 +9,15 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from nas.cli._common import STORAGE_HELP, configure_logging, console, study_name, user_errors
+from nas._messages import one_line
+from nas.cli._common import (
+    STORAGE_HELP,
+    configure_logging,
+    console,
+    fail,
+    study_name,
+    user_errors,
+)
 
 
 @user_errors
@@ -40,8 +48,12 @@ def worker(
     name = worker_name()
     console.print(f"worker {escape(name)} on study [bold]{escape(study)}[/] in "
                   f"{escape(prepared.storage)}", highlight=False)
-    result = run_worker(queue, prepared.evaluator, prepared.problem, max_trials=max_trials,
-                        idle_exit=idle_exit, name=name)
+    try:
+        result = run_worker(queue, prepared.evaluator, prepared.problem,
+                            max_trials=max_trials, idle_exit=idle_exit, name=name)
+    except ConnectionError as err:  # past the retry window: the driver re-queues its trial
+        fail(f"worker {name}: {one_line(err)}; a trial it held is queued again once its "
+             f"heartbeat is stale", code=1)
     console.print(f"worker {escape(name)}: {result.completed} trials completed, "
                   f"{result.failed} failed; stopped: {escape(result.stop_reason)}",
                   highlight=False)
