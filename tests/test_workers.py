@@ -287,9 +287,12 @@ def test_four_workers_survive_a_sigkill_and_a_database_restart(postgres_url: str
     once; no config is lost, none completed twice, none left running."""
     open_study("faults", postgres_url, meta=META, space=SPACE)
     logs = [tmp_path / f"worker{i}.log" for i in range(4)]
+    # worker 0, the one killed, takes 1 s a trial, so that it is caught mid-trial (a
+    # 0.04 s trial may end between the check of its log and the kill, on a loaded machine)
     procs = [subprocess.Popen([sys.executable, str(TESTS / "queue_worker.py"), postgres_url,
-                               "faults", str(log), "0.04"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for log in logs]
+                               "faults", str(log), "1.0" if i == 0 else "0.04"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i, log in enumerate(logs)]
     events: list[str] = []
 
     def faults(state) -> None:
