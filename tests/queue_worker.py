@@ -4,7 +4,8 @@ the workers benchmark: imported for its space and metrics, or run as a process:
     python tests/queue_worker.py URL STUDY LOG SLEEP [cpu]
 
 evaluates the study's queued trials (each sleeping SLEEP seconds, or with ``cpu``
-spinning that long), writing ``start``/``end`` to LOG around each evaluation.
+spinning that long), writing ``ready`` to LOG once it can work, then ``start``/``end``
+around each evaluation.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main(url: str, study_name: str, log_path: str, sleep: str, mode: str = "") -
 
     study = open_study(study_name, url, meta=META, space=SPACE)
     with open(log_path, "a") as log:
+        log.write("ready\n")  # imported and connected: a test may start its search
+        log.flush()
         run_worker(TrialQueue(study), evaluator(float(sleep), cpu=mode == "cpu", log=log),
                    PROBLEM, idle_exit=60, heartbeat=0.5)
 

@@ -294,22 +294,29 @@ def test_four_workers_survive_a_sigkill_and_a_database_restart(postgres_url: str
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for i, log in enumerate(logs)]
     events: list[str] = []
+    kill_at: list[int] = []
+
+    def mid_trial() -> bool:  # worker 0 logged a start and no end
+        lines = logs[0].read_text().split() if logs[0].exists() else []
+        return bool(lines) and lines[-1] == "start"
 
     def faults(state) -> None:
-        if state.evaluations == 50 and "kill" not in events:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # mid-trial: it logged a start, no end
-                lines = logs[0].read_text().split() if logs[0].exists() else []
-                if lines and lines[-1] == "start":
-                    break
-                time.sleep(0.002)
+        # from the 50th result on, at the first result that finds worker 0 mid-trial;
+        # the restart 60 results later
+        if "kill" not in events and state.evaluations >= 50 and mid_trial():
             os.kill(procs[0].pid, signal.SIGKILL)
             events.append("kill")
-        elif state.evaluations == 110 and "restart" not in events:
+            kill_at.append(state.evaluations)
+        elif "kill" in events and "restart" not in events \
+                and state.evaluations >= kill_at[0] + 60:
             pg_server.restart()
             events.append("restart")
 
     try:
+        deadline = time.monotonic() + 120  # every worker imported and connected
+        while not all(log.exists() and "ready" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, "the workers did not start in 120 s"
+            time.sleep(0.05)
         study = open_study("faults", postgres_url, meta=META, space=SPACE)
         driver = QueueDriver(TrialQueue(study), stale_after=2.0, poll_seconds=0.02)
         result = run_search(PROBLEM, get_algorithm("random", PROBLEM, seed=0, batch_size=20),
