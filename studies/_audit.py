@@ -42,14 +42,8 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 from nas.studies._bulk import _rdb_supported
-from nas.studies._storage import open_storage, quiet_optuna, storage_label
-from nas.studies._study import (
-    StorageLike,
-    StudyNotFoundError,
-    _check_name,
-    _not_found,
-    _require_file,
-)
+from nas.studies._storage import storage_label
+from nas.studies._study import StorageLike, existing_study_storage
 
 STALE_AFTER_S = 300.0
 """Default: a RUNNING trial silent for five minutes is taken as abandoned."""
@@ -150,14 +144,8 @@ def audit_study(name: str, storage: StorageLike, *,
             or not math.isfinite(stale_after) or stale_after <= 0):
         raise ValueError(f"stale_after must be a positive number of seconds, got "
                          f"{stale_after!r}")
-    _check_name(name)
-    quiet_optuna()
-    _require_file(name, storage)
-    backend = open_storage(storage)
+    backend = existing_study_storage(name, storage)
     label = storage_label(storage)
-    names = optuna.get_all_study_names(backend)
-    if name not in names:
-        raise StudyNotFoundError(_not_found(name, label, names))
     study_id = backend.get_study_id_from_name(name)
     if isinstance(backend, RDBStorage) and _rdb_supported():
         trials, silent = _read_rdb(backend, study_id)

@@ -588,14 +588,8 @@ def load_study(name: str, storage: StorageLike) -> Study:
         StudyNotFoundError: no such study (the message lists the studies there).
         ValueError: the study was not created by this platform.
     """
-    _check_name(name)
-    quiet_optuna()
-    _require_file(name, storage)
-    backend = open_storage(storage)
+    backend = existing_study_storage(name, storage)
     label = storage_label(storage)
-    names = optuna.get_all_study_names(backend)
-    if name not in names:
-        raise StudyNotFoundError(_not_found(name, label, names))
     study = optuna.load_study(study_name=name, storage=backend)
     meta = _stored_meta(study)
     if meta is None:
@@ -648,6 +642,17 @@ def delete_study(name: str, storage: StorageLike) -> None:
     Raises:
         StudyNotFoundError: no such study.
     """
+    optuna.delete_study(study_name=name, storage=existing_study_storage(name, storage))
+
+
+def existing_study_storage(name: str, storage: StorageLike) -> optuna.storages.BaseStorage:
+    """The opened storage holding study ``name``, checked to hold it (nothing is created,
+    not even an empty database file).
+
+    Raises:
+        StudyNotFoundError: no such study (the message lists the studies there).
+        ValueError: a bad name or storage URL.
+    """
     _check_name(name)
     quiet_optuna()
     _require_file(name, storage)
@@ -655,7 +660,7 @@ def delete_study(name: str, storage: StorageLike) -> None:
     names = optuna.get_all_study_names(backend)
     if name not in names:
         raise StudyNotFoundError(_not_found(name, storage_label(storage), names))
-    optuna.delete_study(study_name=name, storage=backend)
+    return backend
 
 
 # -- helpers ------------------------------------------------------------------------------
