@@ -66,8 +66,8 @@ RECALIBRATION_BATCHES = 20
 RECALIBRATION_BATCH_SIZE = 32
 
 DECODING_CHECK_WORDS = 16
-"""Test words that greedy decoding over exported decoder graphs must translate as the
-model does before the graphs are written."""
+"""Test words (validation words if there are none) that greedy decoding over exported
+decoder graphs must translate as the model does before the graphs are written."""
 
 
 def available_formats() -> tuple[str, ...]:
@@ -349,7 +349,8 @@ def _decoding(model: nn.Module, decoding: DecodingGraphs, task: Task, folder: Pa
     if not hasattr(task, "vocab_document"):
         raise ValueError(f"task {task.name!r} has no vocabularies to write beside the "
                          "decoder graphs; export safetensors only")
-    src = task.encode_words(task.words("test")[:DECODING_CHECK_WORDS])
+    words = task.words("test") or task.words("validation")  # a small lexicon's test split
+    src = task.encode_words(words[:DECODING_CHECK_WORDS])   # may be empty
     max_len = min(src.shape[1] + 4, model.max_positions)
     reference = model.greedy_decode(src, max_len=max_len)
     return write_decoding_graphs(decoding, src, reference,
