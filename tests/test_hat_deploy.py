@@ -22,6 +22,7 @@ from nas._hardware import get_hardware
 from nas.cli import app
 from nas.studies import _decoding_loop as loop
 from nas.studies import load_study
+from nas.studies._graphs import write_decoding_graphs
 from nas.studies._model_card import DECODING_HEADING
 from nas.supernets.hat import decoding_graphs
 
@@ -116,6 +117,16 @@ def test_graph_modules_decode_as_greedy_decode(supernet, task):
     np.testing.assert_array_equal(tokens, reference_tokens(model, task, words))
     with pytest.raises(ValueError, match="the step takes 4 memory and 4 cache tensors"):
         graphs.step(torch.ones(1, 1, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_graphs_whose_tokens_differ_from_greedy_decode_are_refused(supernet, task, tmp_path):
+    model = supernet.extract(tiny_config(supernet)).eval()
+    words = list(task.words("test")[:4])
+    wrong = torch.from_numpy(reference_tokens(model, task, words)).roll(1, dims=1)
+    with pytest.raises(ValueError, match="greedy decoding over the torchscript graphs gives "
+                                         "other tokens than the model's greedy_decode"):
+        write_decoding_graphs(decoding_graphs(model), task.encode_words(words), wrong,
+                              task.vocab_document(), tmp_path, ["torchscript"])
 
 
 @pytest.mark.slow
