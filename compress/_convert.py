@@ -4,27 +4,32 @@ Compression works on one model class, so each source is converted once: the pret
 MiniLM, a MatFormer subnet (any Mix'n'Match model: a pre-LN causal byte LM) and a
 FlexiBERT subnet whose layers are all scaled-dot-product self-attention with one FFN
 layer at one hidden size (the BERT-shaped part of FlexiBERT's space; the other operations
-have no heads or FFN units in NViT's sense). Weights are copied, never shared.
+have no heads or FFN units in NViT's sense) become :class:`DenseTransformer` s; a HAT
+subnet (encoder-decoder) becomes a :class:`DenseSeq2Seq`. Weights are copied, never
+shared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from torch import Tensor, nn
 
+from nas.compress._seq2seq import DenseSeq2Seq
 from nas.compress._transformer import DenseTransformer
 from nas.supernets.flexibert._dense import FlexiBERTSubnet
+from nas.supernets.hat._dense import HATSubnet
 from nas.supernets.matformer._dense import MatFormerLM
 
-__all__ = ["SOURCES", "bert_from_minilm", "to_transformer", "transformer_from_flexibert",
-           "transformer_from_matformer"]
+__all__ = ["SOURCES", "bert_from_minilm", "seq2seq_from_hat", "to_transformer",
+           "transformer_from_flexibert", "transformer_from_matformer"]
 
+M = TypeVar("M", bound=nn.Module)
 _BLOCK = ("query", "key", "value", "attn_out", "attn_norm", "ffn_in", "ffn_out", "ffn_norm")
 
 
-def _load(model: DenseTransformer, tensors: Mapping[str, Tensor], training: bool
-          ) -> DenseTransformer:
+def _load(model: M, tensors: Mapping[str, Tensor], training: bool) -> M:
     model.load_state_dict({k: v.detach().clone() for k, v in tensors.items()}, strict=True)
     return model.train(training)
 
@@ -125,25 +130,86 @@ def transformer_from_flexibert(model: FlexiBERTSubnet) -> DenseTransformer:
     return _load(out, tensors, model.training)
 
 
-SOURCES: dict[type, Callable[[nn.Module], DenseTransformer]] = {
+def _heads_width(attention: nn.Module, fused: nn.Linear, parts: int) -> dict[str, int]:
+    heads = attention.heads
+    return {"heads": heads, "width": fused.out_features // parts // heads}
+
+
+def seq2seq_from_hat(model: HATSubnet) -> DenseSeq2Seq:
+    """A HAT subnet: its fused q/k/v (self-attention) and k/v (encoder-decoder attention)
+    projections split apart; positions, the embedding scale and the tied output kept."""
+    enc_dim, dec_dim = model.encoder_embed.embedding_dim, model.decoder_embed.embedding_dim
+    encoder, decoder = [], []
+    for layer in model.encoder:
+        a = _heads_width(layer.attn, layer.attn.qkv, 3)
+        encoder.append({"heads": a["heads"], "qk_dim": a["width"], "v_dim": a["width"],
+                        "ffn_dim": layer.fc1.out_features})
+    for layer, ende in zip(model.decoder, model.ende_layers):
+        a = _heads_width(layer.self_attn, layer.self_attn.qkv, 3)
+        x = _heads_width(layer.ende_attn, layer.ende_attn.kv, 2)
+        decoder.append({"heads": a["heads"], "qk_dim": a["width"], "v_dim": a["width"],
+                        "ffn_dim": layer.fc1.out_features, "cross_heads": x["heads"],
+                        "cross_qk_dim": x["width"], "cross_v_dim": x["width"],
+                        "ende_layers": ende})
+    out = DenseSeq2Seq(
+        src_vocab=model.src_vocab, tgt_vocab=model.tgt_vocab, max_positions=model.max_positions,
+        pad_index=model.pad_index, encoder_dim=enc_dim, decoder_dim=dec_dim,
+        encoder_layers=encoder, decoder_layers=decoder,
+        layer_norm_eps=model.encoder[0].attn_norm.eps,
+    )
+    src = model.state_dict()
+    tensors = {name: src[name] for name in ("encoder_embed.weight", "decoder_embed.weight",
+                                            "encoder_positions", "decoder_positions")}
+    for i in range(len(model.encoder)):
+        p = f"encoder.{i}."
+        tensors.update(_split(src, p + "attn.qkv", (p + "attn.query", p + "attn.key",
+                                                     p + "attn.value")))
+        tensors.update(_linear_and_norm(src, {p + n: p + t for n, t in (
+            ("attn.out", "attn.out"), ("attn_norm", "attn_norm"), ("ffn_in", "fc1"),
+            ("ffn_out", "fc2"), ("ffn_norm", "ffn_norm"))}))
+    for j in range(len(model.decoder)):
+        p = f"decoder.{j}."
+        tensors.update(_split(src, p + "self_attn.qkv", (p + "self_attn.query", p + "self_attn.key",
+                                                          p + "self_attn.value")))
+        tensors.update(_split(src, p + "ende_attn.kv", (p + "cross_attn.key",
+                                                         p + "cross_attn.value")))
+        tensors.update(_linear_and_norm(src, {p + n: p + t for n, t in (
+            ("self_attn.out", "self_attn.out"), ("self_attn_norm", "self_attn_norm"),
+            ("cross_attn.query", "ende_attn.q"), ("cross_attn.out", "ende_attn.out"),
+            ("cross_norm", "ende_attn_norm"), ("ffn_in", "fc1"), ("ffn_out", "fc2"),
+            ("ffn_norm", "ffn_norm"))}))
+    return _load(out, tensors, model.training)
+
+
+def _split(state: Mapping[str, Tensor], fused: str, names: tuple[str, ...]) -> dict[str, Tensor]:
+    """A fused projection's weight and bias cut into equal row chunks, one per name."""
+    out = {}
+    for part in ("weight", "bias"):
+        chunks = state[f"{fused}.{part}"].chunk(len(names), dim=0)
+        out.update({f"{name}.{part}": chunk for name, chunk in zip(names, chunks)})
+    return out
+
+
+SOURCES: dict[type, Callable[[nn.Module], nn.Module]] = {
     MatFormerLM: transformer_from_matformer,
     FlexiBERTSubnet: transformer_from_flexibert,
+    HATSubnet: seq2seq_from_hat,
 }
 """Subnet classes of our supernets that compression converts, and how."""
 
 
-def to_transformer(model: nn.Module) -> DenseTransformer:
-    """``model`` itself if it is a :class:`DenseTransformer`, else its conversion.
+def to_transformer(model: nn.Module) -> DenseTransformer | DenseSeq2Seq:
+    """``model`` itself if it is already an IR model, else its conversion.
 
     Raises:
         ValueError: a model compression cannot convert (the message names those it can).
     """
-    if isinstance(model, DenseTransformer):
+    if isinstance(model, DenseTransformer | DenseSeq2Seq):
         return model
     for cls, convert in SOURCES.items():
         if isinstance(model, cls):
             return convert(model)
-    names = ", ".join(cls.__name__ for cls in (DenseTransformer, *SOURCES))
+    names = ", ".join(cls.__name__ for cls in (DenseTransformer, DenseSeq2Seq, *SOURCES))
     raise ValueError(f"cannot compress a {type(model).__name__}; nas compress takes {names} "
-                     f"(MiniLM, and MatFormer or FlexiBERT subnets from nas export)")
+                     f"(MiniLM, and MatFormer, FlexiBERT or HAT subnets from nas export)")
 

@@ -1,9 +1,11 @@
 """The compression jobs behind ``nas compress``: load, compress, distil, score, export.
 
 A job reads its source: ``minilm`` (the pretrained all-MiniLM-L6-v2) or a folder, either
-a subnet ``nas export`` wrote (MatFormer, or FlexiBERT with every layer self-attention)
-or an earlier compression. It converts the source to a
-:class:`~nas.compress._transformer.DenseTransformer`, compresses it with the data that
+a subnet ``nas export`` wrote (MatFormer, FlexiBERT with every layer self-attention, or
+HAT) or an earlier compression. It converts the source to a
+:class:`~nas.compress._transformer.DenseTransformer` (a HAT subnet to a
+:class:`~nas.compress._seq2seq.DenseSeq2Seq`, whose latency budget HAT's device models
+price: ``--hw rpi4``), compresses it with the data that
 fits it (MiniLM: its own sentence embeddings of pydoc paragraphs; a subnet: its task's),
 scores the result against the source and writes the export (``model.safetensors`` +
 ``config.json``) that ``nas.load_subnet`` reads back. Arguments and the output folder are
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from nas._files import check_output
+from nas._hardware import get_hardware
 from nas._supernet import get_supernet
 from nas._task import get_task
 from nas.compress._convert import bert_from_minilm, to_transformer
@@ -37,10 +40,15 @@ from nas.compress._prune import (
     count_params,
     prune,
 )
+from nas.compress._seq2seq import FAMILY as SEQ2SEQ_FAMILY
+from nas.compress._seq2seq import DenseSeq2Seq
+from nas.compress._seq2seq_cost import SEQ2SEQ_PARAMS, hat_latency_cost, seq2seq_macs_cost
 from nas.compress._subclone import subclone
 from nas.compress._task_data import CompressionData, TaskData
 from nas.compress._train import train
 from nas.compress._transformer import FAMILY, DenseTransformer
+from nas.hardware._hat_data import HAT_DEVICES
+from nas.hardware._hat_targets import HATLatencyTarget
 from nas.supernets._export import load_subnet, read_subnet_config, save_subnet
 
 BUILTIN = "minilm"
@@ -50,7 +58,7 @@ COUNTS = {"all": PARAMS, "encoder": ENCODER_PARAMS}
 GROUPS = {"units": UNITS, "nvit": NVIT_GROUPS}
 CALIBRATION_SAMPLES = 32
 """Shapes a latency budget's model is fitted on (about 6 s for MiniLM on one core)."""
-_CONVERTIBLE = ("matformer", "flexibert-minilm")
+_CONVERTIBLE = ("matformer", "flexibert-minilm", "hat")
 """Shipped supernets whose largest subnet converts (FlexiBERT's tiny space mixes in
 operations that have no heads; its all-attention subnets convert from nas export)."""
 
@@ -59,9 +67,10 @@ operations that have no heads; its all-attention subnets convert from nas export
 class Source:
     """The model to compress, the data that fits it and the task it reports (if any)."""
 
-    model: DenseTransformer
+    model: DenseTransformer | DenseSeq2Seq
     data: CompressionData
     task: str | None
+    eval_limit: int | None = None
 
 
 def load_source(source: str) -> Source:
@@ -78,9 +87,11 @@ def load_source(source: str) -> Source:
 
         return _sentence_source(bert_from_minilm(load_minilm()[0]).eval())
     folder = Path(source)
+    limit = None
     if folder.is_dir():
         model = to_transformer(load_subnet(folder)).eval()
         task_name = _metadata(folder).get("task")
+        limit = _eval_limit(folder)
     elif source in _CONVERTIBLE:
         supernet = get_supernet(source)
         model = to_transformer(supernet.extract(supernet.space.largest())).eval()
@@ -91,10 +102,14 @@ def load_source(source: str) -> Source:
             f"({', '.join(_CONVERTIBLE)}) or a folder written by nas export or nas compress, "
             f"got {source!r}")
     if not task_name:  # a compressed MiniLM
+        if isinstance(model, DenseSeq2Seq):
+            raise ValueError(f"{source}: config.json names no task (metadata.task) to "
+                             f"compress this encoder-decoder on")
         return _sentence_source(model)
     data = TaskData(get_task(task_name), model, language_model=bool(
-        model.subnet_config()["causal"]))
-    return Source(model, data, task_name)
+        model.subnet_config().get("causal")), limit=limit,
+        seq2seq=isinstance(model, DenseSeq2Seq))
+    return Source(model, data, task_name, limit)
 
 
 def _sentence_source(model: DenseTransformer) -> Source:
@@ -108,6 +123,16 @@ def _metadata(folder: Path) -> Mapping[str, Any]:
     """The export's ``metadata``, read through the checks of ``load_subnet`` (valid JSON,
     an object), so a tampered ``config.json`` is a one-line error here too."""
     return read_subnet_config(folder).get("metadata", {})
+
+
+def _eval_limit(folder: Path) -> int | None:
+    """The validation examples the study scored its subnets on (``nas studies export``
+    records it), so the source's score here is the front's figure; ``None``: all."""
+    limit = read_subnet_config(folder).get("eval_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError(f"{folder}: eval_limit must be a positive integer, got {limit!r}")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -134,9 +159,10 @@ class Budget:
         if self.count != "all" and self.params is None:
             raise ValueError(f"--count {self.count} says what --target-params counts; "
                              f"give --target-params, or leave --count out")
-        if self.hw not in DEVICES:
-            raise ValueError(f"--hw must be one of {list(DEVICES)} (a latency budget is "
-                             f"measured on this machine), got {self.hw!r}")
+        if self.hw not in DEVICES and self.hw not in HAT_DEVICES:
+            raise ValueError(f"--hw must be one of {list(DEVICES)} (measured on this "
+                             f"machine) or, for a HAT subnet, {sorted(HAT_DEVICES)} "
+                             f"(HAT's device models), got {self.hw!r}")
         if self.hw == "cuda" and not torch.cuda.is_available():
             raise ValueError("--hw cuda needs a CUDA GPU and there is none here; use "
                              "--hw local-cpu")
@@ -181,15 +207,23 @@ def prune_job(
         raise ValueError(f"--groups must be one of {list(GROUPS)}, got {groups!r}")
     if eta < 0:
         raise ValueError(f"--eta must be >= 0 (0 turns the latency term off), got {eta}")
+    if not lr > 0:
+        raise ValueError(f"--lr must be > 0, got {lr}")
+    _check_hw(source, budget, eta)
     check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     src = load_source(source)
     dense = src.model
-    tokens = min(budget.tokens, dense.subnet_config()["max_positions"])
-    budget = dataclasses.replace(budget, tokens=tokens)
-    calibration = _calibrate(dense, budget, progress) if (
-        budget.latency_ms is not None or eta) else None
-    cost, fraction = _cost_and_fraction(dense, budget, calibration)
+    if isinstance(dense, DenseSeq2Seq):
+        cost, latency, fraction = _seq2seq_costs(src, budget, eta)
+        calibration = None
+    else:
+        tokens = min(budget.tokens, dense.subnet_config()["max_positions"])
+        budget = dataclasses.replace(budget, tokens=tokens)
+        calibration = _calibrate(dense, budget, progress) if (
+            budget.latency_ms is not None or eta) else None
+        cost, fraction = _cost_and_fraction(dense, budget, calibration)
+        latency = latency_cost(calibration.model) if calibration is not None else None
     pruned = prune(
         dense, src.data.batches(batch_size, torch.Generator().manual_seed(seed)),
         target=fraction, cost=cost, criterion=criterion,
@@ -197,8 +231,7 @@ def prune_job(
         steps=steps, saliency_batches=saliency_batches, distil_steps=distil_steps, lr=lr,
         saliency_data=src.data.batches(saliency_batch_size,
                                        torch.Generator().manual_seed(seed + 1)),
-        latency=latency_cost(calibration.model) if calibration is not None else None,
-        eta=eta, group_sizes=GROUPS[groups], progress=progress,
+        latency=latency, eta=eta, group_sizes=GROUPS[groups], progress=progress,
     )
     settings = {"method": "prune", "criterion": criterion, "groups": groups, "eta": eta,
                 "steps": steps,
@@ -211,7 +244,72 @@ def prune_job(
                          "target": cost(dense) * fraction, "compressed": cost(pruned)}}
     if calibration is not None:
         settings["latency"] = _latency_report(pruned, calibration, budget)
+    elif latency is not None:
+        settings["latency"] = _modelled_report(dense, pruned, latency, budget)
     return _finish(source, src, pruned, out, settings, overwrite, started)
+
+
+def _is_seq2seq(source: str) -> bool:
+    """Whether ``source`` names an encoder-decoder (HAT's supernet, or a folder holding a
+    HAT subnet or its compression), read from ``config.json`` without loading weights."""
+    if source == "hat":
+        return True
+    folder = Path(source)
+    if not (folder / "config.json").is_file():
+        return False
+    return read_subnet_config(folder).get("family") in ("hat", SEQ2SEQ_FAMILY)
+
+
+def _check_hw(source: str, budget: Budget, eta: float) -> None:
+    """Refuse, before any loading, a target that cannot price this kind of model."""
+    seq2seq = _is_seq2seq(source)
+    if not seq2seq and budget.hw in HAT_DEVICES:
+        raise ValueError(f"--hw {budget.hw} prices encoder-decoder (HAT) models only; "
+                         f"use --hw local-cpu or cuda for this model")
+    if seq2seq and budget.hw not in HAT_DEVICES and (budget.latency_ms is not None or eta):
+        raise ValueError(f"a HAT subnet's latency is priced by HAT's device models, --hw "
+                         f"{' / '.join(sorted(HAT_DEVICES))}; got {budget.hw!r}")
+
+
+def _hat_target(hw: str) -> HATLatencyTarget:
+    """The HAT device model ``hw`` names (a target of another kind is refused)."""
+    target = get_hardware(hw)
+    if not isinstance(target, HATLatencyTarget):
+        raise ValueError(f"a HAT subnet's latency is priced by HAT's device models, --hw "
+                         f"{' / '.join(sorted(HAT_DEVICES))}; got {hw!r}")
+    return target
+
+
+def _seq2seq_costs(src: Source, budget: Budget, eta: float
+                   ) -> tuple[Cost, Cost | None, float]:
+    """An encoder-decoder's pruning cost, its latency cost on ``budget.hw`` (``None``
+    where neither the budget nor ``--eta`` needs one) and the fraction of the source to
+    reach."""
+    workload = src.data.task.workload()
+    latency = hat_latency_cost(_hat_target(budget.hw), workload) if (
+        budget.hw in HAT_DEVICES) else None
+    if budget.params is not None:
+        if budget.count != "all":
+            raise ValueError("--count encoder is for encoder-only models; a HAT subnet's "
+                             "--target-params counts all its parameters")
+        return SEQ2SEQ_PARAMS, latency, budget.params
+    if budget.macs is not None:
+        return seq2seq_macs_cost(workload), latency, budget.macs
+    predicted = latency(src.model)
+    if budget.latency_ms >= predicted:
+        raise ValueError(f"the source already runs in {predicted:.2f} ms (predicted) on "
+                         f"{budget.hw}, within --target-latency {budget.latency_ms:g} ms; "
+                         f"nothing to prune")
+    return latency, latency, budget.latency_ms / predicted
+
+
+def _modelled_report(source: DenseSeq2Seq, model: DenseSeq2Seq, latency: Cost, budget: Budget
+                     ) -> dict[str, Any]:
+    """Predicted latency before and after, and the device model's held-out error."""
+    fit = _hat_target(budget.hw).fit()
+    return {"hw": budget.hw, "source_predicted_ms": latency(source),
+            "predicted_ms": latency(model), "heldout_mape": fit.heldout["mape"],
+            "method": "predicted from HAT's measurements (no device here to measure on)"}
 
 
 def _cost_and_fraction(dense: DenseTransformer, budget: Budget, calibration: Calibration | None
@@ -278,7 +376,7 @@ def subclone_job(
 def _finish(
     source: str,
     src: Source,
-    compressed: DenseTransformer,
+    compressed: DenseTransformer | DenseSeq2Seq,
     out: Path,
     settings: dict[str, Any],
     overwrite: bool,
@@ -296,11 +394,20 @@ def _finish(
                    "compressed_encoder": count_params(compressed, which="encoder")},
         "metric": src.data.metric,
         "score": {"source": src.data.score(original), "compressed": src.data.score(compressed)},
-        "shape": {"embed_dim": compressed.embed_dim,
-                  "layers": compressed.subnet_config()["layers"]},
+        "shape": _shape(compressed),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     summary["params"]["fraction"] = summary["params"]["compressed"] / summary["params"]["original"]
     check_output(out, kind="dir", force=overwrite)  # files may have appeared meanwhile
-    save_subnet(compressed.eval(), out, family=FAMILY, metadata=summary, overwrite=overwrite)
+    family = SEQ2SEQ_FAMILY if isinstance(compressed, DenseSeq2Seq) else FAMILY
+    save_subnet(compressed.eval(), out, family=family, metadata=summary, overwrite=overwrite)
     return summary
+
+
+def _shape(model: DenseTransformer | DenseSeq2Seq) -> dict[str, Any]:
+    """The compressed model's widths: one embedding width and its blocks, or an
+    encoder-decoder's two and its encoder and decoder blocks."""
+    config = model.subnet_config()
+    keys = (("encoder_dim", "decoder_dim", "encoder_layers", "decoder_layers")
+            if isinstance(model, DenseSeq2Seq) else ("embed_dim", "layers"))
+    return {key: config[key] for key in keys}

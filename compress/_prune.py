@@ -21,9 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from nas._progress import progress_bar
+from nas.compress import _seq2seq_structures as seq2seq
 from nas.compress._cost import PARAMS, Cost
 from nas.compress._saliency import LossFn, magnitude, saliency
-from nas.compress._structures import Structure, StructureIndex, keep_without
+from nas.compress._seq2seq import DenseSeq2Seq
+from nas.compress._structures import Structure, StructureIndex, keep_without, structures
 from nas.compress._train import train
 from nas.compress._transformer import DenseTransformer, Keep, shrink, shrunk_config
 
@@ -82,7 +84,6 @@ def _layer_sizes(model: DenseTransformer) -> dict[tuple[str, int | None], int]:
     return sizes
 
 
-_CONFIG_KEY = {"head": "heads", "qk": "qk_dim", "v": "v_dim", "ffn": "ffn_dim"}
 
 
 def _resized(model: DenseTransformer, sizes: Mapping[tuple[str, int | None], int]
@@ -99,19 +100,62 @@ def _resized(model: DenseTransformer, sizes: Mapping[tuple[str, int | None], int
     ))
 
 
-def smallest_config(model: DenseTransformer, min_keep: int = 1) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Layout:
+    """How pruning reads and shrinks one IR class: its structures, the units per NViT
+    layer, a config resized per layer, and the model without some structures."""
+
+    structures: Callable[[Any], list[Structure]]
+    layer_sizes: Callable[[Any], dict[tuple[str, int | None], int]]
+    resized: Callable[[Any, Mapping[tuple[str, int | None], int]], dict[str, Any]]
+    config_without: Callable[[Any, list[Structure]], dict[str, Any]]
+    without: Callable[[Any, list[Structure]], Any]
+
+
+LAYOUTS: Mapping[type, Layout] = {
+    DenseTransformer: Layout(
+        structures, _layer_sizes, _resized,
+        lambda m, removed: shrunk_config(m, keep_without(m, removed)),
+        lambda m, removed: shrink(m, keep_without(m, removed))),
+    DenseSeq2Seq: Layout(
+        seq2seq.structures, seq2seq.layer_sizes, seq2seq.resized,
+        lambda m, removed: seq2seq.shrunk_config(m, seq2seq.keep_without(m, removed)),
+        lambda m, removed: seq2seq.shrink(m, seq2seq.keep_without(m, removed))),
+}
+"""The IR classes pruning takes: the encoder or decoder-only transformer, and the
+encoder-decoder one."""
+
+
+def layout_of(model: Any) -> Layout:
+    """The :class:`Layout` of ``model``'s class.
+
+    Raises:
+        TypeError: a model that is no IR class.
+    """
+    try:
+        return LAYOUTS[type(model)]
+    except KeyError:
+        raise TypeError(f"model must be one of {[c.__name__ for c in LAYOUTS]}, got "
+                        f"{type(model).__name__}") from None
+
+
+def smallest_config(model: DenseTransformer | DenseSeq2Seq, min_keep: int = 1
+                    ) -> dict[str, Any]:
     """The config pruning would reach by removing everything it may: ``min_keep`` units
     of every kind in every block and of the embedding."""
-    return _resized(model, {key: min(n, min_keep) for key, n in _layer_sizes(model).items()})
+    layout = layout_of(model)
+    return layout.resized(model, {key: min(n, min_keep)
+                                  for key, n in layout.layer_sizes(model).items()})
 
 
 def savings(model: DenseTransformer, items: list[Structure], cost: Cost) -> Tensor:
     """``(S,)``: what removing each structure alone saves, ``cost(model) - cost(model
     without it)`` (NViT's latency-aware term when ``cost`` is a latency model). Every unit
     of a layer saves the same, so the cost is evaluated once per layer."""
+    layout = layout_of(model)
     base = float(cost.of_config(model.subnet_config()))
-    saved = {key: base - float(cost.of_config(_resized(model, {key: n - 1})))
-             for key, n in _layer_sizes(model).items() if n > 1}
+    saved = {key: base - float(cost.of_config(layout.resized(model, {key: n - 1})))
+             for key, n in layout.layer_sizes(model).items() if n > 1}
     return torch.tensor([saved.get(s.layer_key, 0.0) for s in items], dtype=torch.float64)
 
 
@@ -130,10 +174,13 @@ def normalise(scores: Tensor, items: list[Structure]) -> Tensor:
     return out
 
 
-NVIT_GROUPS: Mapping[str, int] = {"embed": 16, "head": 2, "qk": 8, "v": 8, "ffn": 16}
+NVIT_GROUPS: Mapping[str, int] = {"embed": 16, "head": 2, "qk": 8, "v": 8, "ffn": 16,
+                                  "enc_embed": 16, "dec_embed": 16, "xhead": 2, "xqk": 8,
+                                  "xv": 8}
 """Units per pruning group by kind, as NViT's code hard-codes them: every width stays a
 multiple of the group size (from a source whose widths are), which SIMD and tensor-core
-kernels run faster than odd widths."""
+kernels run faster than odd widths. Cross-attention and the encoder-decoder's two
+embedding widths take the sizes of their self-attention and embedding counterparts."""
 UNITS: Mapping[str, int] = dict.fromkeys(NVIT_GROUPS, 1)
 """One unit per group: the finest granularity."""
 
@@ -188,14 +235,14 @@ def prune_once(
     Raises:
         ValueError: ``scores`` does not match the structures.
     """
-    index = StructureIndex(model) if index is None else index
+    layout = layout_of(model)
+    index = StructureIndex(model, layout.structures(model)) if index is None else index
     if scores.shape != (len(index),):
         raise ValueError(f"scores must have shape ({len(index)},), got {tuple(scores.shape)}")
     order, cuts = _order(index.items, scores, min_keep, group_sizes)
 
     def size(k: int) -> float:
-        removed = order[:cuts[k]]
-        return float(cost.of_config(shrunk_config(model, keep_without(model, removed))))
+        return float(cost.of_config(layout.config_without(model, order[:cuts[k]])))
 
     lo, hi = 0, len(cuts) - 1  # fewest groups k with size(k) <= target, or all of them
     if size(hi) > target:
@@ -206,7 +253,7 @@ def prune_once(
             hi = mid
         else:
             lo = mid + 1
-    return shrink(model, keep_without(model, order[:cuts[lo]]))
+    return layout.without(model, order[:cuts[lo]])
 
 
 def check_target(target: float) -> None:
@@ -320,7 +367,8 @@ def prune(
     student = model
     for step in progress_bar(range(1, steps + 1), desc=f"prune ({criterion})",
                              disable=not progress):
-        index = StructureIndex(student)
+        layout = layout_of(student)
+        index = StructureIndex(student, layout.structures(student))
         if criterion == "hessian":
             was = student.training
             student.eval()
@@ -334,15 +382,11 @@ def prune(
             scores = normalise(scores, index.items)
         if eta:
             scores = scores - eta * savings(student, index.items, latency)
-        before = Keep.full(student)
+        before = layout.layer_sizes(student)
         student = prune_once(student, scores, target=start - (start - goal) * step / steps,
                              cost=cost, index=index, min_keep=min_keep,
                              group_sizes=group_sizes)
-        after = Keep.full(student)
-        removed = {"embed": len(before.embed) - len(after.embed)}
-        for kind in ("heads", "qk", "v", "ffn"):
-            removed[kind] = sum(map(len, getattr(before, kind))) - sum(
-                map(len, getattr(after, kind)))
+        removed = _removed(before, layout.layer_sizes(student))
         loss = _distil(student, data, distil_loss, distil_steps, lr) if distil_steps else None
         record = PruneStep(step, cost(student), count_params(student),
                            count_params(student, which="encoder"), removed, loss)
@@ -350,6 +394,16 @@ def prune(
         if on_step is not None:
             on_step(record)
     return student.eval()
+
+
+def _removed(before: Mapping[tuple[str, int | None], int],
+             after: Mapping[tuple[str, int | None], int]) -> dict[str, int]:
+    """Units removed per kind (``heads`` for the kind ``head``)."""
+    out: dict[str, int] = {}
+    for (kind, block), n in before.items():
+        name = {"head": "heads", "xhead": "xheads"}.get(kind, kind)
+        out[name] = out.get(name, 0) + n - after[(kind, block)]
+    return out
 
 
 def _distil(student: DenseTransformer, data: Callable[[], Any], loss: LossFn, n: int,

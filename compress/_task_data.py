@@ -7,8 +7,9 @@ batches, loss and validation score:
 - saliency: the task loss (NViT ranks structures by the curvature of the loss the model
   is trained on);
 - distillation after each pruning step and after subcloning: the task loss, plus, for a
-  language model, the soft-target cross-entropy to the uncompressed model's next-token
-  distribution (knowledge distillation from the dense teacher, as NViT and OFA do);
+  language model or an encoder-decoder (HAT), the soft-target cross-entropy to the
+  uncompressed model's next-token distribution (knowledge distillation from the dense
+  teacher, as NViT and OFA do);
 - score: the task's validation metrics (``accuracy`` is the one the search maximises).
 
 :class:`~nas.compress._sentence_data.SentenceDistillation` offers the same methods for
@@ -58,6 +59,9 @@ class TaskData:
             ``language_model``).
         language_model: the model maps token ids ``(B, T)`` to next-token logits and
             batches are ``(inputs, targets)``; distillation then adds the soft-target term.
+        seq2seq: the model maps ``(src, prev)`` to logits ``(B, T, V)`` and batches are
+            ``(src, prev, targets)`` (padding 0); distillation then adds the soft-target
+            term over the non-pad target positions.
         limit: validation examples :meth:`score` uses (``None``: all).
     """
 
@@ -65,6 +69,7 @@ class TaskData:
     teacher: nn.Module
     language_model: bool
     limit: int | None = None
+    seq2seq: bool = False
     metric: str = "accuracy"
 
     def batches(self, size: int, generator: torch.Generator) -> Callable[[], Any]:
@@ -90,7 +95,16 @@ class TaskData:
         return self.task.loss
 
     def distil_loss(self, student: nn.Module, batch: Any) -> Tensor:
-        """The task loss, plus the soft-target cross-entropy to the teacher for an LM."""
+        """The task loss, plus the soft-target cross-entropy to the teacher for an LM or
+        an encoder-decoder."""
+        if self.seq2seq:
+            src, prev, targets = batch
+            logits = student(src, prev)  # (B, T, V)
+            with torch.no_grad():
+                soft = self.teacher(src, prev).softmax(-1)
+            keep = targets != 0  # (B, T): target positions that are not padding
+            log_p = F.log_softmax(logits, -1)[keep]  # (N, V)
+            return F.nll_loss(log_p, targets[keep]) - (soft[keep] * log_p).sum(-1).mean()
         if not self.language_model:
             return self.task.loss(student, batch)
         inputs, targets = batch

@@ -13,9 +13,9 @@ app = typer.Typer(help="Compress a model (pruning, subcloning, expert merging, M
                   "into a deployable export.",
                   no_args_is_help=True)
 
-MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2); 'matformer' or 'flexibert-minilm' "
-              "(that supernet's largest subnet); or a folder written by nas export (a "
-              "MatFormer or all-attention FlexiBERT subnet) or by nas compress.")
+MODEL_HELP = ("'minilm' (the pretrained all-MiniLM-L6-v2); 'matformer', 'flexibert-minilm' or "
+              "'hat' (that supernet's largest subnet); or a folder written by nas export (a "
+              "MatFormer, all-attention FlexiBERT or HAT subnet) or by nas compress.")
 FORCE_HELP = "Replace an export already in OUT."
 LM_MODEL_HELP = ("A zoo name ({zoo}) or a folder written by nas export or nas compress holding "
                  "a {family} model.")
@@ -40,7 +40,10 @@ def prune(
         help="Latency to reach on --hw at --tokens, e.g. 5ms (a latency model is "
         "calibrated on the source first and its held-out error reported).",
     ),
-    hw: str = typer.Option("local-cpu", "--hw", help="Where latency counts: local-cpu or cuda."),
+    hw: str = typer.Option(
+        "local-cpu", "--hw",
+        help="Where latency counts: local-cpu or cuda (measured), or for a HAT subnet rpi4, "
+        "xeon or titanxp (HAT's device models, as the search prices it)."),
     tokens: int = typer.Option(64, "--tokens", help="Sequence length for MACs and latency."),
     eta: float = typer.Option(
         0.0, "--eta", help="NViT's latency-aware term: scores minus eta x the ms a unit saves."
@@ -58,6 +61,10 @@ def prune(
     distil_steps: int = typer.Option(
         30, "--distil-steps", min=0, help="Distillation steps after each pruning step."
     ),
+    lr: float = typer.Option(
+        1e-4, "--lr",
+        help="AdamW learning rate of the distillation (a model trained from scratch on its "
+        "task, such as a HAT subnet, recovers faster near its training rate)."),
     seed: int = typer.Option(0, "--seed", help="Seed of batches and saliency probes."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -74,7 +81,8 @@ def prune(
     budget = Budget(params=target_params, macs=target_macs, latency_ms=latency_ms,
                     count=count, hw=hw, tokens=tokens)
     summary = prune_job(model, out, budget=budget, criterion=criterion, groups=groups, eta=eta,
-                        steps=steps, distil_steps=distil_steps, seed=seed, overwrite=force)
+                        steps=steps, distil_steps=distil_steps, lr=lr, seed=seed,
+                        overwrite=force)
     _report(summary, json_output)
 
 
@@ -220,13 +228,19 @@ def _report(summary: dict[str, Any], json_output: bool) -> None:
         print_json(summary)
         return
     params, metric = summary["params"], summary["metric"]
-    score = summary["score"]
+    score, shape = summary["score"], summary["shape"]
+    width = (f"embedding width {shape['embed_dim']}" if "embed_dim" in shape else
+             f"embedding widths {shape['encoder_dim']} / {shape['decoder_dim']}")
     line = (f"wrote {summary['out']}: {params['compressed']:,} parameters "
-            f"({params['fraction']:.1%} of {params['original']:,}), embedding width "
-            f"{summary['shape']['embed_dim']}, {metric} {score['compressed'][metric]:.3f} "
+            f"({params['fraction']:.1%} of {params['original']:,}), {width}, "
+            f"{metric} {score['compressed'][metric]:.3f} "
             f"(source {score['source'][metric]:.3f}), {summary['wall_s']:.0f} s")
     latency = summary.get("latency")
-    if latency:
+    if latency and "source_predicted_ms" in latency:
+        line += (f"; latency on {latency['hw']} {latency['predicted_ms']:.2f} ms predicted "
+                 f"(source {latency['source_predicted_ms']:.2f} ms; device model held-out "
+                 f"MAPE {latency['heldout_mape']:.1%})")
+    elif latency:
         line += (f"; latency on {latency['hw']} {latency['measured_ms']:.2f} ms measured, "
                  f"{latency['predicted_ms']:.2f} ms predicted (model error "
                  f"{latency['heldout_median_ape']:.1%} held out)")
