@@ -34,7 +34,8 @@ def test_hat_subnet_prunes_to_an_rpi4_latency_and_loads_back(tmp_path) -> None:
     target_ms = round(0.7 * source_ms, 2)  # the model's own figure, not a fixed budget
     out = tmp_path / "pruned"
     args = ("compress", "prune", "--model", str(exported), "--hw", "rpi4", "--target-latency",
-            f"{target_ms}ms", "--steps", "2", "--distil-steps", "2", "--out", str(out))
+            f"{target_ms}ms", "--steps", "2", "--saliency-batches", "8", "--distil-steps", "2",
+            "--out", str(out))
     summary = summary_of(nas(*args, "--json"))
 
     latency = summary["latency"]

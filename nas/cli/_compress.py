@@ -61,6 +61,9 @@ def prune(
     distil_steps: int = typer.Option(
         30, "--distil-steps", min=0, help="Distillation steps after each pruning step."
     ),
+    saliency_batches: int = typer.Option(
+        64, "--saliency-batches", min=1,
+        help="Batches of 4 training examples each saliency estimate averages over."),
     lr: float = typer.Option(
         1e-4, "--lr",
         help="AdamW learning rate of the distillation (a model trained from scratch on its "
@@ -82,7 +85,7 @@ def prune(
                     count=count, hw=hw, tokens=tokens)
     summary = prune_job(model, out, budget=budget, criterion=criterion, groups=groups, eta=eta,
                         steps=steps, distil_steps=distil_steps, lr=lr, seed=seed,
-                        overwrite=force)
+                        saliency_batches=saliency_batches, overwrite=force)
     _report(summary, json_output)
 
 
