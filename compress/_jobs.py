@@ -264,7 +264,7 @@ def _check_hw(source: str, budget: Budget, eta: float) -> None:
     """Refuse, before any loading, a target that cannot price this kind of model."""
     seq2seq = _is_seq2seq(source)
     if not seq2seq and budget.hw in HAT_DEVICES:
-        raise ValueError(f"--hw {budget.hw} prices encoder-decoder (HAT) models only; "
+        raise ValueError(f"--hw {budget.hw!r} prices encoder-decoder (HAT) models only; "
                          f"use --hw local-cpu or cuda for this model")
     if seq2seq and budget.hw not in HAT_DEVICES and (budget.latency_ms is not None or eta):
         raise ValueError(f"a HAT subnet's latency is priced by HAT's device models, --hw "
