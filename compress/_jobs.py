@@ -238,8 +238,9 @@ def prune_job(
                 "saliency_batches": saliency_batches,
                 "saliency_batch_size": saliency_batch_size, "distil_steps": distil_steps,
                 "batch_size": batch_size, "lr": lr, "seed": seed,
-                "budget": {k: v for k, v in dataclasses.asdict(budget).items()
-                           if v is not None},
+                "budget": {k: v for k, v in dataclasses.asdict(budget).items()  # a seq2seq
+                           if v is not None and not (  # is priced at its task's workload
+                               k == "tokens" and isinstance(dense, DenseSeq2Seq))},
                 "cost": {"name": cost.name, "unit": cost.unit, "source": cost(dense),
                          "target": cost(dense) * fraction, "compressed": cost(pruned)}}
     if calibration is not None:
@@ -357,6 +358,9 @@ def subclone_job(
     """Initialise a smaller model from ``source`` by weight subcloning (activations on
     ``calibration_examples`` training inputs), distil it for ``distil_steps``; write the
     export to ``out``; return the summary (with the score before distillation)."""
+    if _is_seq2seq(source):
+        raise ValueError(f"subclone takes one-stream transformers; {source} is an "
+                         f"encoder-decoder (HAT): prune it with nas compress prune")
     check_output(out, kind="dir", force=overwrite)
     started = time.perf_counter()
     src = load_source(source)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nas import get_hardware, get_supernet, get_task
 from nas.compress import _seq2seq_structures as seq2seq
@@ -15,6 +16,7 @@ from nas.compress._prune import layout_of, prune_once, savings, smallest_config
 from nas.compress._seq2seq import DenseSeq2Seq, seq2seq_param_count
 from nas.compress._seq2seq_cost import hat_latency_cost
 from nas.compress._structures import StructureIndex
+from nas.compress._task_data import TaskData
 from nas.supernets.hat._dense import sinusoidal_table
 
 
@@ -135,3 +137,16 @@ def test_rpi4_latency_of_the_ir_is_the_searchs_and_only_falls(hat, task) -> None
     small = prune_once(ir, scores, target=goal, cost=cost, index=StructureIndex(ir, items))
     assert floor <= cost(small) <= goal
     assert len(small.encoder) == len(ir.encoder) and len(small.decoder) == len(ir.decoder)
+
+
+def test_distillation_adds_the_teachers_soft_targets(hat, task) -> None:
+    """For the teacher itself the loss is its own NLL plus the entropy of its predictions,
+    over the non-pad target positions."""
+    _, source = subnet(hat, 6)
+    ir = to_transformer(source)
+    data = TaskData(task, ir, language_model=False, seq2seq=True)
+    src, prev, tgt = task.train_batches(batch_size=6, generator=torch.Generator().manual_seed(0))()
+    with torch.no_grad():
+        log_p = F.log_softmax(ir(src, prev), -1)[tgt != 0]  # (N, V)
+        expected = F.nll_loss(log_p, tgt[tgt != 0]) - (log_p.exp() * log_p).sum(-1).mean()
+        assert data.distil_loss(ir, (src, prev, tgt)) == pytest.approx(float(expected), rel=1e-5)

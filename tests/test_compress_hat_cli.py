@@ -61,6 +61,8 @@ def test_hat_subnet_prunes_to_an_rpi4_latency_and_loads_back(tmp_path) -> None:
     one_line_error(nas("compress", "prune", "--model", str(exported), "--hw", "local-cpu",
                        "--target-latency", "5ms", "--out", str(tmp_path / "x")),
                    "HAT's device models", "rpi4")
+    one_line_error(nas("compress", "subclone", "--model", str(exported), "--layers", "1",
+                       "--hidden", "32", "--out", str(tmp_path / "z")), "encoder-decoder")
     one_line_error(nas("compress", "prune", "--model", "matformer", "--hw", "rpi4",
                        "--target-params", "0.5", "--out", str(tmp_path / "y")),
                    "encoder-decoder (HAT) models only")
