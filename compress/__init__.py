@@ -4,7 +4,12 @@
   pre-LN causal decoder) whose blocks each have their own heads, query/key and value
   widths and FFN width (subnet family ``transformer``, so a compressed model exports and
   reloads like any subnet).
-- :mod:`._convert`: MiniLM and our MatFormer and FlexiBERT subnets as ``DenseTransformer``.
+- :mod:`._seq2seq`: ``DenseSeq2Seq``, the encoder-decoder counterpart (two widths,
+  cross-attention; subnet family ``transformer-seq2seq``), with its structures
+  (:mod:`._seq2seq_structures`) and costs, HAT's device models among them
+  (:mod:`._seq2seq_cost`).
+- :mod:`._convert`: MiniLM and our MatFormer and FlexiBERT subnets as ``DenseTransformer``,
+  HAT subnets as ``DenseSeq2Seq``.
 - :mod:`._structures`, :mod:`._saliency`, :mod:`._prune`: global structural pruning with
   Hessian-aware saliency (NViT, Yang et al., CVPR 2023).
 - :mod:`._cost`, :mod:`._latency`: what a pruning budget counts (parameters, MACs, latency
@@ -18,7 +23,7 @@
   ``nas compress``.
 """
 
-from nas.compress._convert import bert_from_minilm, to_transformer
+from nas.compress._convert import bert_from_minilm, seq2seq_from_hat, to_transformer
 from nas.compress._cost import ENCODER_PARAMS, PARAMS, Cost, latency_cost, macs_cost
 from nas.compress._experts import list_merge_methods, merge_experts
 from nas.compress._latency import (
@@ -30,6 +35,8 @@ from nas.compress._latency import (
 )
 from nas.compress._prune import PruneStep, count_params, prune, prune_once, savings
 from nas.compress._saliency import magnitude, random_probe_loss, saliency
+from nas.compress._seq2seq import DenseSeq2Seq
+from nas.compress._seq2seq_cost import hat_latency_cost
 from nas.compress._shedder import ShedResult, recover, shed
 from nas.compress._structures import Structure, StructureIndex, structures
 from nas.compress._subclone import RANKINGS, Importance, drop_blocks, measure_importance, subclone
@@ -41,6 +48,7 @@ __all__ = [
     "RANKINGS",
     "Calibration",
     "Cost",
+    "DenseSeq2Seq",
     "DenseTransformer",
     "Importance",
     "Keep",
@@ -53,6 +61,7 @@ __all__ = [
     "calibrate",
     "count_params",
     "drop_blocks",
+    "hat_latency_cost",
     "latency_cost",
     "list_merge_methods",
     "macs_cost",
@@ -67,6 +76,7 @@ __all__ = [
     "recover",
     "saliency",
     "savings",
+    "seq2seq_from_hat",
     "shed",
     "shrink",
     "structures",
