@@ -269,14 +269,17 @@ def check_criterion(criterion: str) -> None:
         raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}")
 
 
-def check_reachable(model: DenseTransformer, goal: float, cost: Cost, min_keep: int) -> None:
+def check_reachable(model: DenseTransformer | DenseSeq2Seq, goal: float, cost: Cost,
+                    min_keep: int) -> None:
     """Refuse a goal below the smallest model pruning can reach (an impossible budget)."""
     floor = float(cost.of_config(smallest_config(model, min_keep)))
     if goal < floor:
+        fewer = ("start from a subnet with fewer layers" if isinstance(model, DenseSeq2Seq)
+                 else "subclone to fewer blocks")
         raise ValueError(
             f"target {cost.format(goal)} is below the smallest model pruning can reach, "
             f"{cost.format(floor)} ({min_keep} unit(s) of every kind in every block); "
-            f"ask for at least that, or subclone to fewer blocks")
+            f"ask for at least that, or {fewer}")
 
 
 def prune(

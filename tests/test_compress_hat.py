@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from nas import get_hardware, get_supernet, get_task
 from nas.compress import _seq2seq_structures as seq2seq
 from nas.compress._convert import to_transformer
-from nas.compress._prune import layout_of, prune_once, savings, smallest_config
+from nas.compress._prune import (
+    check_reachable,
+    layout_of,
+    prune_once,
+    savings,
+    smallest_config,
+)
 from nas.compress._seq2seq import DenseSeq2Seq, seq2seq_param_count
 from nas.compress._seq2seq_cost import hat_latency_cost
 from nas.compress._structures import StructureIndex
@@ -137,6 +143,8 @@ def test_rpi4_latency_of_the_ir_is_the_searchs_and_only_falls(hat, task) -> None
     small = prune_once(ir, scores, target=goal, cost=cost, index=StructureIndex(ir, items))
     assert floor <= cost(small) <= goal
     assert len(small.encoder) == len(ir.encoder) and len(small.decoder) == len(ir.decoder)
+    with pytest.raises(ValueError, match="below the smallest model.*fewer layers"):
+        check_reachable(ir, 0.99 * floor, cost, 1)
 
 
 def test_distillation_adds_the_teachers_soft_targets(hat, task) -> None:
