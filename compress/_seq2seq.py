@@ -109,12 +109,24 @@ class DecoderBlock(_FFN):
         self.cross_norm = nn.LayerNorm(dim, eps=eps)
         self.ffn_norm = nn.LayerNorm(dim, eps=eps)
 
+    def _rest(self, x: Tensor, k: Tensor, v: Tensor, memory_bias: Tensor) -> Tensor:
+        x = self.cross_norm(x + self.cross_attn.attend(x, k, v, memory_bias))
+        return self.ffn_norm(x + self.feed_forward(x))
+
     def forward(self, x: Tensor, causal: Tensor, k: Tensor, v: Tensor, memory_bias: Tensor
                 ) -> Tensor:  # x (B, T, D); k, v over the encoder positions
         x = self.self_attn_norm(x + self.self_attn.attend(x, *self.self_attn.keys_values(x),
                                                           causal))
-        x = self.cross_norm(x + self.cross_attn.attend(x, k, v, memory_bias))
-        return self.ffn_norm(x + self.feed_forward(x))
+        return self._rest(x, k, v, memory_bias)
+
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, k: Tensor, v: Tensor,
+             memory_bias: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One new position x (B, 1, D) attending to itself and the cached past."""
+        self_k, self_v = self.self_attn.keys_values(x)  # (B, h, 1, d)
+        if cache is not None:
+            self_k, self_v = torch.cat([cache[0], self_k], 2), torch.cat([cache[1], self_v], 2)
+        y = self.self_attn.attend(x, self_k, self_v, memory_bias.new_zeros(()))
+        return self._rest(self.self_attn_norm(x + y), k, v, memory_bias), (self_k, self_v)
 
 
 def _positive(name: str, value: object) -> int:
@@ -251,34 +263,31 @@ class DenseSeq2Seq(nn.Module):
             out.append((*block.cross_attn.keys_values(memory), bias))
         return out
 
-    def _decode(self, tokens: Tensor, positions: Tensor,
-                memories: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
-        t = tokens.shape[1]
-        causal = self._bias(self.causal_mask[:t, :t])  # (T, T)
-        x = (self._config["decoder_scale"] * self.decoder_embed(tokens)
-             + self.decoder_positions[positions])  # (B, T, D)
-        for block, (k, v, bias) in zip(self.decoder, memories):
-            x = block(x, causal, k, v, bias)
-        return F.linear(x, self.decoder_embed.weight)  # (B, T, V)
-
     def forward(self, src_tokens: Tensor, prev_output_tokens: Tensor) -> Tensor:
         check_tokens("prev_output_tokens", prev_output_tokens, self.max_positions)
-        positions = token_positions(prev_output_tokens, self.pad_index)
-        return self._decode(prev_output_tokens, positions, self._memories(src_tokens))
+        memories = self._memories(src_tokens)
+        t = prev_output_tokens.shape[1]
+        causal = self._bias(self.causal_mask[:t, :t])  # (T, T)
+        x = (self._config["decoder_scale"] * self.decoder_embed(prev_output_tokens)
+             + self.decoder_positions[token_positions(prev_output_tokens, self.pad_index)])
+        for block, (k, v, bias) in zip(self.decoder, memories):
+            x = block(x, causal, k, v, bias)  # (B, T, D)
+        return F.linear(x, self.decoder_embed.weight)  # (B, T, V)
 
     @torch.no_grad()
     def greedy_decode(self, src_tokens: Tensor, *, max_len: int, steps: int | None = None
                       ) -> Tensor:
-        """Greedy decoding (B, n), bos excluded, as ``HATSubnet.greedy_decode``; each step
-        reruns the decoder over the prefix (no cache: latency is priced, not timed here)."""
+        """Greedy decoding (B, n), bos excluded, with a key/value cache of past target
+        positions, as ``HATSubnet.greedy_decode``."""
         memories = self._memories(src_tokens)
-        prefix: list[Tensor] = []
+        caches: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder)
+        scale = self._config["decoder_scale"]
 
         def step(token: Tensor, position: int) -> Tensor:
-            prefix.append(token)
-            tokens = torch.cat(prefix, dim=1)  # (B, t)
-            positions = torch.arange(1, position + 1, device=tokens.device).expand_as(tokens)
-            return self._decode(tokens, positions, memories)[:, -1]  # (B, V)
+            x = scale * self.decoder_embed(token) + self.decoder_positions[position]  # (B, 1, D)
+            for i, (block, (k, v, bias)) in enumerate(zip(self.decoder, memories)):
+                x, caches[i] = block.step(x, caches[i], k, v, bias)
+            return F.linear(x[:, 0], self.decoder_embed.weight)  # (B, V)
 
         return greedy_loop(step, src_tokens.shape[0], src_tokens.device, max_len=max_len,
                            steps=steps, max_positions=self.max_positions,
