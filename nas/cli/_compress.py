@@ -241,8 +241,8 @@ def _report(summary: dict[str, Any], json_output: bool) -> None:
     latency = summary.get("latency")
     if latency and "source_predicted_ms" in latency:
         line += (f"; latency on {latency['hw']} {latency['predicted_ms']:.2f} ms predicted "
-                 f"(source {latency['source_predicted_ms']:.2f} ms; device model held-out "
-                 f"MAPE {latency['heldout_mape']:.1%})")
+                 f"(source {latency['source_predicted_ms']:.2f} ms; the device model's "
+                 f"held-out MAPE on HAT's measurements {latency['heldout_mape']:.1%})")
     elif latency:
         line += (f"; latency on {latency['hw']} {latency['measured_ms']:.2f} ms measured, "
                  f"{latency['predicted_ms']:.2f} ms predicted (model error "
