@@ -325,7 +325,7 @@ def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
             f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
             f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}{policy}</tr>"
         )
-    memory_header = f"memory ({escape(memory)})" if memory else "memory"
+    memory_header = memory_heading(memory)
     policy_header = POLICY_HEADER if quantized else ""
     body = "\n".join(rows) or (
         f'<tr><td colspan="{9 if quantized else 7}">no feasible trial yet</td></tr>')
@@ -360,6 +360,14 @@ def policy_cells(trial: TrialRecord) -> str:
 def _count_cell(value: int | None, mark: str) -> str:
     """A count, or a dash carrying the footnote that says why it is missing."""
     return f'<td class="num">{_DASH + mark if value is None else format(value, ",")}</td>'
+
+
+def memory_heading(metric: str | None) -> str:
+    """The memory column's heading: its unit for ``memory_mb`` (``--objective memory``,
+    ``--memory-budget``), else the metric's name."""
+    if metric == "memory_mb":
+        return "memory (MB)"
+    return f"memory ({escape(metric)})" if metric else "memory"
 
 
 def memory_metric(trials: Sequence[TrialRecord]) -> str | None:
