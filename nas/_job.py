@@ -19,6 +19,7 @@ from nas._search import SearchResult, run_search
 from nas._space import Config
 from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
+from nas._units import format_mb
 from nas.algorithms import ALGORITHMS, canonical_algorithm, get_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
 from nas.quant._evaluator import QuantizedEvaluator
@@ -177,8 +178,8 @@ def _check_memory(request: SearchRequest, evaluator: Evaluator) -> float | None:
     budget = request.memory_budget_mb
     if budget is not None and smallest > budget:
         raise InfeasibleBudgetError(
-            f"memory budget {budget * 1000:g} kB is infeasible on {request.hardware}: the "
-            f"smallest subnet of {request.supernet} needs {smallest * 1000:.1f} kB (weights "
+            f"memory budget {format_mb(budget)} is infeasible on {request.hardware}: the "
+            f"smallest subnet of {request.supernet} needs {format_mb(smallest)} (weights "
             f"plus activations at batch 1); raise --memory-budget to at least that"
         )
     return smallest

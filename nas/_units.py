@@ -51,3 +51,8 @@ def parse_size_mb(text: str, *, what: str = "size budget") -> float:
     if number <= 0:
         raise ValueError(f"{what} must be positive, got {text!r}")
     return number * _SIZE_UNITS_MB[unit]
+
+
+def format_mb(mb: float) -> str:
+    """A memory or size in MB as people read it: ``689.7 kB`` below 1 MB, else ``7.71 MB``."""
+    return f"{mb * 1000:.1f} kB" if mb < 1 else f"{mb:.3g} MB"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import nas
-from nas._units import parse_size_mb
+from nas._units import format_mb, parse_size_mb
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run
 from tests.cli_helpers import one_line_error
@@ -31,7 +31,7 @@ def test_a_memory_budget_below_the_smallest_subnet_is_refused(tmp_path):
     smallest = _smallest_memory_mb()
     result = _search(tmp_path, "--memory-budget", f"{smallest * 1000 * 0.9:.3f}kB")
     one_line_error(result, "memory budget", "is infeasible on local-cpu",
-                   f"needs {smallest * 1000:.1f} kB")
+                   f"needs {format_mb(smallest)}")
     assert not (tmp_path / "s.db").exists()  # nothing written
 
 
@@ -52,6 +52,7 @@ def test_bad_memory_options_are_one_line(tmp_path, args, fragments):
 def test_memory_units_are_those_of_the_other_budgets():
     assert parse_size_mb("8MB", what="memory budget") == 8.0
     assert parse_size_mb("500kB", what="memory budget") == 0.5
+    assert format_mb(0.6897) == "689.7 kB" and format_mb(7.70765) == "7.71 MB"
 
 
 @pytest.mark.slow

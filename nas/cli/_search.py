@@ -12,7 +12,7 @@ from rich.table import Table
 from nas._evaluator import MEMORY_METRIC
 from nas._hardware import get_hardware
 from nas._supernet import SPACES, SUPERNETS
-from nas._units import parse_latency_ms, parse_size_mb
+from nas._units import format_mb, parse_latency_ms, parse_size_mb
 from nas.cli._common import (
     JSON_HELP,
     STORAGE_HELP,
@@ -174,8 +174,8 @@ def search(
     )
     if prepared.min_memory_mb is not None:
         bound = prepared.problem.upper_bound(MEMORY_METRIC)
-        console.print(f"memory <= {bound * 1000:g} kB on {escape(hw)} (smallest subnet: "
-                      f"{prepared.min_memory_mb * 1000:.1f} kB, "
+        console.print(f"memory <= {format_mb(bound)} on {escape(hw)} (smallest subnet: "
+                      f"{format_mb(prepared.min_memory_mb)}, "
                       f"{prepared.target.memory_provenance().method})", highlight=False)
     if budget_ms >= prepared.max_latency_ms:
         console.print(
