@@ -7,7 +7,9 @@ import json
 import pytest
 
 import nas
+from nas._hardware import model_memory
 from nas._units import format_mb, parse_size_mb
+from nas.studies import study_dataframe
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run
 from tests.cli_helpers import one_line_error
@@ -89,3 +91,23 @@ def test_the_memory_budget_excludes_what_latency_alone_would_choose(tmp_path):
     assert "memory (MB)" in html
     shown = f"{document['pareto'][0]['memory_mb']:.4g}"
     assert shown in html
+    table = study_dataframe("memory", f"sqlite:///{tmp_path / 's.db'}")
+    assert (table["memory_mb"] <= budget).sum() >= len(document["pareto"])
+
+
+@pytest.mark.slow
+def test_the_report_models_memory_for_a_study_that_did_not_search_it(tmp_path):
+    result = _search(tmp_path, "--algorithm", "random", study="plain", evals="3")
+    assert result.exit_code == 0, result.output
+    front = json.loads(result.stdout)["pareto"]
+    assert front and all("memory_mb" not in p for p in front)
+    out = tmp_path / "report.html"
+    report = run("report", "--study", "plain", "--storage", f"sqlite:///{tmp_path / 's.db'}",
+                 "--out", str(out))
+    assert report.exit_code == 0, report.output
+    html = out.read_text()
+    assert "memory (MB, modelled)" in html
+    supernet = nas.get_supernet("sortednet")
+    task = nas.get_task(supernet.task_name)
+    modelled = model_memory(supernet.describe(front[0]["config"]), task.workload())
+    assert f"{modelled.peak_bytes / 1e6:.4g}" in html
