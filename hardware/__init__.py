@@ -75,13 +75,14 @@ from nas.hardware._macs import (
     Seq2SeqShape,
     seq2seq_macs,
 )
-from nas.hardware._memory_model import HATMemory, OFAMemory, SortedMLPMemory
+from nas.hardware._memory_model import HATMemory, MatFormerMemory, OFAMemory, SortedMLPMemory
 from nas.hardware._nb201_targets import NB201TableTarget
 from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget, OFAWidths
 from nas.hardware._remote import RemoteTarget
 
 __all__ = [
     "HATMemory",
+    "MatFormerMemory",
     "OFAMemory",
     "SortedMLPMemory",
     "CUDATarget",

@@ -164,6 +164,37 @@ class SortedMLPMemory(_ShapeModel):
         return MemoryEstimate(weights, peak * FLOAT)
 
 
+# -- MatFormer: a decoder-only LM over one full window ---------------------------------------
+
+
+class MatFormerMemory(_ShapeModel):
+    """MatFormer's dense LM (``supernets/matformer/_dense.py``): one forward pass of a
+    full window (the workload's ``src_len`` tokens), next-token logits at every one."""
+
+    family = "matformer"
+
+    def estimate(self, shape: SubnetShape, workload: Workload) -> MemoryEstimate:
+        c, vocab, context = (shape.dims["embed_dim"], shape.dims["vocab_size"],
+                             shape.dims["context"])
+        tokens = max(1, round(workload.src_len))
+        weights = (vocab * c + context * c + 2 * c + _linear(c, vocab)) * FLOAT
+        peak = 0
+        for layer in shape.layers:
+            f, heads = layer.dims["ffn_dim"], layer.dims["heads"]
+            weights += (4 * c + _linear(c, 3 * c) + _linear(c, c) + _linear(c, f)
+                        + _linear(f, c)) * FLOAT + context * context  # the bool causal mask
+            # attention: the residual, its norm, q/k/v, their copies for the product and
+            # two (H, T, T) score tensors; the FFN: the residual, its norm, fc1 and gelu;
+            # both beside the int64 positions
+            attention = 6 * tokens * c + 2 * heads * tokens * tokens + 2 * tokens
+            ffn = 3 * tokens * c + 2 * tokens * f + 2 * tokens
+            peak = max(peak, attention, ffn)
+        peak = max(peak, 2 * tokens * c + tokens * vocab + 2 * tokens)  # norm and logits
+        return MemoryEstimate(weights, peak * FLOAT)
+
+
 MEMORY_MODELS.register("hat", description="HAT encoder-decoder, greedy decoding")(HATMemory)
 MEMORY_MODELS.register("ofa", description="OFA MobileNetV3, one image")(OFAMemory)
 MEMORY_MODELS.register("sortednet", description="SortedNet MLP, one vector")(SortedMLPMemory)
+MEMORY_MODELS.register("matformer", description="MatFormer decoder LM, one window")(
+    MatFormerMemory)
