@@ -72,8 +72,7 @@ class LocalCPUTarget(HardwareTarget):
         return MemoryEstimate(report.weights_bytes, report.peak_activation_bytes,
                               report.kv_cache_bytes, method="measured")
 
-    @property
-    def memory_fingerprint(self) -> str:
+    def memory_fingerprint(self, family: str) -> str:
         return f"measured:torch-{torch.__version__}"
 
     def memory_provenance(self) -> Provenance:

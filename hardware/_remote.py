@@ -254,8 +254,7 @@ class RemoteTarget(HardwareTarget):
                                batch=workload.batch, beam=workload.beam)
         return MemoryEstimate(int(weights), int(activations), cache, method="measured")
 
-    @property
-    def memory_fingerprint(self) -> str:
+    def memory_fingerprint(self, family: str) -> str:
         return self.fingerprint
 
     def memory_provenance(self) -> Provenance:

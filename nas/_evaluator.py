@@ -102,7 +102,9 @@ class Evaluator(BaseEvaluator):
         supernet: has ``space``, ``activate(config)`` and ``checkpoint_hash``.
         task: has ``evaluate(model, *, split, limit)`` returning a dict with
             ``"accuracy"`` (any other numeric metrics it returns are kept too).
-        target: has ``latency_ms(supernet, config, task)`` and ``fingerprint``.
+        target: has ``latency_ms(supernet, config, task)`` and ``fingerprint`` (with
+            ``memory``: ``memory(supernet, config, task)`` and
+            ``memory_fingerprint(family)`` too).
         eval_limit: score on the first ``eval_limit`` validation examples only (faster
             searches; part of the cache key since it changes the accuracy).
         memory: also give ``memory_mb``, the target's peak memory of one batch-1
@@ -134,7 +136,8 @@ class Evaluator(BaseEvaluator):
         checkpoint = str(getattr(self.supernet, "checkpoint_hash", "untrained"))
         task_name = str(getattr(self.task, "name", "") or type(self.task).__name__)
         target = str(getattr(self.target, "fingerprint", "") or getattr(self.target, "name", ""))
-        memory = f"|memory={self.target.memory_fingerprint}" if self.memory else ""
+        memory = (f"|memory={self.target.memory_fingerprint(self.supernet.family)}"
+                  if self.memory else "")
         return f"{checkpoint}|{task_name}|limit={self.eval_limit}|{target}{memory}"
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:

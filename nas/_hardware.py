@@ -141,12 +141,11 @@ class HardwareTarget(abc.ABC):
         measure override it."""
         return model_memory(supernet.describe(config), task.workload())
 
-    @property
-    def memory_fingerprint(self) -> str:
-        """Changes whenever this target's memory figures could (cache key part)."""
-        versions = ",".join(f"{f}{MEMORY_MODELS.create(f).version}"
-                            for f in MEMORY_MODELS.names())
-        return f"memory-model:{versions}"
+    def memory_fingerprint(self, family: str) -> str:
+        """Changes whenever this target's memory figures of subnets of ``family`` could
+        (cache key part): by default the family's model and its version."""
+        version = MEMORY_MODELS.create(family).version if family in MEMORY_MODELS else "none"
+        return f"memory-model:{family}:{version}"
 
     def memory_provenance(self) -> Provenance:
         """Where the memory figures come from: by default the shape models, with each

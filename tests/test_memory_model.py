@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import nas
 from nas._hardware import MEMORY_MODELS, model_memory
@@ -79,3 +80,19 @@ def test_hw_show_states_the_memory_models_error():
     assert f"memory model hat: mean error {hat['mape']:.1%}" in result.output
     measured = run("hw", "show", "local-cpu")
     assert "memory: measured, measured here" in measured.output
+
+
+def test_memory_changes_the_cache_key_only_when_searched():
+    supernet = nas.get_supernet("sortednet")
+    task = nas.get_task(supernet.task_name)
+    config = supernet.space.smallest()
+    keys = {}
+    for name in ("rpi4", "local-cpu"):
+        target = nas.get_hardware(name)
+        plain = nas.Evaluator(supernet, task, target)
+        memory = nas.Evaluator(supernet, task, target, memory=True)
+        assert plain.fingerprint.endswith(f"|{target.fingerprint}")  # as before memory
+        assert memory.cache_key(config) != plain.cache_key(config)
+        keys[name] = memory.fingerprint.rsplit("|memory=", 1)[1]
+    assert keys == {"rpi4": "memory-model:sortednet:1", "local-cpu":
+                    f"measured:torch-{torch.__version__}"}

@@ -9,6 +9,7 @@ import pytest
 import nas
 from nas._hardware import model_memory
 from nas._units import format_mb, parse_size_mb
+from nas._worker import prepare_worker
 from nas.studies import study_dataframe
 from tests.budgets import feasible_budget
 from tests.cli_helpers import nas as run
@@ -81,6 +82,13 @@ def test_the_memory_budget_excludes_what_latency_alone_would_choose(tmp_path):
     again = _search(tmp_path, "--algorithm", "random", "--memory-budget", f"{budget / 2}MB",
                     study="memory", evals="24")
     assert again.exit_code != 0 and "memory_mb" in again.output
+
+    # a worker rebuilds the same memory budget and evaluator from the study
+    worker = prepare_worker(f"sqlite:///{tmp_path / 's.db'}", "memory")
+    assert worker.problem.upper_bound("memory_mb") == pytest.approx(budget)
+    config = worker.problem.space.smallest()
+    assert worker.evaluator.evaluate(config)["memory_mb"] == pytest.approx(
+        _smallest_memory_mb())
 
     # the report and the study table show memory
     out = tmp_path / "report.html"
