@@ -13,6 +13,8 @@ Registered targets (``nas.get_hardware(name)``):
 - ``cuda``: measured on this machine's CUDA GPU (CUDA events);
 - ``remote:HOST:PORT``: measured on a device running ``nas agent`` (``_agent.py``,
   ``_remote.py``);
+- a device of the user's own (``nas hw add NAME``, ``_user_targets.py``): a law fitted
+  on their measurements, few-shot on the other devices of the space where it has them;
 - ``ofa-lut:FOLDER``: OFA's published per-device latency lookup tables, for OFA's
   published MobileNetV3 space at width 1.0 or 1.2 (read from the tables; ``_ofa_lut.py``).
 
@@ -79,6 +81,7 @@ from nas.hardware._memory_model import HATMemory, MatFormerMemory, OFAMemory, So
 from nas.hardware._nb201_targets import NB201TableTarget
 from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget, OFAWidths
 from nas.hardware._remote import RemoteTarget
+from nas.hardware._user_targets import UserTarget, UserTargetRecord, fit_law, save_target
 
 __all__ = [
     "HATMemory",
@@ -114,12 +117,15 @@ __all__ = [
     "OFALookupTarget",
     "OFAWidths",
     "RemoteTarget",
+    "UserTarget",
+    "UserTargetRecord",
     "Seq2SeqShape",
     "calibrate_implementation",
     "calibrate_local",
     "count_macs",
     "count_params",
     "extrapolation",
+    "fit_law",
     "fit_hat_device",
     "fit_split_coefficients",
     "fit_total_coefficients",
@@ -131,6 +137,7 @@ __all__ = [
     "regression_errors",
     "roofline_ms",
     "save_calibration",
+    "save_target",
     "seq2seq_macs",
     "shape_from_hat_features",
     "write_calibration",

@@ -31,6 +31,8 @@ class CUDATarget(HardwareTarget):
         warmup, min_repeats, max_repeats, rel_ci: the stopping rule.
     """
 
+    measures = True
+
     name = "cuda"
     description = "this machine's CUDA GPU, measured (CUDA events, batch 1)"
 

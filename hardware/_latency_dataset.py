@@ -65,6 +65,7 @@ from nas.hardware._profile import (
     environment,
     measure_latency,
 )
+from nas.hardware._user_measurements import spread_configs
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +265,15 @@ def plan_dataset(
     samples: int,
     seed: int,
     settings: ProfileSettings,
+    spread: bool = False,
 ) -> DatasetPlan:
     """Check an existing file and choose the configs still to measure.
 
     The configs are the first distinct samples of ``space.sample`` with ``seed``, minus
     those already in the file, until the file would hold ``samples`` rows: a rerun
-    with the same seed and a larger ``samples`` measures only the new ones.
+    with the same seed and a larger ``samples`` measures only the new ones. With
+    ``spread`` they are :func:`spread_configs` instead (few subnets covering the space,
+    for fitting a device's latency law), minus those already in the file.
 
     Raises:
         ValueError: ``path`` is a folder; ``samples`` exceeds the space; the file has
@@ -295,7 +299,10 @@ def plan_dataset(
             _check_identity(table, identity)
             done = table.keys(space)
         torn = table.torn_bytes
-    todo = tuple(sample_new_configs(space, seed, done, samples - len(done)))
+    if spread:
+        todo = tuple(c for c in spread_configs(space, samples, seed=seed) if c.key not in done)
+    else:
+        todo = tuple(sample_new_configs(space, seed, done, samples - len(done)))
     return DatasetPlan(path, columns, identity, len(done), todo, torn)
 
 

@@ -35,6 +35,8 @@ class LocalCPUTarget(HardwareTarget):
         repeats: timed runs; the median is returned.
     """
 
+    measures = True
+
     name = "local-cpu"
     description = "this machine's CPU, measured (batch 1, fixed thread count)"
 

@@ -1,4 +1,7 @@
-"""The targets ``pixel3`` and ``gold6226``: published latencies of NAS-Bench-201 cells.
+"""Published latencies of NAS-Bench-201 cells: ``pixel3``, ``gold6226``, ``nb201-raspi4``,
+``nb201-titanxp`` and ``nb201-1080ti`` (the ``nb201-`` prefix keeps them apart from the
+HAT models ``rpi4`` and ``titanxp``). They also serve as the few-shot prior of a user's
+own device (``nas hw add --supernet nb201``).
 
 Every one of the 15,625 NAS-Bench-201 cells has been measured on these devices; the
 shipped NB201 table (``nas.supernets`` ``data/nb201_cifar_latency.csv``, provenance in
@@ -103,3 +106,27 @@ def gold6226() -> HardwareTarget:
     """Intel Xeon Gold 6226: the table's measured latency of each NAS-Bench-201 cell."""
     return NB201TableTarget(name="gold6226", device="gold_6226",
                             description="Intel Xeon Gold 6226")
+
+
+@HARDWARE.register("nb201-raspi4", description="Raspberry Pi 4, published NAS-Bench-201 "
+                   "latencies (nb201 supernet only)")
+def nb201_raspi4() -> HardwareTarget:
+    """Raspberry Pi 4 (HW-NAS-Bench via HELP): the table's latency of each cell."""
+    return NB201TableTarget(name="nb201-raspi4", device="raspi4",
+                            description="Raspberry Pi 4")
+
+
+@HARDWARE.register("nb201-titanxp", description="NVIDIA Titan Xp at batch 1, published "
+                   "NAS-Bench-201 latencies (nb201 supernet only)")
+def nb201_titanxp() -> HardwareTarget:
+    """NVIDIA Titan Xp, batch 1 (HELP): the table's latency of each cell."""
+    return NB201TableTarget(name="nb201-titanxp", device="titanxp_1",
+                            description="NVIDIA Titan Xp (batch 1)")
+
+
+@HARDWARE.register("nb201-1080ti", description="NVIDIA GTX 1080 Ti at batch 32, published "
+                   "NAS-Bench-201 latencies (nb201 supernet only)")
+def nb201_1080ti() -> HardwareTarget:
+    """NVIDIA GTX 1080 Ti, batch 32 (HELP): the table's latency of each cell."""
+    return NB201TableTarget(name="nb201-1080ti", device="1080ti_32",
+                            description="NVIDIA GTX 1080 Ti (batch 32)")

@@ -4,9 +4,8 @@
 imported on first use, so the rest of the package works without them.
 
 What exports: a HAT dense subnet's teacher-forced forward pass (source and previous
-tokens in, logits out) and any plain network (NAS-Bench-201's). Greedy decoding does
-not: tracing would unroll its loop for one output length; deploying it takes an encoder
-graph plus a one-step decoder graph with the cache as inputs, which is not built yet.
+tokens in, logits out), its encoder and one-step decoder graphs (greedy decoding
+deployed: :mod:`nas.supernets.hat._deploy`) and any plain network (NAS-Bench-201's).
 A graph ONNX rejects is a one-line error from :func:`export_onnx`.
 """
 
@@ -38,12 +37,15 @@ def export_onnx(
     *,
     opset: int = OPSET,
     dynamic: bool = False,
+    names: tuple[list[str], list[str]] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Export ``model`` (in eval mode) to an ONNX file and check the graph.
 
     Uses the TorchScript exporter (``dynamo=False``): the dynamo exporter needs
     ``onnxscript``, which is not a dependency. Inputs are named ``input0``, ``input1``,
-    ... with fixed shapes, those of ``example_inputs``.
+    ... with fixed shapes, those of ``example_inputs``, unless ``names`` gives the input
+    and output names and ``dynamic_axes`` the free dims of each.
 
     Raises:
         ValueError: the exported graph is not valid ONNX (e.g. an op on a type ONNX
@@ -72,8 +74,9 @@ def export_onnx(
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
                 model, inputs, str(path), dynamo=False, opset_version=opset,
-                input_names=[f"input{i}" for i in range(len(inputs))],
-                dynamic_axes=_dynamic_axes(inputs) if dynamic else None,
+                input_names=names[0] if names else [f"input{i}" for i in range(len(inputs))],
+                output_names=names[1] if names else None,
+                dynamic_axes=dynamic_axes or (_dynamic_axes(inputs) if dynamic else None),
                 custom_opsets={NBITS_DOMAIN: 1} if 4 in _quantized_bits(model) else None,
             )
     finally:

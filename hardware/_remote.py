@@ -74,6 +74,8 @@ class RemoteTarget(HardwareTarget):
         ValueError: no token, or an invalid option.
     """
 
+    measures = True
+
     description = "a device running `nas agent`, measured there (batch 1, fixed thread count)"
 
     def __init__(

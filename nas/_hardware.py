@@ -101,6 +101,10 @@ class HardwareTarget(abc.ABC):
     """The bit widths this target gives quantized latencies for (32: float); empty when
     it has none. ``--quantize mixed`` searches these."""
 
+    measures: bool = False
+    """Whether figures come from running each subnet on the device (``local-cpu``,
+    ``cuda``, ``remote:``): slow and noisy, so never a few-shot reference."""
+
     quant_activations: bool = True
     """Whether a quantized layer's input and output are quantized too on this target
     (W{b}A8 static, calibrated: CPU integer kernels); ``False``: weight-only (GPU
@@ -191,14 +195,22 @@ HARDWARE_SCHEMES: Registry[HardwareTarget] = Registry(
 registers them: the contract here never imports it."""
 
 
+USER_SCHEME = "user"
+"""The scheme of targets a user added with ``nas hw add``: ``user:NAME``, or ``NAME``
+alone where no built-in target has it."""
+
+
 def get_hardware(name: str) -> HardwareTarget:
     """The hardware target ``name`` (``rpi4``, ``xeon``, ``titanxp``, ``local-cpu``),
-    ``remote:HOST:PORT`` for a device running ``nas agent``, or ``ofa-lut:FOLDER`` for
-    OFA's published latency lookup tables in FOLDER."""
+    ``remote:HOST:PORT`` for a device running ``nas agent``, ``ofa-lut:FOLDER`` for
+    OFA's published latency lookup tables in FOLDER, or a target added with ``nas hw
+    add``."""
     scheme, colon, _ = name.partition(":")
     if colon and scheme in HARDWARE_SCHEMES:
         return HARDWARE_SCHEMES.entry(scheme).factory(name)
-    return HARDWARE.create(name)
+    if name in HARDWARE or USER_SCHEME not in HARDWARE_SCHEMES:
+        return HARDWARE.create(name)
+    return HARDWARE_SCHEMES.entry(USER_SCHEME).factory(name)
 
 
 def list_hardware() -> list[str]:

@@ -13,6 +13,11 @@ far the prediction holds:
   median and largest absolute percentage error, and the scale factor (median of
   measured / predicted) between the predicted device and the measuring one.
 
+On this CPU a subnet is timed as it deploys: a seq2seq subnet that exports an encoder
+and a decoder-step graph (HAT's) runs them in ONNX Runtime, encoding once and decoding
+the task's probe word step by step with the cache; other subnets run the task's
+latency probe on the PyTorch module. ``runtime`` says which.
+
 The result is stored in the study as the user attribute ``hw_check/<fingerprint of the
 measuring target>`` (a later check on the same target replaces it); the study's trials
 and search metadata are never touched.
@@ -22,14 +27,17 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from nas._extras import installed
 from nas._hardware import HardwareTarget, get_hardware
 from nas._space import Config
 from nas._supernet import Supernet
@@ -48,12 +56,19 @@ from nas.studies import (
     study_problem,
     study_supernet,
 )
+from nas.studies._graphs import decoding_graphs_of, write_decoding_graphs
+
+if TYPE_CHECKING:
+    from nas.supernets.hat import DecodingGraphs
 
 LATENCY = "latency_ms"
 """The trial metric that holds the latency the study's target gave."""
 
 ATTRIBUTE_PREFIX = "hw_check/"
 """Study user attributes that hold checks, one per measuring target's fingerprint."""
+
+ORT = "onnxruntime"
+"""How the runtime of deployed graphs begins (``runtime``: "onnxruntime 1.x: ...")."""
 
 MEASURABLE = "local-cpu (this CPU) or remote:HOST:PORT (a device running `nas agent`)"
 
@@ -111,6 +126,7 @@ class HardwareCheck:
     budget_ms: float | None
     subnets: tuple[SubnetCheck, ...]
     agreement: Agreement
+    runtime: str
     note: str
     attribute: str
     checked_at: str
@@ -160,12 +176,16 @@ def check_study(
     measured = _measure_all(supernet, task, target, settings, front, progress=progress)
     budget = study_problem(study).upper_bound(LATENCY)
     rows = tuple(_row(t, measured[t.number], budget) for t in front)
+    runtimes = sorted({m.environment.get("runtime", "") for m in measured.values()})
     agreement = rank_agreement([r.predicted_ms for r in rows], [r.measured_ms for r in rows])
     check = HardwareCheck(
         study=study.name, storage=study.storage, predicted_on=study.meta.hardware,
         predicted_fingerprint=study.meta.hardware_fingerprint, measured_on=target.name,
         measured_fingerprint=fingerprint, budget_ms=budget, subnets=rows,
-        agreement=agreement, note=_note(study, target.name, fingerprint, agreement),
+        agreement=agreement, runtime="; ".join(runtimes),
+        note=f"Measured: {'; '.join(runtimes)}. "
+             + _note(study, target.name, fingerprint, agreement,
+                     deployed=any(r.startswith(ORT) for r in runtimes)),
         attribute=ATTRIBUTE_PREFIX + fingerprint,
         checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings=asdict(settings),
@@ -277,17 +297,59 @@ def measure_subnet(
 ) -> Measurement:
     """The latency of the dense subnet ``config`` on ``target`` with its 95% interval.
 
-    On this CPU the task's latency probe is timed with :func:`measure_latency`'s
-    stopping rule; a remote device times a fixed number of runs, whose durations give
-    the interval here.
+    On this CPU the deployed graphs (:func:`measure_deployed`) or else the task's
+    latency probe are timed with :func:`measure_latency`'s stopping rule; a remote
+    device times a fixed number of runs, whose durations give the interval here. The
+    measurement's ``environment["runtime"]`` says what ran.
     """
     if isinstance(target, RemoteTarget):
-        return _remote_measurement(target.measure(supernet, config, task), settings)
+        remote = _remote_measurement(target.measure(supernet, config, task), settings)
+        return _with_runtime(remote, f"the agent at {target.name}: the task's latency probe "
+                                     "on the PyTorch module")
     model = supernet.extract(config).to("cpu").eval()
+    graphs = decoding_graphs_of(model) if installed("onnx") else None
+    if graphs is not None and hasattr(task, "vocab_document"):
+        return measure_deployed(model, graphs, task, settings)
     with torch.inference_mode():
-        return measure_latency(task.latency_probe(model), threads=settings.threads,
-                               warmup=settings.warmup, min_repeats=settings.min_repeats,
-                               max_repeats=settings.max_repeats, rel_ci=settings.rel_ci)
+        measured = measure_latency(task.latency_probe(model), threads=settings.threads,
+                                   warmup=settings.warmup, min_repeats=settings.min_repeats,
+                                   max_repeats=settings.max_repeats, rel_ci=settings.rel_ci)
+    return _with_runtime(measured, f"torch {torch.__version__}: the task's latency probe on "
+                                   "the PyTorch module")
+
+
+def measure_deployed(model: torch.nn.Module, graphs: DecodingGraphs, task: Task,
+                     settings: ProfileSettings) -> Measurement:
+    """Latency of ``model``'s encoder and decoder-step ONNX graphs as they deploy: the
+    task's probe word encoded once, then exactly its probe steps decoded greedily with
+    the cache, by the loop the model card prints (so the same work as the PyTorch probe).
+
+    The graphs are exported and checked against the model's greedy decoding first.
+    """
+    from nas.studies import _decoding_loop as loop
+
+    src = task.example_inputs()[0]  # (1, S): the probe word
+    steps = task.probe_steps
+    reference = model.greedy_decode(src, max_len=min(src.shape[1] + 4, model.max_positions))
+    vocab = task.vocab_document()
+    with tempfile.TemporaryDirectory(prefix="nas-hw-check-") as folder:
+        spec = write_decoding_graphs(graphs, src, reference, vocab,
+                                     Path(folder), ["onnx"])
+        files = spec["files"]["onnx"]
+        encoder = loop.onnx_runner(Path(folder) / files["encoder"], threads=settings.threads)
+        step = loop.onnx_runner(Path(folder) / files["step"], threads=settings.threads)
+    array = src.numpy()
+    measured = measure_latency(
+        lambda: loop.greedy_decode(encoder, step, array, spec, vocab, steps=steps),
+        threads=settings.threads, warmup=settings.warmup, min_repeats=settings.min_repeats,
+        max_repeats=settings.max_repeats, rel_ci=settings.rel_ci,
+    )
+    return _with_runtime(measured, f"{spec['checks']['onnx']['checked_with']}: encoder + "
+                                   f"decoder-step graphs, {steps} greedy steps with the cache")
+
+
+def _with_runtime(measured: Measurement, runtime: str) -> Measurement:
+    return replace(measured, environment={**measured.environment, "runtime": runtime})
 
 
 def _remote_measurement(remote: RemoteMeasurement, settings: ProfileSettings) -> Measurement:
@@ -317,8 +379,13 @@ def _row(trial: TrialRecord, measured: Measurement, budget: float | None) -> Sub
     )
 
 
-def _note(study: Study, measured_on: str, fingerprint: str, agreement: Agreement) -> str:
+def _note(study: Study, measured_on: str, fingerprint: str, agreement: Agreement, *,
+          deployed: bool) -> str:
     """What the figures can be trusted to say, in plain words."""
+    if study.meta.hardware_fingerprint == fingerprint and deployed:
+        return (f"The study's figures were measured on this same target ({measured_on}) on "
+                "the PyTorch module; these are the deployed ONNX graphs, so the ratio is the "
+                "runtimes' difference as well as run-to-run noise.")
     if study.meta.hardware_fingerprint == fingerprint:
         return (f"The study's figures were measured on this same target ({measured_on}): "
                 "the errors are the measurement's run-to-run reproducibility.")

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,12 +29,25 @@ from nas._extras import installed, require
 from nas._files import check_output, write_text_atomic
 from nas._supernet import Supernet
 from nas._task import TASKS, Task, get_task
-from nas.studies._graphs import FILES, INPUTS, OUTPUTS, input_spec, write_graphs
+from nas.studies._graphs import (
+    DECODING_FILES,
+    FILES,
+    INPUTS,
+    OUTPUTS,
+    VOCAB,
+    decoding_graphs_of,
+    input_spec,
+    write_decoding_graphs,
+    write_graphs,
+)
 from nas.studies._model_card import model_card
 from nas.studies._pareto import front_of
 from nas.studies._report import study_problem, study_supernet
 from nas.studies._storage import default_storage
 from nas.studies._study import Study, TrialRecord, load_study
+
+if TYPE_CHECKING:
+    from nas.supernets.hat import DecodingGraphs
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 """Export formats, in the order they are written."""
@@ -44,12 +57,17 @@ FORMAT_EXTRAS = {"onnx": "onnx"}
 
 CONFIG = "config.json"
 CARD = "MODEL_CARD.md"
-EXPORT_FILES = (*FILES.values(), CONFIG, CARD, INPUTS, OUTPUTS)
+EXPORT_FILES = (*FILES.values(), *(f for pair in DECODING_FILES.values() for f in pair), VOCAB,
+                CONFIG, CARD, INPUTS, OUTPUTS)
 """Every file an export may write; ``overwrite`` removes the stale ones of an earlier export."""
 
 
 RECALIBRATION_BATCHES = 20
 RECALIBRATION_BATCH_SIZE = 32
+
+DECODING_CHECK_WORDS = 16
+"""Test words (validation words if there are none) that greedy decoding over exported
+decoder graphs must translate as the model does before the graphs are written."""
 
 
 def available_formats() -> tuple[str, ...]:
@@ -313,8 +331,30 @@ def _build(
         document["inputs"] = input_spec(model, inputs)
         document["formats"].update(write_graphs(model, inputs, folder, graphs,
                                                 quantized=quantize != "none"))
+        decoding = decoding_graphs_of(model) if quantize == "none" else None
+        if decoding is not None:
+            document["decoding"] = _decoding(model, decoding, task, folder, graphs)
     (folder / CONFIG).write_text(json.dumps(document, indent=2) + "\n")
     (folder / CARD).write_text(model_card(document))
+
+
+def _decoding(model: nn.Module, decoding: DecodingGraphs, task: Task, folder: Path,
+              formats: list[str]) -> dict[str, Any]:
+    """Encoder and decoder-step graphs of a seq2seq subnet, checked on the task's first
+    test words against the model's own greedy decoding (``decoding`` in config.json).
+
+    Raises:
+        ValueError: the task has no vocabularies to write, or a graph fails its check.
+    """
+    if not hasattr(task, "vocab_document"):
+        raise ValueError(f"task {task.name!r} has no vocabularies to write beside the "
+                         "decoder graphs; export safetensors only")
+    words = task.words("test") or task.words("validation")  # a small lexicon's test split
+    src = task.encode_words(words[:DECODING_CHECK_WORDS])   # may be empty
+    max_len = min(src.shape[1] + 4, model.max_positions)
+    reference = model.greedy_decode(src, max_len=max_len)
+    return write_decoding_graphs(decoding, src, reference,
+                                 task.vocab_document(), folder, formats)
 
 
 def _batchnorm(model: nn.Module, supernet: Supernet, task: Task | None, *, seed: int) -> str:

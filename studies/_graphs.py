@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from nas.supernets.hat import DecodingGraphs
 
 FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx",
          "torchscript": "model.torchscript.pt"}
@@ -139,3 +143,110 @@ def _runtime(name: str) -> str:
 
         return f"onnxruntime {onnxruntime.__version__}"
     return f"torch.jit.load (torch {torch.__version__})"
+
+
+DECODING_FILES = {"onnx": ("encoder.onnx", "decoder_step.onnx"),
+                  "torchscript": ("encoder.torchscript.pt", "decoder_step.torchscript.pt")}
+"""Format -> the encoder and decoder-step graph files of a seq2seq subnet."""
+
+VOCAB = "vocab.json"
+
+
+def decoding_graphs_of(model: nn.Module) -> DecodingGraphs | None:
+    """The encoder and decoder-step graphs greedy decoding deploys ``model`` as (a
+    :class:`~nas.supernets.hat.DecodingGraphs`), or None for a model that is not a
+    seq2seq subnet with them (only HAT's are)."""
+    from nas.supernets.hat import HATSubnet, decoding_graphs
+
+    return decoding_graphs(model) if isinstance(model, HATSubnet) else None
+
+
+def write_decoding_graphs(
+    graphs: DecodingGraphs, src: torch.Tensor, reference: torch.Tensor, vocab: dict[str, Any],
+    folder: Path, formats: list[str],
+) -> dict[str, Any]:
+    """Write the encoder and decoder-step graphs of ``graphs`` in each format, load them back,
+    and check them: one step's outputs within :data:`TOLERANCE` of torch's, and greedy
+    decoding of ``src`` (B, S) over them (the card's loop) equal, token for token, to
+    ``reference``, the model's own ``greedy_decode``.
+
+    Returns:
+        config.json's ``decoding`` section: files per format, names, the cache's per-layer
+        (heads, head width), the checks.
+
+    Raises:
+        ValueError: a graph whose step differs from torch or whose tokens differ.
+    """
+    from nas.studies import _decoding_loop as loop
+
+    spec: dict[str, Any] = {
+        "vocab": VOCAB, "max_positions": graphs.max_positions,
+        "cache": [list(dims) for dims in graphs.cache],
+        "encoder_inputs": ["src_tokens"], "encoder_outputs": graphs.encoder_outputs,
+        "step_inputs": graphs.step_inputs, "step_outputs": graphs.step_outputs,
+        "files": {}, "checks": {},
+    }
+    (folder / VOCAB).write_text(json.dumps(vocab, indent=2) + "\n")
+    step_inputs = _step_example(graphs, src)
+    with torch.no_grad():
+        expected = _flatten(graphs.step(*step_inputs))
+    writers = {"onnx": (_onnx_pair, loop.onnx_runner),
+               "torchscript": (_torchscript_pair, loop.torchscript_runner)}
+    for name in formats:
+        write, runner = writers[name]
+        encoder_file, step_file = DECODING_FILES[name]
+        write(graphs, src, step_inputs, folder / encoder_file, folder / step_file)
+        with warnings.catch_warnings():  # torch.jit.load's deprecation: known, see above
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+            encoder, step = runner(folder / encoder_file), runner(folder / step_file)
+        diff = _max_abs_diff(expected, step(*(x.numpy() for x in step_inputs)), name)
+        if diff > TOLERANCE:
+            raise ValueError(f"the {name} decoder step differs from torch by {diff:.2e} "
+                             f"(more than {TOLERANCE:g}); nothing was written")
+        tokens = loop.greedy_decode(encoder, step, src.numpy(), spec, vocab)
+        if not np.array_equal(tokens, reference.numpy()):
+            raise ValueError(f"greedy decoding over the {name} graphs gives other tokens "
+                             "than the model's greedy_decode; nothing was written")
+        spec["files"][name] = {"encoder": encoder_file, "step": step_file}
+        spec["checks"][name] = {"checked_with": _runtime(name), "step_max_abs_diff": diff,
+                                "tolerance": TOLERANCE, "greedy_rows": int(src.shape[0]),
+                                "greedy_tokens_equal": True}
+    return spec
+
+
+def _step_example(graphs: DecodingGraphs, src: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Step inputs to trace with: ``src``'s memory and a cache of length 2 (not 0 or 1,
+    so that no cache length is specialised into the graph)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        memory = graphs.encoder(src)
+    past = [torch.randn(src.shape[0], heads, 2, size, generator=generator)
+            for heads, size in graphs.cache for _ in range(2)]
+    token = torch.full((src.shape[0], 1), 1, dtype=torch.long)  # bos
+    return (token, *memory, *past)
+
+
+def _onnx_pair(graphs: DecodingGraphs, src: torch.Tensor,
+               step_inputs: tuple[torch.Tensor, ...],
+               encoder_path: Path, step_path: Path) -> None:
+    from nas.hardware._onnx import export_onnx
+
+    axes = graphs.dynamic_axes()
+    for module, example, path, names in (
+        (graphs.encoder, (src,), encoder_path, (["src_tokens"], graphs.encoder_outputs)),
+        (graphs.step, step_inputs, step_path, (graphs.step_inputs, graphs.step_outputs)),
+    ):
+        export_onnx(module, example, path, names=names,
+                    dynamic_axes={n: axes[n] for n in (*names[0], *names[1])})
+
+
+def _torchscript_pair(graphs: DecodingGraphs, src: torch.Tensor,
+                      step_inputs: tuple[torch.Tensor, ...], encoder_path: Path,
+                      step_path: Path) -> None:
+    """Trace both graphs (no trace check: the caller runs the saved files back)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        for module, example, path in ((graphs.encoder, (src,), encoder_path),
+                                      (graphs.step, step_inputs, step_path)):
+            torch.jit.trace(module, example, strict=False, check_trace=False).save(str(path))

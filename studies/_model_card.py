@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from nas._task import TASKS
-from nas.studies._graphs import FILES, INPUTS, OUTPUTS, TOLERANCE
+from nas.studies import _decoding_loop
+from nas.studies._graphs import FILES, INPUTS, OUTPUTS, TOLERANCE, VOCAB
 
 GRAPH_LIMITS = {
-    "hat": ("The graph is the teacher-forced forward pass `(src_tokens, prev_output_tokens)"
-            " -> logits` at the example's fixed lengths; greedy decoding is not in it "
-            "(tracing would unroll its loop for one output length), and an encoder graph "
-            "plus a one-step decoder graph with the cache as inputs is not built yet."),
+    "hat": ("`model.onnx`/`model.torchscript.pt` hold the teacher-forced forward pass "
+            "`(src_tokens, prev_output_tokens) -> logits` at the example's fixed lengths; "
+            "greedy decoding deploys as the encoder and decoder-step graphs (see \"Greedy "
+            "decoding without `nas`\"), written for unquantized subnets only."),
 }
 """Per supernet family: what the exported graphs do not contain."""
+
+DECODING_HEADING = "## Greedy decoding without `nas`"
 
 
 def model_card(document: dict[str, Any]) -> str:
@@ -24,6 +28,8 @@ def model_card(document: dict[str, Any]) -> str:
         _card_what(document),
         "## Metrics\n\n" + _card_metrics(document),
         "## Loading without `nas`\n\n" + _card_loading(document),
+        *([DECODING_HEADING + "\n\n" + _card_decoding(document)]
+          if "decoding" in document else []),
         "## Limits\n\n" + _card_limits(document),
     ]
     return "\n\n".join(sections) + "\n"
@@ -81,11 +87,44 @@ def _card_loading(document: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
+def _card_decoding(document: dict[str, Any]) -> str:
+    """The deployed form of a seq2seq subnet and the loop that runs it, verbatim."""
+    spec = document["decoding"]
+    files = "; ".join(f"{name}: `{f['encoder']}` + `{f['step']}`"
+                      for name, f in spec["files"].items())
+    first = next(iter(spec["files"]))
+    runner = {"onnx": "onnx_runner", "torchscript": "torchscript_runner"}[first]
+    return (
+        f"Two graphs ({files}) and a loop outside them. The encoder takes `src_tokens` "
+        f"(batch, source length) and returns {', '.join(f'`{n}`' for n in spec['encoder_outputs'])}"
+        f"; the decoder step takes {', '.join(f'`{n}`' for n in spec['step_inputs'])} and "
+        f"returns {', '.join(f'`{n}`' for n in spec['step_outputs'])}. The self-attention "
+        f"cache of decoder layer i is (batch, heads, length, head width) with (heads, head "
+        f"width) = {', '.join(f'{tuple(c)}' for c in spec['cache'])}; it starts at length "
+        f"0 and grows by one position per step. Batch, source and cache lengths are free. "
+        f"`{VOCAB}` holds the vocabularies; `config.json`'s `decoding` section the names, "
+        f"shapes and checks (greedy decoding over each format gave the model's tokens on "
+        f"{spec['checks'][first]['greedy_rows']} test words).\n\n"
+        f"The loop (numpy, and the runtime in its runner):\n\n```python\n"
+        f"{inspect.getsource(_decoding_loop).strip()}\n```\n\n"
+        f"Translate words, in this folder:\n\n```python\n"
+        f"spec, vocab = load_decoding(\".\")\n"
+        f"files = spec[\"files\"][\"{first}\"]\n"
+        f"encoder, step = {runner}(files[\"encoder\"]), {runner}(files[\"step\"])\n"
+        f"src = encode_words([\"hello\", \"world\"], vocab)\n"
+        f"for row in greedy_decode(encoder, step, src, spec, vocab):\n"
+        f"    print(\" \".join(decode_tokens(row, vocab)))\n```"
+        + ("\n\nTorchScript: the same with `torchscript_runner` and "
+           "`spec[\"files\"][\"torchscript\"]`." if first == "onnx" and "torchscript" in
+           spec["files"] else "")
+    )
+
+
 def _card_limits(document: dict[str, Any]) -> str:
     limits = []
     if "inputs" in document:
-        limits.append("Graph input shapes are fixed to those of the example inputs "
-                      "(no dynamic axes); re-export for other shapes.")
+        limits.append("`model.*` graph input shapes are fixed to those of the example "
+                      "inputs (no dynamic axes); re-export for other shapes.")
     family_limit = GRAPH_LIMITS.get(document["family"])
     if family_limit and len(document["formats"]) > ("safetensors" in document["formats"]):
         limits.append(family_limit)

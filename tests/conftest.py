@@ -12,6 +12,13 @@ import nas
 from tests import pg_server
 
 
+@pytest.fixture(autouse=True)
+def _user_registry(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targets a test adds with `nas hw add` go to a fresh folder, never the user's."""
+    monkeypatch.setenv("NAS_CONFIG", str(tmp_path_factory.mktemp("nas-config")))
+
+
 @pytest.fixture(scope="session")
 def supernet() -> nas.Supernet:
     """The shipped HAT SuperTransformer (trained G2P checkpoint)."""

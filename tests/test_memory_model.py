@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,29 @@ def test_memory_changes_the_cache_key_only_when_searched():
         keys[name] = memory.fingerprint.rsplit("|memory=", 1)[1]
     assert keys == {"rpi4": "memory-model:sortednet:1", "local-cpu":
                     f"measured:torch-{torch.__version__}"}
+
+
+def test_a_user_registered_target_prices_memory_by_the_model(tmp_path):
+    """`nas hw add` targets inherit the contract's memory: modelled, error in hw show."""
+    from nas.hardware._latency_dataset import dataset_columns
+    from nas.hardware._user_measurements import spread_configs
+
+    supernet = nas.get_supernet("hat")
+    task = nas.get_task(supernet.task_name)
+    rpi4 = nas.get_hardware("rpi4")
+    path = tmp_path / "board.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, dataset_columns(supernet.space), restval="0")
+        writer.writeheader()
+        for config in spread_configs(supernet.space, 12, seed=0):  # a board 1.5x the Pi
+            writer.writerow({"config_json": config.to_json(),
+                             "latency_ms": 1.5 * rpi4.latency_ms(supernet, config, task)})
+    added = run("hw", "add", "board", "--supernet", "hat", "--from", str(path),
+                "--reference", "rpi4,xeon")
+    assert added.exit_code == 0, added.output
+    board = nas.get_hardware("board")
+    config = supernet.space.largest()
+    assert board.memory(supernet, config, task) == model_memory(
+        supernet.describe(config), task.workload())
+    shown = run("hw", "show", "board")
+    assert "memory: predicted" in shown.output and "memory model hat" in shown.output

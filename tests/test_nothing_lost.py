@@ -82,6 +82,7 @@ READ_ONLY = {
     "agent": "serves measurements",
     "dashboard": "serves pages",
     "hw list": "", "hw show": "", "hw check": "records its figures in the study",
+    "hw remove": "deletes the one target record it names, which `nas hw add` wrote",
     "studies list": "", "studies show": "", "studies audit": "",
     "supernets list": "", "supernets show": "",
     "predictor eval": "", "quant sensitivity": "", "quant allocate": "",
@@ -98,6 +99,9 @@ def writer_cases(tmp: Path, storage: str) -> dict[str, tuple[list[str], Path, bo
     (tmp / "ckpt.safetensors").write_text("an earlier checkpoint")
     (tmp / "cache").mkdir()
     (tmp / "cache" / "local-cpu-model.json").write_text("{}")
+    (tmp / "config" / "targets").mkdir(parents=True)
+    (tmp / "config" / "targets" / "board.json").write_text("{}")
+    os.environ["NAS_CONFIG"] = str(tmp / "config")  # the suite's fixture restores it
     (tmp / "bench").mkdir()
     (tmp / "bench" / "search-nb201-raspi4-4evals.json").write_text("{}")
     folder, file = tmp / "folder", tmp / "file.txt"
@@ -120,6 +124,9 @@ def writer_cases(tmp: Path, storage: str) -> dict[str, tuple[list[str], Path, bo
         "bench search": (["--space", "nb201", "--device", "raspi4", "--algorithms", "random",
                           "--evals", "4", "--seeds", "1", "--out", str(tmp / "bench")],
                          tmp / "bench", True),
+        "hw add": (["board", "--supernet", "nb201", "--from", str(Path.cwd() / csv),
+                    "--latency-column", "lat_raspi4"], tmp / "config" / "targets" / "board.json",
+                   True),
         "compress prune": (["--model", "matformer", "--target-params", "0.5", "--out",
                             str(folder)], folder, True),
         "compress subclone": (["--model", "matformer", "--layers", "1", "--hidden", "32",

@@ -33,6 +33,7 @@ from nas.supernets.hat._dense import (
     sinusoidal_table,
     token_positions,
 )
+from nas.supernets.hat._deploy import DecodingGraphs, decoding_graphs
 from nas.supernets.hat._layers import (
     DecoderLayerSizes,
     EncoderLayerSizes,
@@ -43,7 +44,7 @@ from nas.supernets.hat._layers import (
 )
 from nas.supernets.hat._space import HATDesignSpace
 
-__all__ = ["HATSuperTransformer"]
+__all__ = ["DecodingGraphs", "HATSuperTransformer", "HATSubnet", "decoding_graphs"]
 
 
 _QUANT_PARTS = {

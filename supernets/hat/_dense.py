@@ -404,6 +404,32 @@ class HATSubnet(nn.Module):
             x = layer(x, k, v, mask)  # (B, T, D)
         return F.linear(x, self.decoder_embed.weight)  # (B, T, V)
 
+    def decode_step(
+        self, token: Tensor, position: int | Tensor,
+        memories: list[tuple[Tensor, Tensor, Tensor | None]],
+        cache: list[tuple[Tensor, Tensor] | None],
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """One decoding step: logits (B, V) of the token after ``token`` (B, 1) at 1-based
+        ``position``, and every decoder layer's self-attention keys/values with this
+        position appended (each (B, h_i, t, hd_i): heads and widths follow the layer).
+
+        ``memories`` is :meth:`memories`' output; ``cache`` the previous step's keys and
+        values, or None per layer at the first step. ``position`` may be a tensor of
+        shape (1,) (a traced graph derives it from the cache's length).
+        """
+        scale = math.sqrt(self.decoder_embed.embedding_dim)
+        x = scale * self.decoder_embed(token) + self.decoder_positions[position]  # (B, 1, D)
+        present: list[tuple[Tensor, Tensor]] = []
+        for layer, past, (k, v, mask) in zip(self.decoder, cache, memories, strict=True):
+            x, kv = layer.step(x, past, k, v, mask)
+            present.append(kv)
+        return F.linear(x[:, 0], self.decoder_embed.weight), present  # (B, V)
+
+    def memories(self, src_tokens: Tensor) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        """Encode src_tokens (B, S); per decoder layer its encoder-decoder keys and values
+        (B, h_i, k_i * S, hd_i) and their mask: what every decoding step reads."""
+        return self._memories(self.encode(src_tokens))
+
     @torch.no_grad()
     def greedy_decode(
         self, src_tokens: Tensor, *, max_len: int, steps: int | None = None
@@ -413,15 +439,12 @@ class HATSubnet(nn.Module):
         With ``steps`` it decodes exactly that many tokens (a fixed workload for latency
         measurement); else it stops when every row has emitted eos, or at ``max_len``.
         """
-        memories = self._memories(self.encode(src_tokens))
-        cache: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder)
-        scale = math.sqrt(self.decoder_embed.embedding_dim)
+        memories = self.memories(src_tokens)
+        cache: list[Any] = [None] * len(self.decoder)
 
         def step(token: Tensor, position: int) -> Tensor:
-            x = scale * self.decoder_embed(token) + self.decoder_positions[position]  # (B, 1, D)
-            for i, (layer, (k, v, mask)) in enumerate(zip(self.decoder, memories)):
-                x, cache[i] = layer.step(x, cache[i], k, v, mask)
-            return F.linear(x[:, 0], self.decoder_embed.weight)  # (B, V)
+            logits, cache[:] = self.decode_step(token, position, memories, cache)
+            return logits
 
         return greedy_loop(
             step, src_tokens.shape[0], src_tokens.device, max_len=max_len, steps=steps,

@@ -328,6 +328,13 @@ class G2PTask(Task):
         """Source tokens ``(B, S)`` (letters + eos, padded) for ``words``."""
         return _pad([[*self.src_vocab.encode(w.lower()), EOS] for w in words])
 
+    def vocab_document(self) -> dict[str, object]:
+        """The vocabularies and token ids an exported model's decoding loop reads
+        (``vocab.json``): ``source``/``target`` list the symbols by id."""
+        return {"source": list(self.src_vocab.itos), "target": list(self.tgt_vocab.itos),
+                "pad": PAD, "bos": BOS, "eos": EOS, "unk": UNK,
+                "source_tokens": "lower-cased letters, then eos"}
+
     def decode_phonemes(self, tokens: torch.Tensor | Sequence[int]) -> list[str]:
         """Phoneme symbols of one output row (stops at eos)."""
         return self.tgt_vocab.decode(
