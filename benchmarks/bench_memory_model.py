@@ -1,7 +1,7 @@
 """The shape memory model against measurements, per supernet family.
 
-What: for each zoo supernet with a memory model (``hat``, ``ofa``, ``sortednet``,
-``matformer``), the smallest, the largest and ``N`` random subnets (seed 0): peak memory
+What: for each supernet with a memory model (``hat``, ``ofa``, ``sortednet``,
+``matformer``, ``nb201``), the smallest, the largest and ``N`` random subnets (seed 0): peak memory
 (weights plus the
 activation peak of one run of the task's batch-1 latency probe, KV cache included)
 measured here by ``local-cpu`` against :data:`nas.MEMORY_MODELS`' estimate from the
@@ -33,7 +33,7 @@ from nas._hardware import model_memory
 from nas.hardware._memory_model import ERRORS_FILE
 
 OUT = Path(__file__).resolve().parent / "results" / "memory_model.json"
-SUPERNETS = ("hat", "ofa", "sortednet", "matformer")
+SUPERNETS = ("hat", "ofa", "sortednet", "matformer", "nb201")
 
 
 def ape(estimate: float, measured: float) -> float:

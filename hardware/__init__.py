@@ -77,7 +77,13 @@ from nas.hardware._macs import (
     Seq2SeqShape,
     seq2seq_macs,
 )
-from nas.hardware._memory_model import HATMemory, MatFormerMemory, OFAMemory, SortedMLPMemory
+from nas.hardware._memory_model import (
+    HATMemory,
+    MatFormerMemory,
+    NB201Memory,
+    OFAMemory,
+    SortedMLPMemory,
+)
 from nas.hardware._nb201_targets import NB201TableTarget
 from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget, OFAWidths
 from nas.hardware._remote import RemoteTarget
@@ -86,6 +92,7 @@ from nas.hardware._user_targets import UserTarget, UserTargetRecord, fit_law, sa
 __all__ = [
     "HATMemory",
     "MatFormerMemory",
+    "NB201Memory",
     "OFAMemory",
     "SortedMLPMemory",
     "CUDATarget",

@@ -193,8 +193,55 @@ class MatFormerMemory(_ShapeModel):
         return MemoryEstimate(weights, peak * FLOAT)
 
 
+# -- NAS-Bench-201: the CIFAR network of one cell ---------------------------------------------
+
+
+class NB201Memory(_ShapeModel):
+    """NAS-Bench-201's dense network (``supernets/nb201/_network.py``) classifying one
+    32x32 image. The shape counts a cell's operations but not their edges, so a cell's
+    peak is the one of its last node: its three inputs stay alive (``run_cell`` keeps
+    every node), beside the running sum and an operation's two working tensors (one
+    where every edge is a skip)."""
+
+    family = "nb201"
+
+    def estimate(self, shape: SubnetShape, workload: Workload) -> MemoryEstimate:
+        weights, peak = 0, 0
+        for layer in shape.layers:
+            w, a = self._layer(layer)
+            weights, peak = weights + w, max(peak, a)
+        return MemoryEstimate(weights, peak * FLOAT)
+
+    @staticmethod
+    def _layer(layer: LayerShape) -> tuple[int, int]:
+        """Bytes of the layer's weights, and its peak of live elements."""
+        x = layer.dims
+        if layer.kind == "stem":
+            c, area = x["channels"], x["resolution"] ** 2
+            return (x["in_channels"] * c * 9 * FLOAT + _bn(c),
+                    x["in_channels"] * area + 2 * c * area)
+        if layer.kind == "reduction":
+            cin, cout, area = x["in_channels"], x["channels"], x["resolution"] ** 2
+            out = (x["resolution"] // 2) ** 2
+            w = (9 * cin * cout + 9 * cout * cout + cin * cout) * FLOAT + 2 * _bn(cout)
+            return w, max(2 * cin * area + 2 * cout * out, cin * area + 3 * cout * out)
+        if layer.kind == "cell":
+            c, area = x["channels"], x["resolution"] ** 2
+            convs = x.get("nor_conv_1x1", 0) + x.get("nor_conv_3x3", 0)
+            w = (x.get("nor_conv_1x1", 0) * c * c + x.get("nor_conv_3x3", 0) * 9 * c * c
+                 ) * FLOAT + convs * _bn(c)
+            all_skips = x.get("skip_connect", 0) == sum(
+                x.get(op, 0) for op in ("none", "skip_connect", "nor_conv_1x1",
+                                        "nor_conv_3x3", "avg_pool_3x3"))
+            return w, (5 if all_skips else 6) * c * area
+        c = x["channels"]  # the head: BatchNorm, ReLU, pooling, classifier
+        return _bn(c) + _linear(c, x["classes"]) * FLOAT, 3 * c * 64 + c + x["classes"]
+
+
 MEMORY_MODELS.register("hat", description="HAT encoder-decoder, greedy decoding")(HATMemory)
 MEMORY_MODELS.register("ofa", description="OFA MobileNetV3, one image")(OFAMemory)
 MEMORY_MODELS.register("sortednet", description="SortedNet MLP, one vector")(SortedMLPMemory)
 MEMORY_MODELS.register("matformer", description="MatFormer decoder LM, one window")(
     MatFormerMemory)
+MEMORY_MODELS.register("nb201", description="NAS-Bench-201 CIFAR network, one image")(
+    NB201Memory)

@@ -16,7 +16,7 @@ from nas._evaluator import MEMORY_METRIC, BaseEvaluator, Evaluator, PredictedEva
 from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._search import SearchResult, run_search
-from nas._space import Config
+from nas._space import Config, SearchSpace
 from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
 from nas._units import format_mb
@@ -111,7 +111,7 @@ class PreparedSearch:
     """The largest subnet's latency: a budget at or above it constrains nothing."""
     evaluator: BaseEvaluator
     min_memory_mb: float | None = None
-    """The smallest subnet's memory when memory is searched."""
+    """The least memory a subnet needs, when memory is searched."""
     notes: tuple[str, ...] = ()
     """One-line notes to show before the search (e.g. the resolutions searched)."""
 
@@ -167,22 +167,35 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
 
 
 def _check_memory(request: SearchRequest, evaluator: Evaluator) -> float | None:
-    """The smallest subnet's memory when memory is searched, refusing a budget below it.
+    """The least memory a subnet needs when memory is searched (over
+    :func:`_uniform_configs`), refusing a budget below it.
 
     Raises:
-        InfeasibleBudgetError: the smallest subnet needs more than ``--memory-budget``.
+        InfeasibleBudgetError: no subnet fits in ``--memory-budget``.
     """
     if not request.memory:
         return None
-    smallest = evaluator.memory_mb(evaluator.space.smallest())
+    smallest = min(evaluator.memory_mb(c) for c in _uniform_configs(evaluator.space))
     budget = request.memory_budget_mb
     if budget is not None and smallest > budget:
         raise InfeasibleBudgetError(
-            f"memory budget {format_mb(budget)} is infeasible on {request.hardware}: the "
-            f"smallest subnet of {request.supernet} needs {format_mb(smallest)} (weights "
+            f"memory budget {format_mb(budget)} is infeasible on {request.hardware}: no "
+            f"subnet of {request.supernet} needs less than {format_mb(smallest)} (weights "
             f"plus activations at batch 1); raise --memory-budget to at least that"
         )
     return smallest
+
+
+def _uniform_configs(space: SearchSpace) -> list[Config]:
+    """The configs whose every gene takes its k-th choice (its last where it has fewer):
+    the smallest subnet, the largest, and where choices are not ordered by size (NB201's
+    operations) the cells of one operation each; the least memory of a space is among
+    them where memory grows with every gene, or depends only on which operations a cell
+    holds."""
+    count = max(len(gene.choices) for gene in space.genes)
+    configs = [space.config({g.name: g.choices[min(k, len(g.choices) - 1)]
+                             for g in space.genes}) for k in range(count)]
+    return list({c.key: c for c in configs}.values())
 
 
 def _prepare_predicted(request: SearchRequest, name: str, storage: str,

@@ -17,7 +17,7 @@ from nas.hardware._memory_model import _errors
 from tests.cli_helpers import nas as run
 
 
-@pytest.fixture(scope="module", params=["ofa", "sortednet", "hat", "matformer"])
+@pytest.fixture(scope="module", params=["ofa", "sortednet", "hat", "matformer", "nb201"])
 def supernet_and_task(request):
     supernet = nas.get_supernet(request.param)
     return supernet, nas.get_task(supernet.task_name)
@@ -71,7 +71,7 @@ def test_a_family_without_a_model_is_named_in_one_line():
     with pytest.raises(ValueError, match="no memory model for supernet family 'nothing-here'"
                                          ".*hat.*measured on local-cpu"):
         model_memory(shape, Workload(src_len=1, tgt_len=1))
-    assert {"hat", "ofa", "sortednet", "matformer"} <= set(MEMORY_MODELS.names())
+    assert {"hat", "ofa", "sortednet", "matformer", "nb201"} <= set(MEMORY_MODELS.names())
 
 
 def test_hw_show_states_the_memory_models_error():

@@ -34,7 +34,7 @@ def test_a_memory_budget_below_the_smallest_subnet_is_refused(tmp_path):
     smallest = _smallest_memory_mb()
     result = _search(tmp_path, "--memory-budget", f"{smallest * 1000 * 0.9:.3f}kB")
     one_line_error(result, "memory budget", "is infeasible on local-cpu",
-                   f"needs {format_mb(smallest)}")
+                   f"no subnet of sortednet needs less than {format_mb(smallest)}")
     assert not (tmp_path / "s.db").exists()  # nothing written
 
 
@@ -119,3 +119,26 @@ def test_the_report_models_memory_for_a_study_that_did_not_search_it(tmp_path):
     task = nas.get_task(supernet.task_name)
     modelled = model_memory(supernet.describe(front[0]["config"]), task.workload())
     assert f"{modelled.peak_bytes / 1e6:.4g}" in html
+
+
+def test_the_least_memory_of_a_space_is_not_always_its_smallest_subnet(tmp_path):
+    """NB201's "smallest" cell (every edge `none`) still computes zeros; a cell of skips
+    allocates less. A budget between the two is feasible, one below the skips is not."""
+    supernet = nas.get_supernet("nb201")
+    task = nas.get_task(supernet.task_name)
+    pixel3 = nas.get_hardware("pixel3")
+    skips = pixel3.memory(supernet, {g.name: "skip_connect" for g in supernet.space.genes}, task)
+    smallest = pixel3.memory(supernet, supernet.space.smallest(), task)
+    assert skips.peak_bytes < smallest.peak_bytes
+    between = (skips.peak_bytes + smallest.peak_bytes) / 2 / 1000
+
+    def search(budget_kb: float):
+        return run("search", "--supernet", "nb201", "--hw", "pixel3", "--budget", "5ms",
+                   "--evals", "10", "--memory-budget", f"{budget_kb}kB",
+                   "--storage", f"sqlite:///{tmp_path / 'nb.db'}", "--json")
+
+    result = search(between)
+    assert result.exit_code == 0, result.output
+    assert all(p["memory_mb"] * 1000 <= between for p in json.loads(result.stdout)["pareto"])
+    one_line_error(search(skips.peak_bytes / 1000 * 0.99), "is infeasible on pixel3",
+                   f"needs less than {format_mb(skips.peak_bytes / 1e6)}")

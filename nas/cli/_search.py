@@ -174,8 +174,8 @@ def search(
     )
     if prepared.min_memory_mb is not None:
         bound = prepared.problem.upper_bound(MEMORY_METRIC)
-        console.print(f"memory <= {format_mb(bound)} on {escape(hw)} (smallest subnet: "
-                      f"{format_mb(prepared.min_memory_mb)}, "
+        console.print(f"memory <= {format_mb(bound)} on {escape(hw)} (least a subnet "
+                      f"needs: {format_mb(prepared.min_memory_mb)}, "
                       f"{prepared.target.memory_provenance().method})", highlight=False)
     if budget_ms >= prepared.max_latency_ms:
         console.print(
