@@ -88,10 +88,12 @@ def model_memory(shape: SubnetShape, workload: Workload) -> MemoryEstimate:
 
 
 class HardwareTarget(abc.ABC):
-    """A named device that gives the latency of a subnet of a supernet.
+    """A named device that gives the latency of a subnet of a supernet, and its memory.
 
     ``latency_ms`` validates the config and calls ``_latency_ms``. Results are in
     milliseconds for one batch-1 inference of the task's :class:`~nas.Workload`.
+    ``memory`` likewise calls ``_memory``, which models it from the subnet's shapes
+    unless the target measures it.
     """
 
     name: str = ""
