@@ -19,7 +19,8 @@ Registered targets (``nas.get_hardware(name)``):
   published MobileNetV3 space at width 1.0 or 1.2 (read from the tables; ``_ofa_lut.py``).
 
 Also here: profilers with a stopping rule on the median's confidence interval
-(``_profile.py``), memory (``_memory.py``), ONNX Runtime timing (``_onnx.py``), the
+(``_profile.py``), memory (``_memory.py``) and each family's memory model from shapes
+(``_memory_model.py``), ONNX Runtime timing (``_onnx.py``), the
 latency datasets ``nas profile`` writes (``_latency_dataset.py``) and few-shot
 adaptation of latency to a new device (:class:`FewShotLatency`).
 
@@ -77,12 +78,24 @@ from nas.hardware._macs import (
     Seq2SeqShape,
     seq2seq_macs,
 )
+from nas.hardware._memory_model import (
+    HATMemory,
+    MatFormerMemory,
+    NB201Memory,
+    OFAMemory,
+    SortedMLPMemory,
+)
 from nas.hardware._nb201_targets import NB201TableTarget
 from nas.hardware._ofa_lut import OFAEncoding, OFALatencyTable, OFALookupTarget, OFAWidths
 from nas.hardware._remote import RemoteTarget
 from nas.hardware._user_targets import UserTarget, UserTargetRecord, fit_law, save_target
 
 __all__ = [
+    "HATMemory",
+    "MatFormerMemory",
+    "NB201Memory",
+    "OFAMemory",
+    "SortedMLPMemory",
     "CUDATarget",
     "DENSE_HAT_DECODING",
     "DecoderLayerDims",

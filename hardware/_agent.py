@@ -53,6 +53,10 @@ other data.
 reset through ``/proc/self/clear_refs`` first; where that is refused the peak covers the
 agent's whole life and ``peak_growth_mb`` is ``null``. Requests are read in parallel
 but measured one at a time (the thread count and the peak are process-wide).
+``weights_bytes`` and ``peak_activation_bytes`` are
+:func:`~nas.hardware._memory.measure_memory`'s figures for the model (bytes; the
+activation peak of one more run of the probe, after timing), what ``--memory-budget``
+reads.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from torch import nn
 
 from nas._limits import MAX_REPEATS, check_count, check_threads
 from nas._task import Task, get_task
+from nas.hardware._memory import peak_activation_bytes, weights_bytes
 from nas.hardware._timing import cpu_details, cpu_model, time_ms, torch_threads
 from nas.supernets._export import CONFIG, WEIGHTS, load_subnet
 
@@ -257,11 +262,15 @@ def measure(request: MeasureRequest, *, default_threads: int) -> dict[str, Any]:
         durations = time_ms(probe, warmup=request.warmup, repeats=request.repeats)
     peak = _status_mib("VmHWM")
     growth = peak - before if reset and peak is not None and before is not None else None
+    with torch.inference_mode():
+        activations = peak_activation_bytes(probe)
     return {
         "latency_ms": statistics.median(durations),
         "durations_ms": durations,
         "threads": threads,
-        "memory": {"rss_before_mb": before, "peak_rss_mb": peak, "peak_growth_mb": growth},
+        "memory": {"rss_before_mb": before, "peak_rss_mb": peak, "peak_growth_mb": growth,
+                   "weights_bytes": weights_bytes(model),
+                   "peak_activation_bytes": activations},
     }
 
 

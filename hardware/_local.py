@@ -8,11 +8,12 @@ import logging
 import torch
 from torch import nn
 
-from nas._hardware import HARDWARE, HardwareTarget, Provenance
+from nas._hardware import HARDWARE, HardwareTarget, MemoryEstimate, Provenance
 from nas._limits import MAX_REPEATS, check_count, check_threads
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
+from nas.hardware._memory import measure_memory
 from nas.hardware._quant_latency import check_bits
 from nas.hardware._timing import cpu_model, median_ms, torch_threads
 from nas.quant import int8_kernels
@@ -63,6 +64,26 @@ class LocalCPUTarget(HardwareTarget):
         probe = task.latency_probe(model)
         with torch_threads(self.threads), torch.inference_mode():
             return median_ms(probe, warmup=self.warmup, repeats=self.repeats)
+
+    def _memory(self, supernet: Supernet, config: Config, task: Task) -> MemoryEstimate:
+        """Measured here: weights counted, the probe's activation peak tracked
+        (:func:`~nas.hardware._memory.measure_memory`), the KV cache by formula."""
+        model = supernet.extract(config).to("cpu").eval()
+        report = measure_memory(model, task.latency_probe(model),
+                                shape=supernet.describe(config), workload=task.workload())
+        return MemoryEstimate(report.weights_bytes, report.peak_activation_bytes,
+                              report.kv_cache_bytes, method="measured")
+
+    def memory_fingerprint(self, family: str) -> str:
+        return f"measured:torch-{torch.__version__}"
+
+    def memory_provenance(self) -> Provenance:
+        return Provenance(
+            method="measured",
+            source="measured here: weights and buffers counted, the activation peak of one "
+                   "run of the task's latency probe (batch 1) tracked operator by operator, "
+                   "the KV cache by formula (part of the activations)",
+        )
 
     def provenance(self) -> Provenance:
         return Provenance(

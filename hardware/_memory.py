@@ -153,7 +153,8 @@ def kv_cache_bytes(
     ``sum over decoder layers of heads * head_dim`` (the layer's ``qkv_dim``)
     ``* steps * batch * beam * 2 * dtype_bytes``. Encoder-decoder keys and values are
     computed once per sentence and not counted here. 0 for a shape without decoder
-    layers.
+    layers, or whose decoder layers give no head width (MatFormer's LM runs one
+    forward pass over its window, with no cache).
 
     Raises:
         ValueError: a negative count.
@@ -162,7 +163,8 @@ def kv_cache_bytes(
         raise ValueError(f"need steps, batch, beam >= 0 and dtype_bytes >= 1, got "
                          f"{steps=}, {batch=}, {beam=}, {dtype_bytes=}")
     width = sum(layer.dims.get("qkv_dim", layer.dims["heads"] * layer.dims["head_dim"])
-                for layer in shape.layers if layer.kind == "decoder")
+                for layer in shape.layers
+                if layer.kind == "decoder" and {"qkv_dim", "head_dim"} & set(layer.dims))
     return width * steps * batch * beam * 2 * dtype_bytes
 
 

@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from nas._hardware import HARDWARE_SCHEMES, HardwareTarget, Provenance
+from nas._hardware import HARDWARE_SCHEMES, HardwareTarget, MemoryEstimate, Provenance
 from nas._limits import MAX_REPEATS, check_count
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
 from nas.hardware._agent import TOKEN_ENV, encode_request, task_identity
+from nas.hardware._memory import kv_cache_bytes
 from nas.supernets._export import CONFIG, WEIGHTS, save_subnet
 
 SPEC_PREFIX = "remote:"
@@ -108,6 +109,7 @@ class RemoteTarget(HardwareTarget):
         self.threads, self.warmup, self.repeats = threads, warmup, repeats
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._health: dict[str, Any] | None = None
+        self._last: tuple[tuple[int, str], RemoteMeasurement] | None = None
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> RemoteTarget:
@@ -225,7 +227,45 @@ class RemoteTarget(HardwareTarget):
     # -- HardwareTarget ------------------------------------------------------------------
 
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
-        return self.measure(supernet, config, task).latency_ms
+        measurement = self.measure(supernet, config, task)
+        self._last = ((id(supernet), config.key), measurement)
+        return measurement.latency_ms
+
+    def _measured(self, supernet: Supernet, config: Config, task: Task) -> RemoteMeasurement:
+        """The last measurement if it is of ``config`` (a search asks for the latency and
+        then the memory of the same subnet), else a new one."""
+        key = (id(supernet), config.key)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.measure(supernet, config, task))
+        return self._last[1]
+
+    def _memory(self, supernet: Supernet, config: Config, task: Task) -> MemoryEstimate:
+        """Weights and activation peak measured by the agent (its ``memory`` answer),
+        the KV cache by formula (part of the activations).
+
+        Raises:
+            AgentError: an agent too old to measure memory.
+        """
+        memory = self._measured(supernet, config, task).memory
+        weights, activations = memory.get("weights_bytes"), memory.get("peak_activation_bytes")
+        if not isinstance(weights, int | float) or not isinstance(activations, int | float):
+            raise AgentError(f"agent at {self.address} measures no memory (an older nas "
+                             "agent); update nas on the device and restart the agent")
+        workload = task.workload()
+        cache = kv_cache_bytes(supernet.describe(config), steps=round(workload.tgt_len),
+                               batch=workload.batch, beam=workload.beam)
+        return MemoryEstimate(int(weights), int(activations), cache, method="measured")
+
+    def memory_fingerprint(self, family: str) -> str:
+        return self.fingerprint
+
+    def memory_provenance(self) -> Provenance:
+        return Provenance(
+            method="measured",
+            source=f"measured by the agent at {self.address}: weights and buffers counted, "
+                   "the activation peak of one run of the task's latency probe (batch 1) "
+                   "tracked operator by operator, the KV cache by formula",
+        )
 
     def _threads(self) -> int:
         return self.threads or int(self.environment["threads"])

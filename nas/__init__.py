@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator, PredictedEvaluator
-from nas._hardware import HARDWARE, HardwareTarget, Provenance, get_hardware, list_hardware
+from nas._hardware import (
+    HARDWARE,
+    MEMORY_MODELS,
+    HardwareTarget,
+    MemoryEstimate,
+    MemoryModel,
+    Provenance,
+    get_hardware,
+    list_hardware,
+)
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._registry import Registry, UnknownNameError
 from nas._space import Condition, Config, Gene, SearchSpace
@@ -33,6 +42,9 @@ from nas._units import parse_latency_ms
 
 __all__ = [
     "HARDWARE",
+    "MEMORY_MODELS",
+    "MemoryEstimate",
+    "MemoryModel",
     "BaseEvaluator",
     "Constraint",
     "Evaluator",

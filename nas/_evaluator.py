@@ -26,6 +26,10 @@ from nas._space import Config, SearchSpace
 logger = logging.getLogger(__name__)
 
 Metrics = dict[str, float]
+MEMORY_METRIC = "memory_mb"
+"""The metric of ``--objective memory`` and ``--memory-budget``: weights plus the
+activation peak (KV cache included) of one batch-1 inference, MB."""
+BYTES_PER_MB = 10**6
 
 
 class BaseEvaluator(abc.ABC):
@@ -98,16 +102,21 @@ class Evaluator(BaseEvaluator):
         supernet: has ``space``, ``activate(config)`` and ``checkpoint_hash``.
         task: has ``evaluate(model, *, split, limit)`` returning a dict with
             ``"accuracy"`` (any other numeric metrics it returns are kept too).
-        target: has ``latency_ms(supernet, config, task)`` and ``fingerprint``.
+        target: has ``latency_ms(supernet, config, task)`` and ``fingerprint`` (with
+            ``memory``: ``memory(supernet, config, task)`` and
+            ``memory_fingerprint(family)`` too).
         eval_limit: score on the first ``eval_limit`` validation examples only (faster
             searches; part of the cache key since it changes the accuracy).
+        memory: also give ``memory_mb``, the target's peak memory of one batch-1
+            inference (``target.memory``; MB = 10**6 bytes).
 
     Raises:
         ValueError: ``eval_limit`` is not a positive integer or None.
     """
 
     def __init__(
-        self, supernet: Any, task: Any, target: Any, *, eval_limit: int | None = None
+        self, supernet: Any, task: Any, target: Any, *, eval_limit: int | None = None,
+        memory: bool = False,
     ) -> None:
         super().__init__()
         if eval_limit is not None and (
@@ -118,6 +127,7 @@ class Evaluator(BaseEvaluator):
         self.task = task
         self.target = target
         self.eval_limit = eval_limit
+        self.memory = memory
         self.space = supernet.space
         self._task_takes_per = accepts_keyword(task.evaluate, "per")
 
@@ -126,13 +136,22 @@ class Evaluator(BaseEvaluator):
         checkpoint = str(getattr(self.supernet, "checkpoint_hash", "untrained"))
         task_name = str(getattr(self.task, "name", "") or type(self.task).__name__)
         target = str(getattr(self.target, "fingerprint", "") or getattr(self.target, "name", ""))
-        return f"{checkpoint}|{task_name}|limit={self.eval_limit}|{target}"
+        memory = (f"|memory={self.target.memory_fingerprint(self.supernet.family)}"
+                  if self.memory else "")
+        return f"{checkpoint}|{task_name}|limit={self.eval_limit}|{target}{memory}"
 
     def _evaluate(self, config: Config) -> Mapping[str, float]:
         self.supernet.activate(config)
         metrics = self._score(self.supernet)
         metrics["latency_ms"] = float(self.target.latency_ms(self.supernet, config, self.task))
+        if self.memory:
+            metrics[MEMORY_METRIC] = self.memory_mb(config)
         return metrics
+
+    def memory_mb(self, config: Config) -> float:
+        """The target's peak memory of subnet ``config``, MB (10**6 bytes)."""
+        peak = self.target.memory(self.supernet, config, self.task).peak_bytes
+        return peak / BYTES_PER_MB
 
     def _score(self, model: Any) -> dict[str, float]:
         """The task's numeric metrics of ``model`` on the validation sample."""

@@ -12,13 +12,14 @@ import logging
 from dataclasses import dataclass
 
 from nas._driver import QueueDriver
-from nas._evaluator import BaseEvaluator, Evaluator, PredictedEvaluator
+from nas._evaluator import MEMORY_METRIC, BaseEvaluator, Evaluator, PredictedEvaluator
 from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
 from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
 from nas._search import SearchResult, run_search
-from nas._space import Config
+from nas._space import Config, SearchSpace
 from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
+from nas._units import format_mb
 from nas.algorithms import ALGORITHMS, canonical_algorithm, get_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
 from nas.quant._evaluator import QuantizedEvaluator
@@ -64,6 +65,10 @@ class SearchRequest:
     """Minimise ``size_mb`` too."""
     size_budget_mb: float | None = None
     """``size_mb <= size_budget_mb`` (implies the size objective)."""
+    memory_objective: bool = False
+    """Minimise ``memory_mb`` too (the target's peak memory of one batch-1 inference)."""
+    memory_budget_mb: float | None = None
+    """``memory_mb <= memory_budget_mb`` (implies the memory objective)."""
     space: str | None = None
     """Search this published space (``nas.SPACES``) instead of a supernet: accuracy comes
     from ``accuracy_predictor``; ``supernet`` is then empty."""
@@ -76,6 +81,11 @@ class SearchRequest:
     (:func:`worker_batch`), unless the study has its own batch."""
     batch: int | None = None
     """Filled from the study or :func:`worker_batch`; what the algorithm's batch_size is."""
+
+    @property
+    def memory(self) -> bool:
+        """Whether memory is an objective (a budget makes it one)."""
+        return self.memory_objective or self.memory_budget_mb is not None
 
     @property
     def subject(self) -> str:
@@ -100,6 +110,8 @@ class PreparedSearch:
     max_latency_ms: float
     """The largest subnet's latency: a budget at or above it constrains nothing."""
     evaluator: BaseEvaluator
+    min_memory_mb: float | None = None
+    """The least memory a subnet needs, when memory is searched."""
     notes: tuple[str, ...] = ()
     """One-line notes to show before the search (e.g. the resolutions searched)."""
 
@@ -132,6 +144,7 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
             f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
             f"subnet of {request.supernet} takes {min_latency:.1f} ms"
         )
+    min_memory = _check_memory(request, evaluator)
     max_latency = _latency(evaluator, largest)
     problem = _problem(request, evaluator)
     meta = StudyMeta.for_problem(
@@ -150,7 +163,39 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
     study = open_study(name, storage, meta=meta, space=space,
                        change_budget=request.change_budget)
     return PreparedSearch(request, supernet, task, target, problem, study, storage, min_latency,
-                          max_latency, evaluator)
+                          max_latency, evaluator, min_memory_mb=min_memory)
+
+
+def _check_memory(request: SearchRequest, evaluator: Evaluator) -> float | None:
+    """The least memory a subnet needs when memory is searched (over
+    :func:`_uniform_configs`), refusing a budget below it.
+
+    Raises:
+        InfeasibleBudgetError: no subnet fits in ``--memory-budget``.
+    """
+    if not request.memory:
+        return None
+    smallest = min(evaluator.memory_mb(c) for c in _uniform_configs(evaluator.space))
+    budget = request.memory_budget_mb
+    if budget is not None and smallest > budget:
+        raise InfeasibleBudgetError(
+            f"memory budget {format_mb(budget)} is infeasible on {request.hardware}: no "
+            f"subnet of {request.supernet} needs less than {format_mb(smallest)} (weights "
+            f"plus activations at batch 1); raise --memory-budget to at least that"
+        )
+    return smallest
+
+
+def _uniform_configs(space: SearchSpace) -> list[Config]:
+    """The configs whose every gene takes its k-th choice (its last where it has fewer):
+    the smallest subnet, the largest, and where choices are not ordered by size (NB201's
+    operations) the cells of one operation each; the least memory of a space is among
+    them where memory grows with every gene, or depends only on which operations a cell
+    holds."""
+    count = max(len(gene.choices) for gene in space.genes)
+    configs = [space.config({g.name: g.choices[min(k, len(g.choices) - 1)]
+                             for g in space.genes}) for k in range(count)]
+    return list({c.key: c for c in configs}.values())
 
 
 def _prepare_predicted(request: SearchRequest, name: str, storage: str,
@@ -178,9 +223,11 @@ def _prepare_predicted(request: SearchRequest, name: str, storage: str,
             f"--accuracy-predictor ofa:PATH (OFA's acc_predictor.pth) or the folder of a "
             f"predictor `nas predictor fit` wrote"
         )
-    if request.quantize != "none" or request.size_objective or request.size_budget_mb:
-        raise ValueError("--quantize, --objective size and --size-budget need supernet "
-                         "weights; a --space search has accuracy and latency only")
+    if request.quantize != "none" or request.size_objective or request.size_budget_mb \
+            or request.memory:
+        raise ValueError("--quantize, --objective size/memory, --size-budget and "
+                         "--memory-budget need supernet weights; a --space search has "
+                         "accuracy and latency only")
     model, notes = restrict_resolutions(get_space(request.space), target,
                                         request.accuracy_predictor)
     check_design = getattr(target, "check_design", None)
@@ -257,8 +304,13 @@ def _evaluator(request: SearchRequest, supernet: Supernet, task: Task,
     """
     mode = check_mode(str(request.quantize))
     sized = request.size_objective or request.size_budget_mb is not None
+    if request.memory and (mode != "none" or sized):
+        raise ValueError("memory is searched for fp32 subnets only for now: drop --quantize "
+                         "and --objective size/--size-budget, or --objective memory/"
+                         "--memory-budget")
     if mode == "none" and not sized:
-        return Evaluator(supernet, task, target, eval_limit=request.eval_limit)
+        return Evaluator(supernet, task, target, eval_limit=request.eval_limit,
+                         memory=request.memory)
     space = None
     if mode != "none":
         units = supernet.quant_units()
@@ -297,8 +349,17 @@ def _latency(evaluator: BaseEvaluator, config: Config) -> float:
 def _problem(request: SearchRequest, evaluator: Evaluator) -> Problem:
     """Accuracy and latency under the budget; size too when asked (bounded by
     ``--size-budget``, else by the largest fp32 subnet's size, which constrains nothing
-    but gives the hypervolume its reference)."""
+    but gives the hypervolume its reference); memory likewise."""
     problem = accuracy_latency_problem(evaluator.space, budget_ms=request.budget_ms)
+    if request.memory:
+        bound = request.memory_budget_mb
+        if bound is None:
+            bound = evaluator.memory_mb(evaluator.space.largest())
+        return Problem(
+            space=problem.space,
+            objectives=(*problem.objectives, Objective(MEMORY_METRIC, "minimize")),
+            constraints=(*problem.constraints, Constraint(MEMORY_METRIC, float(bound))),
+        )
     if not (request.size_objective or request.size_budget_mb is not None):
         return problem
     bound = request.size_budget_mb

@@ -35,18 +35,24 @@ _SIZE_UNITS_MB = {"b": 1e-6, "kb": 1e-3, "mb": 1.0, "gb": 1e3}
 _SIZE_FORM = "a positive number with a unit B, kB, MB or GB (e.g. '2MB', '500kB')"
 
 
-def parse_size_mb(text: str) -> float:
-    """``"2MB"``, ``"2 MB"``, ``"500kB"`` or ``"0.5GB"`` -> MB (10**6 bytes).
+def parse_size_mb(text: str, *, what: str = "size budget") -> float:
+    """``"2MB"``, ``"2 MB"``, ``"500kB"`` or ``"0.5GB"`` -> MB (10**6 bytes); ``what``
+    names the budget in messages.
 
     Raises:
         ValueError: the text is not a positive number with a size unit.
     """
     match = _NUMBER_UNIT.match(str(text))
     if match is None:
-        raise ValueError(f"size budget must be {_SIZE_FORM}, got {text!r}")
+        raise ValueError(f"{what} must be {_SIZE_FORM}, got {text!r}")
     number, unit = float(match.group(1)), match.group(2).lower()
     if unit not in _SIZE_UNITS_MB:
-        raise ValueError(f"size budget {text!r} needs a unit; write it as {_SIZE_FORM}")
+        raise ValueError(f"{what} {text!r} needs a unit; write it as {_SIZE_FORM}")
     if number <= 0:
-        raise ValueError(f"size budget must be positive, got {text!r}")
+        raise ValueError(f"{what} must be positive, got {text!r}")
     return number * _SIZE_UNITS_MB[unit]
+
+
+def format_mb(mb: float) -> str:
+    """A memory or size in MB as people read it: ``689.7 kB`` below 1 MB, else ``7.71 MB``."""
+    return f"{mb * 1000:.1f} kB" if mb < 1 else f"{mb:.3g} MB"

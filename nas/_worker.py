@@ -2,7 +2,7 @@
 them (``nas search --workers N``).
 
 A worker rebuilds the study's evaluator from what the study stores (supernet or space,
-hardware target, evaluation limit, quantization, size objective and budgets) through
+hardware target, evaluation limit, quantization, size and memory objectives and budgets) through
 :func:`nas._job.prepare_search`, so it passes the checks a search passes, and a worker
 whose target measures differently (another fingerprint) is refused in one line. It then
 claims WAITING trials one at a time, heartbeats while it evaluates, and completes each
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas._evaluator import BaseEvaluator
+from nas._evaluator import MEMORY_METRIC, BaseEvaluator
 from nas._job import PreparedSearch, SearchRequest, prepare_search
 from nas._messages import one_line
 from nas._problem import Problem
@@ -82,6 +82,8 @@ def prepare_worker(storage: str, study: str) -> PreparedSearch:
         quantize=meta.quantize,
         size_objective="size_mb" in objectives,
         size_budget_mb=budgets.get("size_mb"),
+        memory_objective=MEMORY_METRIC in objectives,
+        memory_budget_mb=budgets.get(MEMORY_METRIC),
     )
     return prepare_search(request)
 

@@ -42,6 +42,7 @@ from nas.studies._html_report import (
     figure_html,
     front_figure,
     hypervolume_section,
+    memory_heading,
     memory_metric,
     policy_cells,
     subnet_cells,
@@ -337,7 +338,7 @@ def _pareto_table(data: StudyData, storage: str) -> str:
             f'<td><div class="cmd"><button type="button" data-copy="{escape(command)}">copy'
             f"</button><code>{escape(command)}</code></div></td></tr>"
         )
-    memory_header = f"memory ({escape(memory)})" if memory else "memory"
+    memory_header = memory_heading(memory)
     body = "\n".join(rows) or (
         f'<tr><td colspan="{8 if quantized else 6}">no feasible trial yet</td></tr>')
     return (

@@ -238,6 +238,8 @@ class _Counts:
     params: int | None
     macs: int | None
     note: str = ""
+    memory_mb: float | None = None
+    """Modelled from the subnet's shapes (for studies that did not search memory)."""
 
 
 class _SubnetCounter:
@@ -284,9 +286,10 @@ class _SubnetCounter:
         try:
             if task not in self._inputs:
                 self._inputs[task] = get_task(task).example_inputs()
-            return _Counts(params, count_macs(model, self._inputs[task]))
+            macs = count_macs(model, self._inputs[task])
         except Exception as err:
             return _Counts(params, None, f"MACs could not be counted: {one_line(err)}")
+        return _Counts(params, macs, memory_mb=_modelled_memory_mb(supernet, config, task))
 
     def _supernet(self, name: str) -> Supernet | None:
         if name not in self._supernets and name not in self._unavailable:
@@ -297,10 +300,23 @@ class _SubnetCounter:
         return self._supernets.get(name)
 
 
-def subnet_cells(trial: TrialRecord, memory: str | None) -> str:
+def _modelled_memory_mb(supernet: Supernet, config: Mapping[str, Any], task: str
+                        ) -> float | None:
+    """The shape model's peak memory of the subnet, MB; None for a family without one."""
+    from nas._hardware import MEMORY_MODELS, model_memory
+    from nas._task import get_task
+
+    if supernet.family not in MEMORY_MODELS:
+        return None
+    arch = {k: v for k, v in config.items() if not k.startswith(BITS_PREFIX)}
+    return model_memory(supernet.describe(arch), get_task(task).workload()).peak_bytes / 1e6
+
+
+def subnet_cells(trial: TrialRecord, memory: str | None, modelled: float | None = None) -> str:
     """The cells every Pareto table starts a row with: trial, config, accuracy, latency
-    and memory (the report and the dashboard show the same figures the same way)."""
-    value = trial.metrics.get(memory) if memory else None
+    and memory (the report and the dashboard show the same figures the same way): the
+    stored ``memory`` metric, else ``modelled`` where given."""
+    value = trial.metrics.get(memory) if memory else modelled
     return (
         f'<td class="num">{trial.number}</td>'
         f"<td><code>{escape(compact_config(trial.config))}</code></td>"
@@ -322,10 +338,12 @@ def _pareto_section(data: StudyData, counter: _SubnetCounter) -> str:
         mark = _footnote(counts.note, notes)
         policy = policy_cells(trial) if quantized else ""
         rows.append(
-            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory)}'
+            f'<tr data-trial="{trial.number}">{subnet_cells(trial, memory, counts.memory_mb)}'
             f"{_count_cell(counts.params, mark)}{_count_cell(counts.macs, mark)}{policy}</tr>"
         )
-    memory_header = f"memory ({escape(memory)})" if memory else "memory"
+    modelled = memory is None and any(
+        counter.counts(data.study.meta, t.config).memory_mb is not None for t in data.front)
+    memory_header = "memory (MB, modelled)" if modelled else memory_heading(memory)
     policy_header = POLICY_HEADER if quantized else ""
     body = "\n".join(rows) or (
         f'<tr><td colspan="{9 if quantized else 7}">no feasible trial yet</td></tr>')
@@ -360,6 +378,14 @@ def policy_cells(trial: TrialRecord) -> str:
 def _count_cell(value: int | None, mark: str) -> str:
     """A count, or a dash carrying the footnote that says why it is missing."""
     return f'<td class="num">{_DASH + mark if value is None else format(value, ",")}</td>'
+
+
+def memory_heading(metric: str | None) -> str:
+    """The memory column's heading: its unit for ``memory_mb`` (``--objective memory``,
+    ``--memory-budget``), else the metric's name."""
+    if metric == "memory_mb":
+        return "memory (MB)"
+    return f"memory ({escape(metric)})" if metric else "memory"
 
 
 def memory_metric(trials: Sequence[TrialRecord]) -> str | None:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import nas
 from nas.cli import _agent as cli_agent
 from nas.cli import app
-from nas.hardware import _agent
+from nas.hardware import LocalCPUTarget, _agent
 from nas.hardware._agent import (
     AgentRequestError,
     AgentServer,
@@ -95,10 +95,15 @@ def test_a_real_subnet_is_measured_remotely(supernet, task, port):
     assert measured.threads == 1
     assert measured.environment["hostname"] == socket.gethostname()
     assert measured.environment["torch"] == torch.__version__
-    assert set(measured.memory) == {"rss_before_mb", "peak_rss_mb", "peak_growth_mb"}
+    assert set(measured.memory) == {"rss_before_mb", "peak_rss_mb", "peak_growth_mb",
+                                    "weights_bytes", "peak_activation_bytes"}
     if measured.memory["peak_rss_mb"] is not None:
         assert measured.memory["peak_rss_mb"] >= measured.memory["rss_before_mb"] > 0
     assert target.latency_ms(supernet, config, task) > 0
+    # memory as --memory-budget reads it: the agent's is what local-cpu measures here
+    memory = target.memory(supernet, config, task)
+    assert memory.method == "measured"
+    assert memory == LocalCPUTarget().memory(supernet, config, task)
     assert target.fingerprint.startswith(f"remote:{socket.gethostname()}:")
     provenance = target.provenance()
     assert provenance.method == "measured" and f"127.0.0.1:{port}" in provenance.source

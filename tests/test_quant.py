@@ -190,7 +190,7 @@ def test_mixed_search_front_carries_bits_and_size(tmp_path):
     [
         (["--quantize", "int4"], ["--quantize must be one of none, int8, mixed", "'int4'"]),
         (["--size-budget", "2"], ["size budget '2' needs a unit", "MB"]),
-        (["--objective", "memory"], ["--objective must be size", "memory"]),
+        (["--objective", "speed"], ["--objective must be size or memory", "speed"]),
     ],
 )
 def test_bad_quantization_options_are_one_line(tmp_path, args, fragments):

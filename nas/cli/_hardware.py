@@ -76,8 +76,9 @@ def show(
     """How NAME gets its latency figures, their measured error and where they extrapolate."""
     target = get_hardware(name)
     provenance = target.provenance()
+    memory = target.memory_provenance()
     document = {"name": target.name, "description": target.description,
-                **dataclasses.asdict(provenance)}
+                **dataclasses.asdict(provenance), "memory": dataclasses.asdict(memory)}
     if json_output:
         print_json(document)
         return
@@ -90,6 +91,9 @@ def show(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in provenance.error.items()), highlight=False)
     for note in provenance.notes:
+        out.print(f"- {note}", highlight=False)
+    out.print(f"memory: {memory.method}, {memory.source}", highlight=False)
+    for note in memory.notes:
         out.print(f"- {note}", highlight=False)
 
 

@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from nas._evaluator import MEMORY_METRIC
 from nas._hardware import get_hardware
 from nas._supernet import SPACES, SUPERNETS
-from nas._units import parse_latency_ms, parse_size_mb
+from nas._units import format_mb, parse_latency_ms, parse_size_mb
 from nas.cli._common import (
     JSON_HELP,
     STORAGE_HELP,
@@ -85,10 +86,18 @@ def search(
              "with the architecture (the target's widths; default: the study's, or none).",
     ),
     objective: list[str] = typer.Option(
-        [], "--objective", help="Add an objective: size (model size in MB, minimised)."
+        [], "--objective", help="Add an objective: size (model size in MB, minimised); "
+                                "memory (peak of weights plus activations and KV cache at "
+                                "batch 1, MB, minimised)."
     ),
     size_budget: str | None = typer.Option(
         None, "--size-budget", help="Model size budget, e.g. '2MB' (adds the size objective)."
+    ),
+    memory_budget: str | None = typer.Option(
+        None, "--memory-budget",
+        help="Peak memory budget at batch 1, e.g. '8MB', '500kB' (adds the memory objective; "
+             "measured on local-cpu and remote targets, modelled from the subnet's shapes "
+             "on the others: `nas hw show` states the model's error).",
     ),
     workers: int | None = typer.Option(
         None, "--workers",
@@ -107,10 +116,12 @@ def search(
     configure_logging(verbose)
     budget_ms = parse_latency_ms(budget)
     size_budget_mb = parse_size_mb(size_budget) if size_budget is not None else None
-    unknown = sorted(set(objective) - {"size"})
+    memory_budget_mb = (parse_size_mb(memory_budget, what="memory budget")
+                        if memory_budget is not None else None)
+    unknown = sorted(set(objective) - {"size", "memory"})
     if unknown:
-        raise ValueError(f"--objective must be size (accuracy and latency are always "
-                         f"objectives), got {', '.join(unknown)}")
+        raise ValueError(f"--objective must be size or memory (accuracy and latency are "
+                         f"always objectives), got {', '.join(unknown)}")
     if quantize is not None:
         check_mode(quantize)
     if (supernet is None) == (space is None):
@@ -148,6 +159,8 @@ def search(
         quantize=quantize,
         size_objective="size" in objective,
         size_budget_mb=size_budget_mb,
+        memory_objective="memory" in objective,
+        memory_budget_mb=memory_budget_mb,
         workers=workers,
     )
     prepared = prepare_search(request)
@@ -159,6 +172,11 @@ def search(
         f"{prepared.min_latency_ms:.1f} ms), {request.algorithm}, seed {request.seed}",
         highlight=False,
     )
+    if prepared.min_memory_mb is not None:
+        bound = prepared.problem.upper_bound(MEMORY_METRIC)
+        console.print(f"memory <= {format_mb(bound)} on {escape(hw)} (least a subnet "
+                      f"needs: {format_mb(prepared.min_memory_mb)}, "
+                      f"{prepared.target.memory_provenance().method})", highlight=False)
     if budget_ms >= prepared.max_latency_ms:
         console.print(
             f"[bold yellow]warning:[/] the budget constrains nothing: the largest subnet "
@@ -239,8 +257,9 @@ def _point(point: Any, evaluator: Any) -> dict[str, Any]:
         "latency_ms": point.metrics["latency_ms"],
         "config": point.config,
     }
-    if "size_mb" in point.metrics:
-        entry["size_mb"] = point.metrics["size_mb"]
+    for metric in ("size_mb", MEMORY_METRIC):
+        if metric in point.metrics:
+            entry[metric] = point.metrics[metric]
     if isinstance(evaluator, QuantizedEvaluator):
         entry["bits"] = evaluator.policy_of(evaluator.space.config(point.config))[1]
     return entry
@@ -256,9 +275,12 @@ def print_front(document: dict[str, Any]) -> None:
     table.add_column("latency ms", justify="right")
     points = document["pareto"]
     sized = any("size_mb" in p for p in points)
+    memory = any(MEMORY_METRIC in p for p in points)
     quantized = any("bits" in p for p in points)
     if sized:
         table.add_column("size MB", justify="right")
+    if memory:
+        table.add_column("memory kB", justify="right")
     if quantized:
         table.add_column("bits")
     table.add_column("subnet")
@@ -267,6 +289,8 @@ def print_front(document: dict[str, Any]) -> None:
         row = [str(point["trial"]), f"{point['accuracy']:.4f}", f"{point['latency_ms']:.2f}"]
         if sized:
             row.append(f"{point['size_mb']:.3f}")
+        if memory:
+            row.append(f"{point[MEMORY_METRIC] * 1000:.1f}")
         if quantized:
             row.append(_bits_summary(point["bits"]))
         table.add_row(*row, _summary(config))
