@@ -42,7 +42,12 @@ from nas.compress._prune import (
 )
 from nas.compress._seq2seq import FAMILY as SEQ2SEQ_FAMILY
 from nas.compress._seq2seq import DenseSeq2Seq
-from nas.compress._seq2seq_cost import SEQ2SEQ_PARAMS, hat_latency_cost, seq2seq_macs_cost
+from nas.compress._seq2seq_cost import (
+    SEQ2SEQ_PARAMS,
+    ShapePricer,
+    hat_latency_cost,
+    seq2seq_macs_cost,
+)
 from nas.compress._subclone import subclone
 from nas.compress._task_data import CompressionData, TaskData
 from nas.compress._train import train
@@ -159,10 +164,11 @@ class Budget:
         if self.count != "all" and self.params is None:
             raise ValueError(f"--count {self.count} says what --target-params counts; "
                              f"give --target-params, or leave --count out")
-        if self.hw not in DEVICES and self.hw not in HAT_DEVICES:
+        if self.hw not in DEVICES and not prices_shapes(self.hw):
             raise ValueError(f"--hw must be one of {list(DEVICES)} (measured on this "
                              f"machine) or, for a HAT subnet, {sorted(HAT_DEVICES)} "
-                             f"(HAT's device models), got {self.hw!r}")
+                             f"(HAT's device models) or a target added with `nas hw add "
+                             f"--supernet hat`, got {self.hw!r}")
         if self.hw == "cuda" and not torch.cuda.is_available():
             raise ValueError("--hw cuda needs a CUDA GPU and there is none here; use "
                              "--hw local-cpu")
@@ -264,20 +270,36 @@ def _is_seq2seq(source: str) -> bool:
 def _check_hw(source: str, budget: Budget, eta: float) -> None:
     """Refuse, before any loading, a target that cannot price this kind of model."""
     seq2seq = _is_seq2seq(source)
-    if not seq2seq and budget.hw in HAT_DEVICES:
+    modelled = budget.hw not in DEVICES
+    if not seq2seq and modelled:
         raise ValueError(f"--hw {budget.hw!r} prices encoder-decoder (HAT) models only; "
                          f"use --hw local-cpu or cuda for this model")
-    if seq2seq and budget.hw not in HAT_DEVICES and (budget.latency_ms is not None or eta):
-        raise ValueError(f"a HAT subnet's latency is priced by HAT's device models, --hw "
-                         f"{' / '.join(sorted(HAT_DEVICES))}; got {budget.hw!r}")
+    if seq2seq and not modelled and (budget.latency_ms is not None or eta):
+        raise ValueError(f"a HAT subnet's latency is priced by a model of its layer shapes: "
+                         f"--hw {' / '.join(sorted(HAT_DEVICES))} or a target added with "
+                         f"`nas hw add --supernet hat`; got {budget.hw!r}")
 
 
-def _hat_target(hw: str) -> HATLatencyTarget:
-    """The HAT device model ``hw`` names (a target of another kind is refused)."""
+def prices_shapes(hw: str) -> bool:
+    """Whether target ``hw`` prices encoder-decoder layer shapes: a HAT device model, or
+    a user's target fitted on HAT subnets (read from its record, nothing is fitted)."""
+    if hw in HAT_DEVICES:
+        return True
+    try:
+        target = get_hardware(hw)
+    except ValueError:
+        return False
+    record = getattr(target, "record", None)
+    return record is not None and record.family == "hat"
+
+
+def _hat_target(hw: str) -> ShapePricer:
+    """The target ``hw`` names, as a pricer of layer shapes."""
     target = get_hardware(hw)
-    if not isinstance(target, HATLatencyTarget):
-        raise ValueError(f"a HAT subnet's latency is priced by HAT's device models, --hw "
-                         f"{' / '.join(sorted(HAT_DEVICES))}; got {hw!r}")
+    if not hasattr(target, "shape_latency_ms"):
+        raise ValueError(f"a HAT subnet's latency is priced by a model of its layer shapes: "
+                         f"--hw {' / '.join(sorted(HAT_DEVICES))} or a target added with "
+                         f"`nas hw add --supernet hat`; got {hw!r}")
     return target
 
 
@@ -287,8 +309,8 @@ def _seq2seq_costs(src: Source, budget: Budget, eta: float
     where neither the budget nor ``--eta`` needs one) and the fraction of the source to
     reach."""
     workload = src.data.task.workload()
-    latency = hat_latency_cost(_hat_target(budget.hw), workload) if (
-        budget.hw in HAT_DEVICES) else None
+    latency = hat_latency_cost(_hat_target(budget.hw), src.data.task) if (
+        budget.hw not in DEVICES) else None
     if budget.params is not None:
         if budget.count != "all":
             raise ValueError("--count encoder is for encoder-only models; a HAT subnet's "
@@ -307,11 +329,17 @@ def _seq2seq_costs(src: Source, budget: Budget, eta: float
 def _modelled_report(source: DenseSeq2Seq, model: DenseSeq2Seq, latency: Cost, budget: Budget
                      ) -> dict[str, Any]:
     """Predicted latency before and after, and the device model's held-out error."""
-    fit = _hat_target(budget.hw).fit()
+    target = _hat_target(budget.hw)
+    if isinstance(target, HATLatencyTarget):
+        mape = target.fit().heldout["mape"]
+        method = ("predicted by HAT's device model (heldout_mape: on HAT's own WMT "
+                  "measurements; smaller subnets are extrapolated), not measured")
+    else:
+        mape = target.provenance().error["mape"]
+        method = (f"predicted by {budget.hw}'s law (heldout_mape: leave-one-out on the "
+                  f"device's measurements), not measured")
     return {"hw": budget.hw, "source_predicted_ms": latency(source),
-            "predicted_ms": latency(model), "heldout_mape": fit.heldout["mape"],
-            "method": "predicted by HAT's device model (heldout_mape: on HAT's own WMT "
-                      "measurements; smaller subnets are extrapolated), not measured"}
+            "predicted_ms": latency(model), "heldout_mape": mape, "method": method}
 
 
 def _cost_and_fraction(dense: DenseTransformer, budget: Budget, calibration: Calibration | None

@@ -1,5 +1,6 @@
 """What a pruning target measures for a :class:`DenseSeq2Seq`: parameters, MACs, or the
-latency HAT's device models predict (``rpi4``, ``xeon``, ``titanxp``).
+latency HAT's device models predict (``rpi4``, ``xeon``, ``titanxp``) or a user's target
+fitted on HAT subnets (``nas hw add``).
 
 A HAT device's latency is priced from the layer shapes (:class:`Seq2SeqShape`) for the
 task's workload, as the search prices a subnet, so a pruned model is held to the same
@@ -13,12 +14,11 @@ layer counts, which pruning keeps.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from nas._task import Workload
+from nas._task import Task, Workload
 from nas.compress._cost import Cost
 from nas.compress._seq2seq import seq2seq_param_count
-from nas.hardware._hat_targets import HATLatencyTarget
 from nas.hardware._macs import (
     DENSE_HAT_DECODING,
     DecoderLayerDims,
@@ -27,7 +27,18 @@ from nas.hardware._macs import (
     seq2seq_macs,
 )
 
-__all__ = ["SEQ2SEQ_PARAMS", "hat_latency_cost", "seq2seq_macs_cost", "seq2seq_shape"]
+__all__ = [
+    "SEQ2SEQ_PARAMS", "ShapePricer", "hat_latency_cost", "seq2seq_macs_cost", "seq2seq_shape",
+]
+
+class ShapePricer(Protocol):
+    """A target that prices encoder-decoder layer shapes (``HATLatencyTarget``,
+    ``UserTarget`` fitted on HAT subnets)."""
+
+    name: str
+
+    def shape_latency_ms(self, shape: Seq2SeqShape, task: Task) -> float: ...
+
 
 SEQ2SEQ_PARAMS = Cost("params", "params", seq2seq_param_count)
 
@@ -51,11 +62,11 @@ def seq2seq_shape(config: Mapping[str, Any]) -> Seq2SeqShape:
                         tgt_vocab=config["tgt_vocab"])
 
 
-def hat_latency_cost(target: HATLatencyTarget, workload: Workload) -> Cost:
-    """Latency on ``target`` for ``workload``, ms, as the target prices a HAT subnet."""
-    coefficients = target.coefficients()
-    return Cost(f"latency on {target.name}", "ms", lambda config: coefficients.breakdown(
-        seq2seq_shape(config), workload, target.scheme).total_ms)
+def hat_latency_cost(target: ShapePricer, task: Task) -> Cost:
+    """Latency on ``target`` for ``task``'s workload, ms, as the target prices a HAT
+    subnet: a HAT device model, or a user's target fitted on HAT subnets."""
+    return Cost(f"latency on {target.name}", "ms",
+                lambda config: target.shape_latency_ms(seq2seq_shape(config), task))
 
 
 def seq2seq_macs_cost(workload: Workload) -> Cost:

@@ -124,6 +124,7 @@ class HATLatencyTarget(HardwareTarget):
         self.calibration_path = calibration_path
         self.scheme = scheme
         self.scale_compute = scale_compute
+        self._coefficients: LatencyCoefficients | None = None
 
     # -- the model ---------------------------------------------------------------------
 
@@ -135,16 +136,23 @@ class HATLatencyTarget(HardwareTarget):
         return load_implementation_calibration(self.calibration_path)
 
     def coefficients(self) -> LatencyCoefficients:
-        """Our dense implementation's coefficients on this device."""
-        return self.calibration().transport(
-            self.fit().coefficients, fit_hat_device(REFERENCE_DEVICE).coefficients,
-            scale_compute=self.scale_compute,
-        )
+        """Our dense implementation's coefficients on this device (computed once)."""
+        if self._coefficients is None:
+            self._coefficients = self.calibration().transport(
+                self.fit().coefficients, fit_hat_device(REFERENCE_DEVICE).coefficients,
+                scale_compute=self.scale_compute,
+            )
+        return self._coefficients
 
     def breakdown(self, supernet: Supernet, config: Config, task: Task) -> LatencyBreakdown:
         """The prediction term by term (overheads and compute, encoder and decoder)."""
         shape = _shape(supernet, config)
         return self.coefficients().breakdown(shape, task.workload(), self.scheme)
+
+    def shape_latency_ms(self, shape: Seq2SeqShape, task: Task) -> float:
+        """The latency of any encoder-decoder of these layer shapes (a pruned HAT subnet
+        too) for ``task``'s workload, as :meth:`latency_ms` prices a subnet."""
+        return self.coefficients().breakdown(shape, task.workload(), self.scheme).total_ms
 
     def _latency_ms(self, supernet: Supernet, config: Config, task: Task) -> float:
         return self.breakdown(supernet, config, task).total_ms

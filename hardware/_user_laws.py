@@ -51,6 +51,15 @@ class LatencyLaw(abc.ABC):
         """One row of inputs per config."""
 
     @abc.abstractmethod
+    def shape_design(self, shapes: Sequence[Seq2SeqShape], task: Task) -> np.ndarray:
+        """One row per encoder-decoder layer shape (a pruned HAT subnet has no config).
+
+        Raises:
+            ValueError: the law cannot price layer shapes (it was fitted on another
+                family, or a reference cannot).
+        """
+
+    @abc.abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray) -> LatencyLaw: ...
 
     @abc.abstractmethod
@@ -98,6 +107,17 @@ class FewShotLaw(LatencyLaw):
             self._targets = [get_hardware(name) for name in self.references]
         return np.array([[t.latency_ms(supernet, c, task) for t in self._targets]
                          for c in configs], dtype=float).reshape(len(configs), -1)
+
+    def shape_design(self, shapes: Sequence[Seq2SeqShape], task: Task) -> np.ndarray:
+        """Each reference's latency of each shape (references that price shapes only)."""
+        if self._targets is None:
+            self._targets = [get_hardware(name) for name in self.references]
+        for target in self._targets:
+            if not hasattr(target, "shape_latency_ms"):
+                raise ValueError(f"reference {target.name!r} prices subnets of a space, not "
+                                 "encoder-decoder layer shapes (HAT's device models do)")
+        return np.array([[t.shape_latency_ms(s, task) for t in self._targets]
+                         for s in shapes], dtype=float).reshape(len(shapes), -1)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FewShotLaw:
         model = FewShotLatency().fit(X, y)
@@ -148,6 +168,12 @@ class PerLayerLaw(LatencyLaw):
         return np.array([[1.0 if col == "inference" else row.get(col, 0.0)
                           for col in self.columns] for row in rows])
 
+    def shape_design(self, shapes: Sequence[Seq2SeqShape], task: Task) -> np.ndarray:
+        if self.columns != HAT_COLUMNS:
+            raise ValueError("this per-layer law was fitted on another family's layers; only "
+                             "a law fitted on HAT subnets prices encoder-decoder shapes")
+        return _hat_shape_design(shapes, task)
+
     def fit(self, X: np.ndarray, y: np.ndarray) -> PerLayerLaw:
         self.coefficients = nonnegative_fit(np.asarray(X, float), np.asarray(y, float))
         return self
@@ -181,9 +207,14 @@ def law_from_dict(data: Mapping[str, Any]) -> LatencyLaw:
 
 
 def _hat_design(supernet: Supernet, configs: Sequence[Config], task: Task) -> np.ndarray:
+    return _hat_shape_design([Seq2SeqShape.from_subnet(supernet.describe(c)) for c in configs],
+                             task)
+
+
+def _hat_shape_design(shapes: Sequence[Seq2SeqShape], task: Task) -> np.ndarray:
+    """``local-cpu-model``'s terms at the task's probe workload (what was measured)."""
     from nas.hardware._local_model import probe_workload
 
-    shapes = [Seq2SeqShape.from_subnet(supernet.describe(c)) for c in configs]
     workloads = [probe_workload(task)] * len(shapes)
     return np.hstack([np.ones((len(shapes), 1)),
                       np.array([[s.decoder_layers] for s in shapes]),

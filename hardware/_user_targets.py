@@ -34,6 +34,7 @@ from nas._registry import UnknownNameError
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
+from nas.hardware._macs import Seq2SeqShape
 from nas.hardware._user_laws import FewShotLaw, LatencyLaw, PerLayerLaw, law_from_dict
 from nas.hardware._user_measurements import Measurements
 
@@ -95,6 +96,7 @@ class UserTargetRecord:
     name: str
     description: str
     supernet: str
+    family: str
     space: str
     task: str
     law: dict[str, Any]
@@ -172,6 +174,16 @@ class UserTarget(HardwareTarget):
                              f"this subnet is of {supernet.space.name!r}")
         law = self.law
         return float(law.predict(law.design(supernet, [config], task))[0])
+
+    def shape_latency_ms(self, shape: Seq2SeqShape, task: Task) -> float:
+        """The latency of an encoder-decoder of these layer shapes (a pruned HAT subnet),
+        priced as :meth:`latency_ms` prices the subnets it was fitted on.
+
+        Raises:
+            ValueError: the target was not fitted on HAT subnets.
+        """
+        law = self.law
+        return float(law.predict(law.shape_design([shape], task))[0])
 
     def provenance(self) -> Provenance:
         r, m = self.record, self.record.measurements
@@ -309,7 +321,8 @@ def save_target(name: str, *, supernet_name: str, supernet: Supernet, task: Task
         name=name,
         description=description or f"your device, fitted on {len(data)} measured subnets "
                                    f"of {supernet_name}",
-        supernet=supernet_name, space=supernet.space.name, task=task.name,
+        supernet=supernet_name, family=supernet.family, space=supernet.space.name,
+        task=task.name,
         law=law.to_dict(),
         references={r: get_hardware(r).fingerprint for r in references},
         measurements={"path": str(data.path.resolve()), "sha256": data.sha256,

@@ -130,7 +130,7 @@ def test_pruning_both_widths_keeps_cross_attention_and_positions_consistent(hat,
 
 def test_rpi4_latency_of_the_ir_is_the_searchs_and_only_falls(hat, task) -> None:
     rpi4 = get_hardware("rpi4")
-    cost = hat_latency_cost(rpi4, task.workload())
+    cost = hat_latency_cost(rpi4, task)
     config, source = subnet(hat, 5)
     ir = to_transformer(source)
     assert cost(ir) == pytest.approx(rpi4.latency_ms(hat, config, task), rel=1e-12)

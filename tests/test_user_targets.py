@@ -218,3 +218,26 @@ def test_measure_on_a_device_running_the_agent_then_fit(supernet, tmp_path, monk
     assert target.provenance().details["measurements"]["subnets"] == 6
     task = nas.get_task("g2p-cmudict")
     assert target.latency_ms(supernet, supernet.space.smallest(), task) > 0
+
+
+@pytest.mark.parametrize("reference", ["rpi4,titanxp", "none"])
+def test_a_hat_board_prices_layer_shapes_as_it_prices_subnets(supernet, tmp_path, reference):
+    """What compression budgets need: a pruned model has shapes, not a config."""
+    from nas.compress._jobs import prices_shapes
+    from nas.hardware._macs import Seq2SeqShape
+
+    task = nas.get_task("g2p-cmudict")
+    xeon = nas.get_hardware("xeon")
+    rows = ["config_json,latency_ms"] + [
+        '"{}",{}'.format(c.to_json().replace('"', '""'), xeon.latency_ms(supernet, c, task))
+        for c in spread_configs(supernet.space, 10, seed=0)]
+    (tmp_path / "board.csv").write_text("\n".join(rows) + "\n")
+    assert invoke("hw", "add", "board", "--supernet", "hat", "--from",
+                  str(tmp_path / "board.csv"), "--reference", reference).exit_code == 0
+    board = nas.get_hardware("board")
+    assert board.record.method == ("per-layer" if reference == "none" else "few-shot")
+    assert prices_shapes("board") and not prices_shapes("local-cpu")
+    for config in spread_configs(supernet.space, 3, seed=1):
+        shape = Seq2SeqShape.from_subnet(supernet.describe(config))
+        assert board.shape_latency_ms(shape, task) == pytest.approx(
+            board.latency_ms(supernet, config, task), rel=1e-12)
