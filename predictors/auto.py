@@ -32,16 +32,13 @@ METRICS = {"spearman": (spearman, True), "kendall_tau": (kendall_tau, True),
            "rmse": (rmse, False), "mape": (mape, False)}
 INNER_DIR = "chosen"
 SUBSET_MARK = "@"  # "ridge@op-counts": ridge on the columns of feature set op-counts
-# Chosen on NAS-Bench-201's five devices, each left out in turn, with 20 samples
-# (benchmarks/bench_predictor_fewshot.py): in Spearman units, about the spread of a CV
-# score on 20 rows.
-DEFAULT_TOLERANCE = 0.02
 
 
 @PREDICTORS.register("auto", description="picks a model by k-fold cross-validation")
 class AutoPredictor(Predictor):
     """Cross-validates ``candidates`` (on each feature set, then on all columns) and keeps
-    the first whose score is within ``tolerance`` of the best by ``metric``.
+    the first whose score is within ``tolerance`` (one standard error) of the best by
+    ``metric``.
 
     Args:
         candidates: registry names to try, simplest first.
@@ -51,12 +48,14 @@ class AutoPredictor(Predictor):
         feature_sets: name -> column indices; each candidate is also tried on those
             columns alone (an encoder's ``feature_sets``), smallest first.
         tolerance: how much better than an earlier trial a later one must score, in the
-            metric's units, to be chosen (0: the best, ties to the earlier).
+            metric's units, to be chosen; ``None``: one standard error of the best score
+            (:func:`standard_error`); 0: the best, ties to the earlier.
         log_target: passed to every candidate.
         seed: shuffles the folds and seeds every candidate.
 
     Fitted attributes: ``chosen_`` (name, ``model@set`` for a feature set),
-    ``cv_scores_`` (name -> score), ``columns_`` (the winner's columns, ``None`` for
+    ``cv_scores_`` (name -> score), ``tolerance_`` (the one used; ``None`` without CV),
+    ``columns_`` (the winner's columns, ``None`` for
     all), ``predictor_`` (the refitted winner).
     """
 
@@ -66,7 +65,7 @@ class AutoPredictor(Predictor):
     def __init__(self, *, candidates: tuple[str, ...] = DEFAULT_CANDIDATES, folds: int = 5,
                  metric: str = "spearman",
                  feature_sets: Mapping[str, Sequence[int]] | None = None,
-                 tolerance: float = DEFAULT_TOLERANCE, log_target: bool = False,
+                 tolerance: float | None = None, log_target: bool = False,
                  seed: int = 0) -> None:
         self.candidates = candidates
         self.folds = folds
@@ -103,12 +102,13 @@ class AutoPredictor(Predictor):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
-        if not self.tolerance >= 0:
+        if self.tolerance is not None and not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance!r}")
         trials = self._trials(X.shape[1])
         n = X.shape[0]
         folds = min(self.folds, n)
         self.cv_scores_: dict[str, float] = {}
+        self.tolerance_: float | None = None
         if n < 4 or folds < 2:
             self.chosen_ = next(iter(trials))
             logger.info("auto: %d rows are too few to cross-validate; using %s", n,
@@ -117,6 +117,7 @@ class AutoPredictor(Predictor):
             order = np.random.default_rng(self.seed).permutation(n)
             splits = np.array_split(order, folds)
             fn, higher = METRICS[self.metric]
+            oofs = {}
             for label, (name, columns) in trials.items():
                 Xc = X if columns is None else X[:, columns]
                 oof = np.empty(n)
@@ -124,7 +125,12 @@ class AutoPredictor(Predictor):
                     train = np.setdiff1d(order, test)
                     oof[test] = self._make(name).fit(Xc[train], y[train]).predict(Xc[test])
                 self.cv_scores_[label] = float(fn(y, oof))
-            self.chosen_ = choose(self.cv_scores_, higher=higher, tolerance=self.tolerance)
+                oofs[label] = oof
+            self.tolerance_ = self.tolerance
+            if self.tolerance_ is None:
+                best = choose(self.cv_scores_, higher=higher, tolerance=0.0)
+                self.tolerance_ = standard_error(self.metric, y, oofs[best])
+            self.chosen_ = choose(self.cv_scores_, higher=higher, tolerance=self.tolerance_)
             logger.info("auto: CV %s %s -> %s", self.metric, self.cv_scores_, self.chosen_)
         name, self.columns_ = trials[self.chosen_]
         self.predictor_ = self._make(name).fit(self._columns(X), y)
@@ -140,7 +146,7 @@ class AutoPredictor(Predictor):
     def _state(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self.predictor_.save(directory / INNER_DIR)
         return {"chosen": self.chosen_, "cv_scores": self.cv_scores_, "inner": INNER_DIR,
-                "columns": self.columns_}, {}
+                "columns": self.columns_, "tolerance": self.tolerance_}, {}
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray],
                    directory: Path) -> None:
@@ -148,6 +154,7 @@ class AutoPredictor(Predictor):
         self.cv_scores_ = dict(meta["cv_scores"])
         # Predictors saved before feature sets existed used every column.
         self.columns_ = meta.get("columns")
+        self.tolerance_ = meta.get("tolerance")
         self.predictor_ = Predictor.load(directory / meta["inner"])
 
 
@@ -156,3 +163,23 @@ def choose(scores: Mapping[str, float], *, higher: bool, tolerance: float) -> st
     sign = 1.0 if higher else -1.0
     best = max(sign * v for v in scores.values())
     return next(name for name, v in scores.items() if sign * v >= best - tolerance)
+
+
+def standard_error(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """The standard error of ``metric`` of predictions ``pred`` of ``y`` (n rows).
+
+    Rank correlations by their Fisher z-transform, whose variance is 1.06 / (n - 3) for
+    Spearman and 0.437 / (n - 4) for Kendall (Fieller, Hartley and Pearson, 1957),
+    mapped back by the derivative ``1 - r^2``; MAPE and RMSE as means over rows (RMSE by
+    the delta method from the mean squared error).
+    """
+    n = len(y)
+    if metric in ("spearman", "kendall_tau"):
+        r = METRICS[metric][0](y, pred)
+        variance = 1.06 / max(n - 3, 1) if metric == "spearman" else 0.437 / max(n - 4, 1)
+        return float((1.0 - r * r) * np.sqrt(variance))
+    if metric == "mape":
+        return float(np.std(np.abs(y - pred) / np.abs(y), ddof=1) / np.sqrt(n))
+    squared = (y - pred) ** 2
+    root = np.sqrt(squared.mean())
+    return float(np.std(squared, ddof=1) / np.sqrt(n) / (2.0 * root)) if root > 0 else 0.0
