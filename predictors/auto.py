@@ -175,11 +175,15 @@ def standard_error(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     """
     n = len(y)
     if metric in ("spearman", "kendall_tau"):
-        r = METRICS[metric][0](y, pred)
-        variance = 1.06 / max(n - 3, 1) if metric == "spearman" else 0.437 / max(n - 4, 1)
-        return float((1.0 - r * r) * np.sqrt(variance))
+        return correlation_standard_error(metric, METRICS[metric][0](y, pred), n)
     if metric == "mape":
         return float(np.std(np.abs(y - pred) / np.abs(y), ddof=1) / np.sqrt(n))
     squared = (y - pred) ** 2
     root = np.sqrt(squared.mean())
     return float(np.std(squared, ddof=1) / np.sqrt(n) / (2.0 * root)) if root > 0 else 0.0
+
+
+def correlation_standard_error(metric: str, r: float, n: int) -> float:
+    """The standard error of a ``spearman`` or ``kendall_tau`` of ``r`` on ``n`` rows."""
+    variance = 1.06 / max(n - 3, 1) if metric == "spearman" else 0.437 / max(n - 4, 1)
+    return float((1.0 - r * r) * np.sqrt(variance))
