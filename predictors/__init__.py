@@ -3,7 +3,7 @@
 Every model is a :class:`Predictor` (scikit-learn style ``fit`` / ``predict``, pickle-free
 ``save`` / ``load``) registered in :data:`PREDICTORS`:
 
-- ``ridge``, ``svr``, ``xgb``, ``mlp``: point predictions;
+- ``ridge``, ``quadratic``, ``svr``, ``xgb``, ``mlp``: point predictions;
 - ``gp``, ``ensemble``: also ``predict(X, return_std=True)``;
 - ``auto``: picks one of them by k-fold cross-validation.
 
@@ -37,6 +37,7 @@ from nas.predictors.gp import GPPredictor
 from nas.predictors.linear import RidgePredictor
 from nas.predictors.mlp import MLPPredictor
 from nas.predictors.ofa import OFAAccuracyPredictor, OFAOneHotFeatures
+from nas.predictors.quadratic import QuadraticRidgePredictor
 from nas.predictors.svr import SVRPredictor
 from nas.predictors.xgb import XGBPredictor
 
@@ -54,6 +55,7 @@ __all__ = [
     "OFAAccuracyPredictor",
     "OFAOneHotFeatures",
     "Predictor",
+    "QuadraticRidgePredictor",
     "RidgePredictor",
     "SVRPredictor",
     "SpaceFeatures",

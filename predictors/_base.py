@@ -35,8 +35,8 @@ META_FILE = "predictor.json"
 ARRAYS_FILE = "arrays.safetensors"
 
 PREDICTORS: Registry[Predictor] = Registry("predictor", plugins=("nas.predictors",))
-"""Predictor classes by name: ``ridge``, ``svr``, ``xgb``, ``mlp``, ``gp``, ``ensemble``,
-``auto``."""
+"""Predictor classes by name: ``ridge``, ``quadratic``, ``svr``, ``xgb``, ``mlp``, ``gp``,
+``ensemble``, ``auto``."""
 
 
 class NoUncertaintyError(ValueError):

@@ -161,7 +161,8 @@ def _config_features(spec: Mapping[str, Any], space: SearchSpace, folder: Path
         if space.name != NB201_SPACE.name:
             raise ValueError(f"the predictor in {folder} encodes NAS-Bench-201 cells; it does "
                              f"not match space {space.name!r} (use --space {NB201_SPACE.name})")
-        encoder = NB201Features(proxies=bool(spec.get("proxies", True)))
+        encoder = NB201Features(proxies=bool(spec.get("proxies", True)),
+                                counts=bool(spec.get("counts", False)))
 
         return lambda config: encoder.encode([config_to_arch_str(config)])[0]
     raise ValueError(f"the predictor in {folder} uses feature space {kind!r}, which a search "

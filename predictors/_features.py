@@ -151,6 +151,7 @@ class Encoder(Protocol):
     """What the CLI needs from a feature encoder."""
 
     feature_names: tuple[str, ...]
+    feature_sets: dict[str, list[int]]  # column subsets for ``auto`` to try too
 
     def fit(self, table: CSVTable) -> Encoder: ...
     def transform(self, table: CSVTable) -> np.ndarray: ...
@@ -205,10 +206,17 @@ def _effective_ops(ops: Sequence[str]) -> list[str]:
 class NB201Features:
     """NAS-Bench-201 cells from the ``arch_str`` column: one-hot per edge (30 floats),
     plus with ``proxies`` the count of each operation on live edges (edges on an
-    input-to-output path) and whether the cell is degenerate (6 floats)."""
+    input-to-output path) and whether the cell is degenerate (6 floats), plus with
+    ``counts`` the count of each operation over all six edges (5 floats).
 
-    def __init__(self, *, proxies: bool = True) -> None:
+    With 20 measured cells, 30 one-hot columns are too many to fit: a ridge on the five
+    operation counts alone ranks latency far better. :attr:`feature_sets` names such
+    small subsets, for ``auto`` to try alongside the full encoding.
+    """
+
+    def __init__(self, *, proxies: bool = True, counts: bool = False) -> None:
         self.proxies = proxies
+        self.counts = counts
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -217,14 +225,32 @@ class NB201Features:
         names = NB201_SPACE.feature_names
         if self.proxies:
             names += tuple(f"live.{op}" for op in OPERATIONS) + ("degenerate",)
+        if self.counts:
+            names += tuple(f"ops.{op}" for op in OPERATIONS)
         return names
+
+    @property
+    def feature_sets(self) -> dict[str, list[int]]:
+        """Named column subsets for few samples: ``op-counts`` and, with proxies,
+        ``op-counts+live`` (adding the live counts and the degenerate flag)."""
+        if not self.counts:
+            return {}
+        names = self.feature_names
+        ops = [i for i, name in enumerate(names) if name.startswith("ops.")]
+        sets = {"op-counts": ops}
+        if self.proxies:
+            live = [i for i, name in enumerate(names)
+                    if name.startswith("live.") or name == "degenerate"]
+            sets["op-counts+live"] = ops + live
+        return sets
 
     def fit(self, table: CSVTable) -> NB201Features:
         table.require(NB201_KEY)
         return self
 
     def encode(self, arch_strs: Sequence[str]) -> np.ndarray:
-        """Features of arch strings, shape (n, 30) or (n, 36) with proxies."""
+        """Features of arch strings, shape (n, 30), plus 6 with proxies, plus 5 with
+        counts."""
         from nas.supernets.nb201 import (
             GENE_NAMES,
             NB201_SPACE,
@@ -240,6 +266,9 @@ class NB201Features:
                 live = _effective_ops([config[g] for g in GENE_NAMES])
                 counts = [float(live.count(op)) for op in OPERATIONS]
                 row = np.concatenate([row, counts, [0.0 if live else 1.0]])
+            if self.counts:
+                ops = [config[g] for g in GENE_NAMES]
+                row = np.concatenate([row, [float(ops.count(op)) for op in OPERATIONS]])
             out.append(row)
         return np.stack(out)
 
@@ -251,7 +280,7 @@ class NB201Features:
         return [r[NB201_KEY] for r in table.rows]
 
     def to_spec(self) -> dict[str, Any]:
-        return {"space": "nb201", "proxies": self.proxies}
+        return {"space": "nb201", "proxies": self.proxies, "counts": self.counts}
 
 
 class TableFeatures:
@@ -262,6 +291,11 @@ class TableFeatures:
     def __init__(self, *, target: str, drop: Sequence[str] = ()) -> None:
         self.target = target
         self.drop = tuple(drop)
+
+    @property
+    def feature_sets(self) -> dict[str, list[int]]:
+        """None: the user chose a table's columns; ``auto`` tries them together."""
+        return {}
 
     def fit(self, table: CSVTable) -> TableFeatures:
         target_columns = table.target_columns(self.target)
@@ -294,7 +328,7 @@ class TableFeatures:
 
 @ENCODERS.register("nb201", description="NAS-Bench-201 cells from the arch_str column")
 def _nb201(*, target: str, drop: Sequence[str] = (), proxies: bool = True) -> NB201Features:
-    return NB201Features(proxies=proxies)
+    return NB201Features(proxies=proxies, counts=True)
 
 
 @ENCODERS.register("table", description="every numeric column but the target's and --drop")
@@ -319,7 +353,9 @@ def encoder_from_spec(spec: Mapping[str, Any]) -> Encoder:
         enc.columns_ = tuple(spec["columns"])
         return enc
     if spec.get("space") == "nb201":
-        return NB201Features(proxies=bool(spec.get("proxies", True)))
+        # Predictors saved before the operation counts existed have no "counts" key.
+        return NB201Features(proxies=bool(spec.get("proxies", True)),
+                             counts=bool(spec.get("counts", False)))
     raise ValueError(f"unknown feature space in the predictor's files: {spec.get('space')!r}")
 
 

@@ -32,12 +32,7 @@ class RidgePredictor(Predictor):
         self.seed = seed
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        d = X.shape[1]
-        # y and X are centred by the base class, so the intercept is y's mean (0).
-        self.coef_ = np.linalg.solve(X.T @ X + self.alpha * np.eye(d), X.T @ y)
-        self.intercept_ = float(y.mean() - X.mean(axis=0) @ self.coef_)
+        self.coef_, self.intercept_ = ridge_solve(X, y, self.alpha)
 
     def _predict(self, X: np.ndarray, return_std: bool) -> tuple[np.ndarray, None]:
         return X @ self.coef_ + self.intercept_, None
@@ -49,3 +44,17 @@ class RidgePredictor(Predictor):
                    directory: Path) -> None:
         self.coef_ = arrays["coef"]
         self.intercept_ = float(meta["intercept"])
+
+
+def ridge_solve(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Coefficients (d,) and intercept of ridge regression on ``X`` (n, d) whose columns
+    are centred (the penalty would otherwise shrink the intercept too).
+
+    Raises:
+        ValueError: a negative ``alpha``.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    d = X.shape[1]
+    coef = np.linalg.solve(X.T @ X + alpha * np.eye(d), X.T @ y)
+    return coef, float(y.mean() - X.mean(axis=0) @ coef)

@@ -57,5 +57,5 @@ def test_predict_checks_the_model_and_the_references() -> None:
     model = FewShotLatency().fit(np.arange(1.0, 7.0).reshape(3, 2), np.ones(3) + [0, 1, 2])
     with pytest.raises(ValueError, match="fitted on 2 references"):
         model.predict(np.ones((1, 3)))
-    with pytest.raises(ValueError, match="positive penalties"):
+    with pytest.raises(ValueError, match="penalties >= 0"):
         FewShotLatency(alphas=[])

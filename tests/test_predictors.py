@@ -27,7 +27,7 @@ from nas.predictors import (
 
 # Small, fast settings so every model fits in well under a second.
 FAST = {
-    "ridge": {}, "svr": {}, "gp": {"n_restarts": 0}, "xgb": {"n_estimators": 60},
+    "ridge": {}, "quadratic": {}, "svr": {}, "gp": {"n_restarts": 0}, "xgb": {"n_estimators": 60},
     "mlp": {"epochs": 60, "hidden": (16,), "lr": 0.03},
     "ensemble": {"base": "ridge", "n_members": 5},
     "auto": {"candidates": ("ridge", "svr", "xgb"), "folds": 3},
@@ -78,7 +78,8 @@ def test_metric_edge_cases():
 
 
 def test_registry_names():
-    assert list_predictors() == ["auto", "ensemble", "gp", "mlp", "ridge", "svr", "xgb"]
+    assert list_predictors() == ["auto", "ensemble", "gp", "mlp", "quadratic", "ridge",
+                                 "svr", "xgb"]
     with pytest.raises(UnknownNameError, match="ridge"):
         create_predictor("lasso")
 

@@ -54,9 +54,10 @@ def fit(
 ) -> None:
     """Fit a predictor of TARGET on (K rows of) a CSV and save it to OUT."""
     from nas.predictors import create_encoder, create_predictor, read_csv
+    from nas.predictors._fitting import fit_predictor, sample_rows
 
     check_output(out, kind="dir", force=force)
-    predictor = create_predictor(model, seed=seed, log_target=log_target)
+    create_predictor(model)  # fail early on an unknown model name
     encoder = create_encoder(space, target=target, drop=_split_drop(drop), proxies=proxies)
     table = read_csv(data)
     table.target_columns(target)  # fail early on a missing column
@@ -65,14 +66,10 @@ def fit(
         raise ValueError(f"--samples {samples} is larger than the data: {data} has {n} rows")
     if samples is not None and samples < 2:
         raise ValueError(f"--samples must be at least 2, got {samples}")
-    if samples is None:
-        rows = np.arange(n)
-    else:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=samples, replace=False))
+    rows = sample_rows(n, samples, seed)
     train = table.subset(rows)
-    encoder.fit(train)
-    X, y = encoder.transform(train), train.target(target)
-    predictor.fit(X, y)
+    predictor = fit_predictor(table, rows, encoder=encoder, model=model, target=target,
+                              seed=seed, log_target=log_target)
     check_output(out, kind="dir", force=force)  # files may have appeared while it fitted
     predictor.save(out)
     record: dict[str, Any] = {
