@@ -253,7 +253,7 @@ def _prepare_predicted(request: SearchRequest, name: str, storage: str,
     study = open_study(name, storage, meta=meta, space=model.space,
                        change_budget=request.change_budget)
     return PreparedSearch(request, model, None, target, problem, study, storage, min_latency,
-                          max_latency, evaluator, notes)
+                          max_latency, evaluator, notes=notes)
 
 
 def restrict_resolutions(model: SpaceModel, target: HardwareTarget, predictor: str
