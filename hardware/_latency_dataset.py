@@ -65,7 +65,6 @@ from nas.hardware._profile import (
     environment,
     measure_latency,
 )
-from nas.hardware._user_measurements import spread_configs
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +324,39 @@ def sample_new_configs(space: SearchSpace, seed: int, done: set[str],
             seen.add(config.key)
             count -= 1
             yield config
+
+
+def spread_configs(space: SearchSpace, count: int, *, seed: int,
+                   pool_factor: int = 20) -> list[Config]:
+    """``count`` distinct configs spread over the space: farthest-point picks (each the
+    candidate farthest from those already picked, on standardised features) from a pool
+    of ``pool_factor * count`` random ones, so a few measurements cover small and large
+    subnets rather than the middle where random draws cluster.
+
+    Raises:
+        ValueError: ``count`` is not positive or exceeds the space.
+    """
+    if count < 1:
+        raise ValueError(f"--samples must be at least 1, got {count}")
+    if count > space.cardinality():
+        raise ValueError(f"--samples {count} exceeds the {space.cardinality()} distinct "
+                         f"configs of space {space.name!r}")
+    rng = np.random.default_rng(seed)
+    pool: dict[str, Config] = {}
+    for _ in range(pool_factor * count * 4):
+        config = space.sample(rng)
+        pool.setdefault(config.key, config)
+        if len(pool) >= pool_factor * count:
+            break
+    candidates = list(pool.values())
+    X = np.array([space.to_features(c) for c in candidates])
+    X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+    picked = [int(np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(X - X[picked[0]], axis=1)
+    while len(picked) < min(count, len(candidates)):
+        picked.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(X - X[picked[-1]], axis=1))
+    return [candidates[i] for i in picked]
 
 
 def profile_config(

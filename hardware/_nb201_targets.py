@@ -23,7 +23,7 @@ from nas._supernet import Supernet
 from nas._tabular import TabularBenchmark, get_table
 from nas._task import Task
 
-__all__ = ["NB201TableTarget", "SUPERNET_FAMILY"]
+__all__ = ["DEVICES", "NB201TableTarget", "SUPERNET_FAMILY"]
 
 SUPERNET_FAMILY = "nb201"
 """The only supernet family whose subnets the table holds."""
@@ -93,40 +93,17 @@ class NB201TableTarget(HardwareTarget):
         return f"{self.name}:nb201-table-{_table().sha256[:16]}:lat_{self.device}"
 
 
-@HARDWARE.register("pixel3", description="Google Pixel 3, published NAS-Bench-201 latencies "
-                   "(nb201 supernet only)")
-def pixel3() -> HardwareTarget:
-    """Google Pixel 3: the table's measured latency of each NAS-Bench-201 cell."""
-    return NB201TableTarget(name="pixel3", device="pixel3", description="Google Pixel 3")
+DEVICES = (
+    ("pixel3", "pixel3", "Google Pixel 3"),
+    ("gold6226", "gold_6226", "Intel Xeon Gold 6226"),
+    ("nb201-raspi4", "raspi4", "Raspberry Pi 4"),
+    ("nb201-titanxp", "titanxp_1", "NVIDIA Titan Xp (batch 1)"),
+    ("nb201-1080ti", "1080ti_32", "NVIDIA GTX 1080 Ti (batch 32)"),
+)
+"""(target name, the table's latency column without ``lat_``, the device in words)."""
 
-
-@HARDWARE.register("gold6226", description="Intel Xeon Gold 6226, published NAS-Bench-201 "
-                   "latencies (nb201 supernet only)")
-def gold6226() -> HardwareTarget:
-    """Intel Xeon Gold 6226: the table's measured latency of each NAS-Bench-201 cell."""
-    return NB201TableTarget(name="gold6226", device="gold_6226",
-                            description="Intel Xeon Gold 6226")
-
-
-@HARDWARE.register("nb201-raspi4", description="Raspberry Pi 4, published NAS-Bench-201 "
-                   "latencies (nb201 supernet only)")
-def nb201_raspi4() -> HardwareTarget:
-    """Raspberry Pi 4 (HW-NAS-Bench via HELP): the table's latency of each cell."""
-    return NB201TableTarget(name="nb201-raspi4", device="raspi4",
-                            description="Raspberry Pi 4")
-
-
-@HARDWARE.register("nb201-titanxp", description="NVIDIA Titan Xp at batch 1, published "
-                   "NAS-Bench-201 latencies (nb201 supernet only)")
-def nb201_titanxp() -> HardwareTarget:
-    """NVIDIA Titan Xp, batch 1 (HELP): the table's latency of each cell."""
-    return NB201TableTarget(name="nb201-titanxp", device="titanxp_1",
-                            description="NVIDIA Titan Xp (batch 1)")
-
-
-@HARDWARE.register("nb201-1080ti", description="NVIDIA GTX 1080 Ti at batch 32, published "
-                   "NAS-Bench-201 latencies (nb201 supernet only)")
-def nb201_1080ti() -> HardwareTarget:
-    """NVIDIA GTX 1080 Ti, batch 32 (HELP): the table's latency of each cell."""
-    return NB201TableTarget(name="nb201-1080ti", device="1080ti_32",
-                            description="NVIDIA GTX 1080 Ti (batch 32)")
+for _name, _device, _description in DEVICES:
+    HARDWARE.register(_name, description=f"{_description}, published NAS-Bench-201 latencies "
+                      "(nb201 supernet only)")(
+        functools.partial(NB201TableTarget, name=_name, device=_device,
+                          description=_description))

@@ -17,6 +17,7 @@ leave-one-out error are written once.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -99,24 +100,23 @@ class FewShotLaw(LatencyLaw):
         self.references = tuple(references)
         self.intercept = intercept
         self.weights = None if weights is None else np.asarray(weights, dtype=float)
-        self._targets: list[HardwareTarget] | None = None
+
+    @functools.cached_property
+    def targets(self) -> list[HardwareTarget]:
+        return [get_hardware(name) for name in self.references]
 
     def design(self, supernet: Supernet, configs: Sequence[Config], task: Task) -> np.ndarray:
         """Each reference target's latency of each config (ms)."""
-        if self._targets is None:
-            self._targets = [get_hardware(name) for name in self.references]
-        return np.array([[t.latency_ms(supernet, c, task) for t in self._targets]
+        return np.array([[t.latency_ms(supernet, c, task) for t in self.targets]
                          for c in configs], dtype=float).reshape(len(configs), -1)
 
     def shape_design(self, shapes: Sequence[Seq2SeqShape], task: Task) -> np.ndarray:
         """Each reference's latency of each shape (references that price shapes only)."""
-        if self._targets is None:
-            self._targets = [get_hardware(name) for name in self.references]
-        for target in self._targets:
+        for target in self.targets:
             if not hasattr(target, "shape_latency_ms"):
                 raise ValueError(f"reference {target.name!r} prices subnets of a space, not "
                                  "encoder-decoder layer shapes (HAT's device models do)")
-        return np.array([[t.shape_latency_ms(s, task) for t in self._targets]
+        return np.array([[t.shape_latency_ms(s, task) for t in self.targets]
                          for s in shapes], dtype=float).reshape(len(shapes), -1)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FewShotLaw:

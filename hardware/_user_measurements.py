@@ -20,6 +20,7 @@ import numpy as np
 
 from nas._files import file_sha256, read_text
 from nas._space import Config, Gene, SearchSpace, Value
+from nas.hardware._latency_dataset import _some
 
 LATENCY_COLUMN = "latency_ms"
 CONFIG_COLUMN = "config_json"
@@ -127,41 +128,3 @@ def _latency(path: Path, line: int, text: str | None, column: str) -> float:
         raise ValueError(f"{path} line {line}: {column} must be a positive latency in ms, got "
                          f"{text!r}")
     return value
-
-
-def _some(names: tuple[str, ...] | list[str], shown: int = 6) -> str:
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
-
-
-def spread_configs(space: SearchSpace, count: int, *, seed: int,
-                   pool_factor: int = 20) -> list[Config]:
-    """``count`` distinct configs spread over the space: farthest-point picks (each the
-    candidate farthest from those already picked, on standardised features) from a pool
-    of ``pool_factor * count`` random ones, so a few measurements cover small and large
-    subnets rather than the middle where random draws cluster.
-
-    Raises:
-        ValueError: ``count`` is not positive or exceeds the space.
-    """
-    if count < 1:
-        raise ValueError(f"--samples must be at least 1, got {count}")
-    if count > space.cardinality():
-        raise ValueError(f"--samples {count} exceeds the {space.cardinality()} distinct "
-                         f"configs of space {space.name!r}")
-    rng = np.random.default_rng(seed)
-    pool: dict[str, Config] = {}
-    for _ in range(pool_factor * count * 4):
-        config = space.sample(rng)
-        pool.setdefault(config.key, config)
-        if len(pool) >= pool_factor * count:
-            break
-    candidates = list(pool.values())
-    X = np.array([space.to_features(c) for c in candidates])
-    X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
-    picked = [int(np.argmin(np.linalg.norm(X - X.mean(axis=0), axis=1)))]
-    distance = np.linalg.norm(X - X[picked[0]], axis=1)
-    while len(picked) < min(count, len(candidates)):
-        picked.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(X - X[picked[-1]], axis=1))
-    return [candidates[i] for i in picked]

@@ -34,6 +34,7 @@ from nas._registry import UnknownNameError
 from nas._space import Config
 from nas._supernet import Supernet
 from nas._task import Task
+from nas.hardware._local_model import prediction_errors
 from nas.hardware._macs import Seq2SeqShape
 from nas.hardware._user_laws import FewShotLaw, LatencyLaw, PerLayerLaw, law_from_dict
 from nas.hardware._user_measurements import Measurements
@@ -260,13 +261,11 @@ def check_references(names: Sequence[str], supernet: Supernet, probe: Config,
 
 
 def leave_one_out_errors(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    from scipy.stats import kendalltau, spearmanr
+    """:func:`prediction_errors` plus Spearman's rank correlation (a search ranks)."""
+    from scipy.stats import spearmanr
 
-    ape = np.abs(predicted - measured) / measured
-    return {"mape": float(ape.mean()), "median_ape": float(np.median(ape)),
-            "spearman": float(spearmanr(measured, predicted).statistic),
-            "kendall_tau": float(kendalltau(measured, predicted).statistic),
-            "n": float(len(measured))}
+    return {**prediction_errors(measured, predicted),
+            "spearman": float(spearmanr(measured, predicted).statistic)}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from nas import get_hardware, get_supernet, get_task, load_subnet
 from nas.compress._seq2seq import DenseSeq2Seq
 from nas.compress._seq2seq_cost import hat_latency_cost
-from nas.hardware._user_measurements import spread_configs
+from nas.hardware._latency_dataset import spread_configs
 from nas.supernets._export import save_subnet
 from tests.cli_helpers import nas, one_line_error
 from tests.test_compress_cli import summary_of

@@ -102,8 +102,7 @@ def test_memory_changes_the_cache_key_only_when_searched():
 
 def test_a_user_registered_target_prices_memory_by_the_model(tmp_path):
     """`nas hw add` targets inherit the contract's memory: modelled, error in hw show."""
-    from nas.hardware._latency_dataset import dataset_columns
-    from nas.hardware._user_measurements import spread_configs
+    from nas.hardware._latency_dataset import dataset_columns, spread_configs
 
     supernet = nas.get_supernet("hat")
     task = nas.get_task(supernet.task_name)

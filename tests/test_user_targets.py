@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import nas
 from nas.cli import app
-from nas.hardware._user_measurements import read_measurements, spread_configs
+from nas.hardware._latency_dataset import spread_configs
+from nas.hardware._user_measurements import read_measurements
 from nas.hardware._user_targets import record_path
 from nas.studies import load_study
 from nas.supernets.nb201 import NB201Table, arch_str_to_config
