@@ -11,6 +11,9 @@ from torch import nn
 
 from nas._registry import Registry
 
+BatchKeys = list[int] | torch.Tensor
+"""The examples of a training batch, as :meth:`Task.train_keys` draws them."""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -45,11 +48,43 @@ class Task(abc.ABC):
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The training loss of ``model`` on one batch."""
 
-    @abc.abstractmethod
     def train_batches(
         self, *, batch_size: int, generator: torch.Generator
     ) -> Callable[[], tuple[torch.Tensor, ...]]:
-        """A function that returns the next shuffled training batch."""
+        """A function that returns the next shuffled training batch.
+
+        By default it loads the keys :meth:`train_keys` draws; a task that does not
+        split drawing from loading overrides this method instead.
+        """
+        keys = self.train_keys(batch_size=batch_size, generator=generator)
+        if keys is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither train_batches nor train_keys")
+        return lambda: self.load_batch(keys())
+
+    def train_keys(
+        self, *, batch_size: int, generator: torch.Generator
+    ) -> Callable[[], BatchKeys] | None:
+        """Optional: a function that returns the keys of the next training batch (one key
+        per example, in order; a list or a 1-D tensor), or ``None``.
+
+        Drawing keys is cheap and sequential; :meth:`load_batch` turns any slice of them
+        into tensors. Splitting the two lets the training loop replay the stream to
+        resume a run, give each rank only its share of a batch and load in worker
+        processes. Built-in tasks draw the same batches either way.
+        """
+        return None
+
+    def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
+        """The training batch of ``keys`` (any slice of what :meth:`train_keys` drew)."""
+        raise NotImplementedError(f"{type(self).__name__} does not draw keys")
+
+    def loss_units(self, batch: tuple[torch.Tensor, ...]) -> int:
+        """How many terms :meth:`loss` averages over on ``batch``: its examples by
+        default; a task that averages over tokens counts its tokens. The training loop
+        weighs the parts of a split batch by it, so that they add up to the loss of the
+        whole batch."""
+        return int(batch[0].shape[0])
 
     @abc.abstractmethod
     def workload(self) -> Workload:
@@ -90,6 +125,24 @@ def forward_probe(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callabl
             model(*moved)
 
     return probe
+
+
+def shuffled_epochs(
+    size: int, *, batch_size: int, generator: torch.Generator
+) -> Callable[[], list[int]]:
+    """Keys of ``batch_size`` examples out of ``size``, epoch after epoch: a fresh
+    permutation is appended whenever fewer than ``batch_size`` keys are left, so a
+    batch may straddle two epochs and every example is drawn once per epoch."""
+    order: list[int] = []
+
+    def next_keys() -> list[int]:
+        nonlocal order
+        if len(order) < batch_size:
+            order += torch.randperm(size, generator=generator).tolist()
+        keys, order = order[:batch_size], order[batch_size:]
+        return keys
+
+    return next_keys
 
 
 TASKS: Registry[Task] = Registry("task", plugins=("nas.supernets",))

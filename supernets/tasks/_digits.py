@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import Task, Workload, forward_probe
+from nas._task import BatchKeys, Task, Workload, forward_probe, shuffled_epochs
 
 SPLITS = ("train", "validation", "test")
 SPLIT_SEED = 0
@@ -139,21 +139,16 @@ class DigitsTask(Task):
         inputs, labels = batch
         return F.cross_entropy(model(inputs), labels, label_smoothing=self.label_smoothing)
 
-    def train_batches(
+    def train_keys(
         self, *, batch_size: int, generator: torch.Generator
-    ) -> Callable[[], tuple[torch.Tensor, ...]]:
+    ) -> Callable[[], list[int]]:
         """Shuffled epochs over the training split, ``batch_size`` examples at a time."""
+        return shuffled_epochs(len(self.split("train")[1]), batch_size=batch_size,
+                               generator=generator)
+
+    def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
         inputs, labels = self.split("train")
-        order: list[int] = []
-
-        def next_batch() -> tuple[torch.Tensor, ...]:
-            nonlocal order
-            if len(order) < batch_size:
-                order += torch.randperm(len(labels), generator=generator).tolist()
-            index, order = order[:batch_size], order[batch_size:]
-            return inputs[index], labels[index]
-
-        return next_batch
+        return inputs[keys], labels[keys]
 
     def workload(self) -> Workload:
         """One digit in, one prediction out, batch 1 (the seq2seq lengths read as 1)."""

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import TASKS, Task, Workload
+from nas._task import TASKS, BatchKeys, Task, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -403,30 +403,34 @@ class G2PTask(Task):
             label_smoothing=LABEL_SMOOTHING,
         )
 
-    def train_batches(
+    def train_keys(
         self, *, batch_size: int, generator: torch.Generator
-    ) -> Callable[[], tuple[torch.Tensor, ...]]:
-        """Shuffled ``(src, prev, tgt)`` batches, a fresh permutation every epoch.
-
-        Deterministic given the generator's seed; padding is trimmed per batch.
-        """
-        data = self._split("train")
-        if not 1 <= batch_size <= len(data):
-            raise ValueError(f"batch_size must be in [1, {len(data)}], got {batch_size}")
+    ) -> Callable[[], torch.Tensor]:
+        """Indices of shuffled training batches, a fresh permutation every epoch (its
+        last incomplete batch dropped); deterministic given the generator's seed."""
+        size = len(self._split("train"))
+        if not 1 <= batch_size <= size:
+            raise ValueError(f"batch_size must be in [1, {size}], got {batch_size}")
         order: list[torch.Tensor] = []
 
-        def next_batch() -> tuple[torch.Tensor, ...]:
+        def next_keys() -> torch.Tensor:
             if not order:
-                perm = torch.randperm(len(data), generator=generator)
-                order.extend(
-                    perm[i : i + batch_size]
-                    for i in range(0, len(perm) - batch_size + 1, batch_size)
-                )
+                perm = torch.randperm(size, generator=generator)
+                order.extend(perm[i : i + batch_size]
+                             for i in range(0, size - batch_size + 1, batch_size))
                 order.reverse()
-            idx = order.pop()
-            return _trim(data.src[idx], data.prev[idx], data.tgt[idx])
+            return order.pop()
 
-        return next_batch
+        return next_keys
+
+    def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
+        """``(src, prev, tgt)`` of the training words ``keys``, padding trimmed."""
+        data = self._split("train")
+        return _trim(data.src[keys], data.prev[keys], data.tgt[keys])
+
+    def loss_units(self, batch: tuple[torch.Tensor, ...]) -> int:
+        """The non-pad target tokens :meth:`loss` averages over."""
+        return int((batch[2] != PAD).sum())
 
     def workload(self) -> Workload:
         """Mean validation source and target lengths (eos included), batch 1, greedy."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas._task import TASKS, Task, Workload, forward_probe, model_device
+from nas._task import TASKS, BatchKeys, Task, Workload, forward_probe, model_device
 from nas.supernets.tasks._pydoc_text import SPLITS, text
 
 __all__ = ["LM_TASK_NAME", "PydocLMTask", "VOCAB_SIZE"]
@@ -117,20 +117,23 @@ class PydocLMTask(Task):
         logits = model(inputs)  # (B, T, V)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-    def train_batches(
+    def train_keys(
         self, *, batch_size: int, generator: torch.Generator
-    ) -> Callable[[], tuple[torch.Tensor, ...]]:
-        """Random windows of the train split (uniform start offsets, drawn by ``generator``)."""
-        data = _bytes("train")
-        offsets = torch.arange(self.context + 1)
+    ) -> Callable[[], torch.Tensor]:
+        """Start offsets of random windows of the train split (uniform, drawn by
+        ``generator``)."""
+        size = len(_bytes("train"))
 
-        def next_batch() -> tuple[torch.Tensor, ...]:
-            starts = torch.randint(len(data) - self.context - 1, (batch_size,),
-                                   generator=generator)
-            chunks = data[starts[:, None] + offsets]  # (B, context + 1)
-            return chunks[:, :-1], chunks[:, 1:]
+        def next_keys() -> torch.Tensor:
+            return torch.randint(size - self.context - 1, (batch_size,), generator=generator)
 
-        return next_batch
+        return next_keys
+
+    def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
+        """Inputs and next-byte targets ``(B, context)`` of the windows starting at ``keys``."""
+        starts = torch.as_tensor(keys)
+        chunks = _bytes("train")[starts[:, None] + torch.arange(self.context + 1)]
+        return chunks[:, :-1], chunks[:, 1:]
 
     def workload(self) -> Workload:
         """One forward pass over a full window (the prompt), batch 1."""

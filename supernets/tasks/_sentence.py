@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas._task import TASKS, Task, Workload, model_device
+from nas._task import TASKS, BatchKeys, Task, Workload, model_device, shuffled_epochs
 from nas.supernets.tasks._minilm import load_minilm, mean_pool, minilm_dir, pad_batch
 from nas.supernets.tasks._pydoc_text import SPLITS, paragraphs
 
@@ -174,21 +174,17 @@ class SentenceDistillTask(Task):
         ids, mask, teacher = batch
         return 1.0 - (student_embedding(model, ids, mask) * teacher).sum(-1).mean()
 
-    def train_batches(
+    def train_keys(
         self, *, batch_size: int, generator: torch.Generator
-    ) -> Callable[[], tuple[Tensor, ...]]:
-        """Shuffled training batches ``(ids, mask, teacher)``, epoch after epoch."""
+    ) -> Callable[[], list[int]]:
+        """Shuffled epochs over the training paragraphs, ``batch_size`` at a time."""
+        return shuffled_epochs(len(self.split_tensors("train")[0]), batch_size=batch_size,
+                               generator=generator)
+
+    def load_batch(self, keys: BatchKeys) -> tuple[Tensor, ...]:
+        """``(ids, mask, teacher)`` of the training paragraphs ``keys``."""
         ids, mask, teacher = self.split_tensors("train")
-        order: list[int] = []
-
-        def next_batch() -> tuple[Tensor, ...]:
-            nonlocal order
-            if len(order) < batch_size:
-                order += torch.randperm(len(ids), generator=generator).tolist()
-            pick, order = order[:batch_size], order[batch_size:]
-            return ids[pick], mask[pick], teacher[pick]
-
-        return next_batch
+        return ids[keys], mask[keys], teacher[keys]
 
     def workload(self) -> Workload:
         """One paragraph of :data:`MAX_TOKENS` tokens in, one embedding out, batch 1."""
