@@ -48,7 +48,13 @@ from nas.supernets.training._loop import (
     save_checkpoint,
     train_supernet,
 )
-from nas.supernets.training._zoo import ZOO_RECIPES, ZooRecipe, train_and_save, zoo_dir
+from nas.supernets.training._zoo import (
+    ZOO_RECIPES,
+    ZooRecipe,
+    resume_training,
+    train_and_save,
+    zoo_dir,
+)
 from nas.supernets.training._models import (
     MODEL_RECIPES,
     ExtraLoss,
@@ -138,6 +144,7 @@ __all__ = [
     "read_checkpoint_meta",
     "read_lexicon",
     "save_checkpoint",
+    "resume_training",
     "train_and_save",
     "train_supernet",
     "true_front",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from nas import Config, Gene, SearchSpace, SubnetShape, Supernet
 from nas.supernets.tasks._g2p import BOS, EOS, PAD, G2PTask
 from nas.supernets.training._loop import (
     SUPERNET_FAMILIES,
+    Execution,
     _accumulate,
     load_checkpoint,
     read_checkpoint_meta,
@@ -182,8 +185,8 @@ def test_a_scheme_chooses_the_subnets_their_weights_and_the_loss(task: G2PTask) 
     plain, scaled = _toy(task), _toy(task)
     plain.activate(TOY_SPACE.largest())
     task.loss(plain, batch).backward()
-    _accumulate(scaled, task, _OnlyLargest(), batch, _OnlyLargest().plan(1, 1, scaled, None),
-                clip_norm=1e9)
+    _accumulate(scaled, scaled, task, _OnlyLargest(), [batch],
+                _OnlyLargest().plan(1, 1, scaled, None), Execution(), torch.device("cpu"), None)
     for p, q in zip(plain.parameters(), scaled.parameters()):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, 3.0 * p.grad)
@@ -363,3 +366,72 @@ def test_shipped_hat_checkpoint(task: G2PTask) -> None:
     supernet.activate(supernet.space.largest())
     got = task.evaluate(supernet, limit=SHIPPED_LIMIT, per=False)["accuracy"]
     assert abs(got - recorded["largest_accuracy"]) < 0.01
+
+
+# -- how a training runs: micro-batches, worker processes, precision ---------------------
+
+
+def _weights(model: Supernet) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def test_micro_batches_add_up_to_the_whole_batch(task: G2PTask) -> None:
+    """Three micro-batches of unequal token counts, each weighted by its share of the
+    batch's tokens, accumulate the gradient of the whole batch."""
+    keys = task.train_keys(batch_size=64, generator=torch.Generator().manual_seed(0))()
+    parts = [task.load_batch(keys[lo:hi]) for lo, hi in ((0, 21), (21, 42), (42, 64))]
+    assert len({task.loss_units(part) for part in parts}) == 3
+    plan = SandwichRule(1).plan(1, 1, _toy(task), np.random.default_rng(0))
+    grads = []
+    for batches in ([task.load_batch(keys)], parts):
+        model = _toy(task)
+        _accumulate(model, model, task, SandwichRule(1), batches, plan, Execution(),
+                    torch.device("cpu"), None)
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_micro_batches_train_the_weights_of_whole_batches(task: G2PTask) -> None:
+    """After a few AdamW steps every tensor agrees to 0.1 % of its norm: Adam divides
+    by the gradient's own scale, so the rounding of a near-zero gradient can move one
+    element by a fraction of a step, nothing more."""
+    whole, parts = _toy(task), _toy(task)
+    _train(task, whole, steps=6)
+    recipe = _train(task, parts, steps=6, execution=Execution(accumulate=3))
+    for a, b in zip(_weights(whole), _weights(parts), strict=True):
+        assert torch.linalg.norm(a.float() - b.float()) <= 1e-3 * torch.linalg.norm(a.float())
+    assert recipe["execution"]["accumulate"] == 3
+
+
+def test_worker_processes_load_the_same_batches(task: G2PTask) -> None:
+    here, workers = _toy(task), _toy(task)
+    _train(task, here, steps=5, execution=Execution(accumulate=2))
+    _train(task, workers, steps=5, execution=Execution(accumulate=2, workers=2))
+    assert _same(_weights(here), _weights(workers))
+
+
+def test_bf16_autocast_trains_close_to_fp32(task: G2PTask) -> None:
+    full, half = _toy(task), _toy(task)
+    _train(task, full, steps=5)
+    recipe = _train(task, half, steps=5, execution=Execution(precision="bf16"))
+    assert math.isfinite(recipe["final_loss"])
+    assert recipe["execution"]["precision"] == "bf16"
+    assert not _same(_weights(full), _weights(half))  # autocast did change the arithmetic
+    for a, b in zip(_weights(full), _weights(half), strict=True):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize(("execution", "message"), [
+    (Execution(precision="fp16"), "fp16 training needs a CUDA device"),
+    (Execution(precision="int8"), "precision must be one of"),
+    (Execution(device="tpu"), "device must be one of"),
+    (Execution(accumulate=0), "accumulate must be a positive integer"),
+    (Execution(accumulate=65), "batch size 64 cannot be split into 1 rank(s) x 65"),
+    (Execution(workers=10_000), "workers must be"),
+])
+def test_executions_this_machine_cannot_run(
+    task: G2PTask, execution: Execution, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _train(task, _toy(task), steps=2, execution=execution)

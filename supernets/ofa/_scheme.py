@@ -230,6 +230,18 @@ class ProgressiveShrinking(TrainingScheme):
             soft = F.softmax(self.teacher(images), dim=-1)
         return loss + self.kd_ratio * soft_cross_entropy(logits, soft)
 
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The phase entered last and the teacher's weights (once it exists)."""
+        tensors = {} if self.teacher is None else dict(self.teacher.state_dict())
+        return {"current": self._current, "teacher": self.teacher is not None}, tensors
+
+    def restore(self, supernet: Supernet, meta: dict[str, Any],
+                tensors: dict[str, torch.Tensor]) -> None:
+        self._current = int(meta["current"])
+        if meta["teacher"]:
+            self.teacher = _frozen_teacher(supernet)
+            self.teacher.load_state_dict(tensors)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -20,21 +20,30 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from nas._evaluator import accepts_keyword
 from nas._files import atomic_write, file_sha256, write_text_atomic
+from nas._limits import check_count, usable_cores
 from nas._progress import progress_bar
 from nas._space import Config
 from nas._supernet import SUPERNET_FAMILIES, Supernet
 from nas._task import Task
+from nas.supernets.training._batches import MAX_WORKERS, StepBatches
+from nas.supernets.training._distributed import Ranks
 from nas.supernets.training._schemes import SandwichRule, TrainingRun, TrainingScheme
+from nas.supernets.training._state import (
+    RunFolder,
+    TrainingState,
+    read_weights,
+    unique_tensors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,75 @@ StepHook = Callable[[int, list[Config], float], None]
 # -- training ----------------------------------------------------------------------------
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a training runs rather than what it trains: the device, the ranks, the
+    precision, the micro-batches per rank and step, and the worker processes loading
+    batches. In fp32 the weights it reaches do not depend on it beyond floating-point
+    rounding, except through BatchNorm, whose statistics are those of each micro-batch.
+
+    ``bf16`` autocasts the forward passes (CPU and GPU); ``fp16`` autocasts them on a
+    GPU and scales the loss (a grad scaler keeps small gradients from flushing to zero).
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    accumulate: int = 1
+    workers: int = 0
+    ranks: Ranks = field(default_factory=Ranks)
+
+    def check(self, batch_size: int) -> None:
+        """Raises ValueError for a device or precision this machine cannot train with,
+        or a batch of ``batch_size`` examples too small to split into every part."""
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; "
+                             "use --device cpu")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, "
+                             f"got {self.precision!r}")
+        if self.precision == "fp16" and self.device != "cuda":
+            raise ValueError("fp16 training needs a CUDA device (its grad scaler is a GPU "
+                             "one); use --precision bf16 on a CPU")
+        if isinstance(self.accumulate, bool) or not isinstance(self.accumulate, int) or (
+                self.accumulate < 1):
+            raise ValueError(f"accumulate must be a positive integer, got {self.accumulate!r}")
+        check_count(self.workers, name="workers", low=0,
+                    high=min(MAX_WORKERS, 4 * usable_cores()),
+                    why="worker processes beyond a few per core only compete for it")
+        parts = self.ranks.world * self.accumulate
+        if batch_size < parts:
+            raise ValueError(
+                f"batch size {batch_size} cannot be split into {self.ranks.world} rank(s) x "
+                f"{self.accumulate} micro-batch(es); use a batch size of at least {parts}")
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device, "precision": self.precision,
+                "accumulate": self.accumulate, "workers": self.workers,
+                **self.ranks.describe()}
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Save the training state into ``run`` every ``every`` steps and after the last
+    one; ``resume`` continues from the newest state there."""
+
+    run: RunFolder
+    every: int
+    resume: bool = False
+
+
 def train_supernet(
     supernet: Supernet,
     task: Task,
@@ -86,6 +164,8 @@ def train_supernet(
     on_step: StepHook | None = None,
     eval_limit: int | None = None,
     scheme: TrainingScheme | None = None,
+    execution: Execution | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> dict[str, Any]:
     """Train ``supernet`` on ``task``; deterministic given ``seed``.
 
@@ -96,34 +176,44 @@ def train_supernet(
     warms up linearly for ``warmup`` steps, then follows ``schedule``: ``"cosine"``
     (down to 0 at ``steps``) or ``"inverse-sqrt"`` (Vaswani et al.).
 
+    On several ranks (``execution.ranks``) every rank draws the same batch keys and
+    subnets and trains on its share of the batch; each part's loss is weighted by its
+    share of what the batch's loss averages over (:meth:`~nas._task.Task.loss_units`),
+    so the all-reduced gradient is the whole batch's, as in one process. The same holds
+    for ``execution.accumulate`` micro-batches per rank.
+
     Args:
-        supernet: the supernet, trained in place (left in eval mode).
+        supernet: the supernet, trained in place (left in eval mode, on the CPU).
         task: data and loss; its ``evaluate`` gives the final metrics.
         steps: optimiser steps.
-        batch_size: examples per batch (one batch feeds every subnet of a step).
+        batch_size: examples per step, all ranks and micro-batches together.
         lr: peak learning rate.
-        seed: seeds the batches, the sampled subnets and dropout.
+        seed: seeds the batches, the sampled subnets and dropout (rank r: ``seed + r``).
         random_subnets: random subnets per step besides the largest and smallest (the
             default sandwich scheme only).
         warmup: warm-up steps; ``min(1000, steps // 10)`` when omitted.
         schedule: ``"cosine"`` or ``"inverse-sqrt"``.
         weight_decay: AdamW's decoupled weight decay.
         clip_norm: maximal gradient norm.
-        progress: show a tqdm bar with the running loss.
+        progress: show a tqdm bar with the running loss (rank 0 only).
         log_every: log the running loss every this many steps.
         on_step: called as ``on_step(step, configs, loss)`` after every step.
         eval_limit: validate the final largest/smallest subnets on this many examples.
         scheme: which subnets each step trains and with which loss;
             ``SandwichRule(random_subnets)`` when omitted.
+        execution: device, ranks, precision, accumulation and loader workers
+            (:class:`Execution`; one fp32 process on the CPU when omitted).
+        checkpointing: save (and resume) the training state (:class:`Checkpointing`).
 
     Returns:
-        The recipe (every argument above, the scheme's settings, torch version, threads,
-        date, wall time) and
-        ``metrics``: the validation metrics of the ``largest`` and ``smallest`` subnets.
+        The recipe (every argument above, the scheme's settings, the execution, torch
+        version, threads, date, wall time) and ``metrics``: the validation metrics of
+        the ``largest`` and ``smallest`` subnets (rank 0; ``{}`` on the other ranks).
 
     Raises:
         ValueError: a non-positive ``steps``/``batch_size``/``lr``, a negative
-            ``random_subnets`` or an unknown ``schedule``.
+            ``random_subnets``, an unknown ``schedule`` or an execution this machine
+            cannot run.
     """
     warmup = min(1000, steps // 10) if warmup is None else warmup
     _validate(
@@ -134,14 +224,19 @@ def train_supernet(
         warmup=warmup,
         schedule=schedule,
     )
+    execution = Execution() if execution is None else execution
+    execution.check(batch_size)
+    ranks = execution.ranks
+    device = ranks.device(execution.device)
     scheme = SandwichRule(random_subnets) if scheme is None else scheme
     started = time.perf_counter()
-    torch.manual_seed(seed)  # dropout
-    rng = np.random.default_rng(seed)  # subnets
-    next_batch = task.train_batches(
-        batch_size=batch_size, generator=torch.Generator().manual_seed(seed)
-    )
+    torch.manual_seed(seed + ranks.rank)  # dropout
+    rng = np.random.default_rng(seed)  # subnets: the same on every rank
+    batches = StepBatches(task, batch_size=batch_size, seed=seed, world=ranks.world,
+                          rank=ranks.rank, accumulate=execution.accumulate,
+                          workers=execution.workers)
     runs = _checked_runs(scheme.runs(steps), steps)
+    supernet.to(device)
     optimizer, scheduler = optimizer_and_schedule(
         supernet.parameters(),
         lr=lr,
@@ -151,33 +246,50 @@ def train_supernet(
         steps=steps,
         runs=runs,
     )
+    scaler = torch.amp.GradScaler("cuda") if execution.precision == "fp16" else None
     restarts = {run.first_step for run in runs[1:]}
     scheme.start(supernet, task, steps=steps)
+    trainer = _Trainer(supernet, optimizer, scheduler, scaler, rng, scheme, ranks)
+    if checkpointing is not None and checkpointing.resume:
+        state = checkpointing.run.latest()
+        if state is not None:
+            trainer.restore(state)
+            batches.skip(trainer.done)
+    model = ranks.wrap(supernet)
     supernet.train()
-    running = math.nan
-    bar = progress_bar(
-        range(1, steps + 1), desc=f"{scheme.name} training", disable=not progress, unit="step"
-    )
+    bar = progress_bar(range(trainer.done + 1, steps + 1), desc=f"{scheme.name} training",
+                       disable=not (progress and ranks.leader), unit="step",
+                       initial=trainer.done, total=steps)
     for step in bar:
         if step in restarts:
             optimizer.state.clear()  # a new run starts with fresh moments
         planned = scheme.plan(step, steps, supernet, rng)
-        loss = _accumulate(supernet, task, scheme, next_batch(), planned, clip_norm)
-        configs = [config for config, _ in planned]
-        optimizer.step()
+        parts = [tuple(t.to(device) for t in part) for part in batches.next_step()]
+        loss = _accumulate(model, supernet, task, scheme, parts, planned, execution, device,
+                           scaler)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(supernet.parameters(), clip_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
-        running = loss if math.isnan(running) else 0.98 * running + 0.02 * loss
+        trainer.after_step(step, loss)
         bar.set_postfix(
-            loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False
+            loss=f"{trainer.running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False
         )
-        if log_every and step % log_every == 0:
-            logger.info(
-                "step %d/%d loss %.4f lr %.3e", step, steps, running, scheduler.get_last_lr()[0]
-            )
+        if log_every and step % log_every == 0 and ranks.leader:
+            logger.info("step %d/%d loss %.4f lr %.3e", step, steps, trainer.running,
+                        scheduler.get_last_lr()[0])
+        if checkpointing is not None and (step % checkpointing.every == 0 or step == steps):
+            trainer.save(checkpointing.run, wall_s=time.perf_counter() - started)
         if on_step is not None:
-            on_step(step, configs, loss)
+            on_step(step, [config for config, _ in planned], loss)
     bar.close()
-    train_s = time.perf_counter() - started
+    wall_s = trainer.wall_s + time.perf_counter() - started
+    supernet.to("cpu")
     supernet.eval()
     return {
         "steps": steps,
@@ -190,35 +302,115 @@ def train_supernet(
         "optimizer": OPTIMIZER,
         "weight_decay": weight_decay,
         "clip_norm": clip_norm,
-        "final_loss": running,
+        "final_loss": trainer.running,
         "task": task.name,
+        "execution": execution.describe(),
+        "resumed_at": trainer.resumed_at,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "wall_s": round(train_s, 1),
-        "metrics": evaluate_extremes(supernet, task, limit=eval_limit),
+        "wall_s": round(wall_s, 1),
+        "metrics": evaluate_extremes(supernet, task, limit=eval_limit) if ranks.leader else {},
     }
 
 
+class _Trainer:
+    """The state a training carries from step to step, saved and restored whole."""
+
+    def __init__(self, supernet: Supernet, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler,
+                 scaler: torch.amp.GradScaler | None, rng: np.random.Generator,
+                 scheme: TrainingScheme, ranks: Ranks) -> None:
+        self.supernet, self.optimizer, self.scheduler = supernet, optimizer, scheduler
+        self.scaler, self.rng, self.scheme, self.ranks = scaler, rng, scheme, ranks
+        self.done = 0
+        self.running = math.nan
+        self.wall_s = 0.0
+        self.resumed_at: list[int] = []
+
+    def after_step(self, step: int, loss: float) -> None:
+        self.done = step
+        self.running = loss if math.isnan(self.running) else 0.98 * self.running + 0.02 * loss
+
+    def save(self, run: RunFolder, *, wall_s: float) -> None:
+        """Gather every rank's generators; rank 0 writes the state."""
+        torch_rng = self.ranks.gather(torch.get_rng_state())
+        cuda_rng = (self.ranks.gather(torch.cuda.get_rng_state().cuda())
+                    if torch.cuda.is_available() and self.ranks.backend == "nccl" else [])
+        if not self.ranks.leader:
+            return
+        scheme_meta, scheme_tensors = self.scheme.state()
+        run.save(TrainingState(
+            step=self.done,
+            weights={k: v.detach().float() if v.is_floating_point() else v.detach()
+                     for k, v in self.supernet.state_dict().items()},
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            subnet_rng=self.rng.bit_generator.state,
+            torch_rng=torch_rng,
+            cuda_rng=[t.cpu() for t in cuda_rng],
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            scheme=scheme_meta,
+            scheme_tensors=scheme_tensors,
+            running_loss=self.running,
+            wall_s=self.wall_s + wall_s,
+            resumed_at=self.resumed_at,
+        ))
+
+    def restore(self, state: TrainingState) -> None:
+        """Continue after ``state.step`` exactly as the run that saved it would have."""
+        if len(state.torch_rng) != self.ranks.world:
+            raise ValueError(f"the run's state holds {len(state.torch_rng)} rank(s); resume "
+                             f"it on as many ranks (--nproc {len(state.torch_rng)})")
+        expected = self.supernet.state_dict()
+        self.supernet.load_state_dict({k: v.to(expected[k].dtype) for k, v in
+                                       state.weights.items()})
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if self.scaler is not None and state.scaler is not None:
+            self.scaler.load_state_dict(state.scaler)
+        self.rng.bit_generator.state = state.subnet_rng
+        torch.set_rng_state(state.torch_rng[self.ranks.rank])
+        if state.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state.cuda_rng[self.ranks.rank])
+        self.scheme.restore(self.supernet, state.scheme, state.scheme_tensors)
+        self.done, self.running = state.step, state.running_loss
+        self.wall_s = state.wall_s
+        self.resumed_at = [*state.resumed_at, state.step]
+        logger.info("resumed after step %d", state.step)
+
+
 def _accumulate(
+    model: torch.nn.Module,
     supernet: Supernet,
     task: Task,
     scheme: TrainingScheme,
-    batch: tuple[torch.Tensor, ...],
+    parts: Sequence[tuple[torch.Tensor, ...]],
     planned: Sequence[tuple[Config, float]],
-    clip_norm: float,
+    execution: Execution,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None,
 ) -> float:
-    """Accumulate the gradients of the planned subnets' weighted losses on one batch;
-    clip; return the mean unweighted loss (the figure the progress bar shows)."""
+    """Accumulate the gradients of the planned subnets' weighted losses on this rank's
+    parts of the batch (all-reduced with the last backward); return the mean
+    unweighted loss of the whole batch (the figure the progress bar shows)."""
     supernet.zero_grad(set_to_none=True)
+    ranks = execution.ranks
+    units = [task.loss_units(part) for part in parts]
+    total_units = ranks.total(float(sum(units)), device)
+    last = len(planned) * len(parts) - 1
     total = 0.0
-    for config, weight in planned:
+    for i, (config, weight) in enumerate(planned):
         supernet.activate(config)
-        loss = scheme.loss(supernet, task, batch, config)
-        (weight * loss).backward()
-        total += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(supernet.parameters(), clip_norm)
-    return total / len(planned)
+        for j, (part, count) in enumerate(zip(parts, units, strict=True)):
+            share = ranks.world * count / total_units  # DDP averages over the ranks
+            with ranks.deferred(model, i * len(parts) + j < last):
+                with execution.autocast(device):
+                    loss = scheme.loss(model, task, part, config)
+                scaled = weight * loss * share
+                (scaled if scaler is None else scaler.scale(scaled)).backward()
+            total += float(loss.detach()) * count
+    return ranks.total(total, device) / total_units / len(planned)
 
 
 def optimizer_and_schedule(
@@ -343,7 +535,7 @@ def save_checkpoint(
         raise ValueError(f"dtype must be 'auto', 'float16' or 'float32', got {dtype!r}")
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    tensors, aliases = _unique_tensors(supernet.state_dict())
+    tensors, aliases = unique_tensors(supernet.state_dict())
     if task is None:
         chosen = "float32" if dtype == "auto" else dtype
         metrics: dict[str, Any] = dict(recipe.get("metrics") or {})
@@ -391,23 +583,6 @@ def quick_check(supernet: Supernet, task: Task, *, limit: int = CHECK_LIMIT) -> 
         out[f"{name}_accuracy"] = task.evaluate(supernet, limit=limit, **options)["accuracy"]
     supernet.activate(supernet.space.largest())
     return out
-
-
-def _unique_tensors(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Drop tied duplicates (safetensors refuses shared storage): name -> the kept name."""
-    kept: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], str] = {}
-    for name, tensor in state.items():
-        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
-        if tensor.numel() and key in seen:
-            aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        kept[name] = tensor
-    return kept, aliases
 
 
 def _choose_dtype(
@@ -478,7 +653,7 @@ def load_checkpoint(path_stem: str | Path) -> Supernet:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
     meta = _read_meta(meta_path)
-    state, aliases = _read_weights(weights_path)
+    state, aliases = read_weights(weights_path)
     digest = file_sha256(weights_path)
     if digest != meta["weights_sha256"]:
         raise ValueError(
@@ -530,17 +705,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"known: {', '.join(SUPERNET_FAMILIES.names()) or 'none'}"
         )
     return meta
-
-
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        state = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        aliases = json.loads(metadata.get("aliases", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
-    return state, aliases
 
 
 def _check_shapes(

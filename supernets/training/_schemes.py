@@ -49,6 +49,10 @@ class TrainingScheme(abc.ABC):
     The loop calls :meth:`start` once, then for every step ``plan`` and, for each
     planned subnet (activated in turn), ``loss``; it backpropagates
     ``weight * loss`` and takes one optimiser step on the accumulated gradients.
+    ``loss`` receives the module to call: the supernet, or on several ranks its
+    DistributedDataParallel wrapper (call it; read attributes from ``plan``'s supernet).
+    A scheme that keeps state across steps returns it from :meth:`state`, so that a
+    killed run resumes exactly.
     :meth:`runs` splits the steps into runs with their own optimiser state and
     learning-rate schedule (one run unless a scheme says otherwise).
     """
@@ -75,6 +79,17 @@ class TrainingScheme(abc.ABC):
     ) -> torch.Tensor:
         """The loss of the active subnet ``config`` on ``batch``: the task's by default."""
         return task.loss(supernet, batch)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What a resumed run needs beyond the supernet and the generators: JSON-able
+        values and tensors (nothing by default)."""
+        return {}, {}
+
+    def restore(self, supernet: Supernet, meta: dict[str, Any],
+                tensors: dict[str, torch.Tensor]) -> None:
+        """Take back what :meth:`state` returned, after :meth:`start` (nothing to do by
+        default)."""
+        return None
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

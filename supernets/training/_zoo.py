@@ -20,19 +20,23 @@ from typing import Any
 
 import torch
 
-from nas._files import check_outputs
+from nas._files import check_output, check_outputs
 from nas._supernet import SUPERNETS, Supernet
 from nas._task import Task, get_task
 from nas.supernets.hat import HATSuperTransformer
 from nas.supernets.hat._space import G2P_SPACE
 from nas.supernets.tasks._g2p import PAD, G2PTask
+from nas.supernets.training._distributed import Ranks
 from nas.supernets.training._loop import (
     SUPERNET_FAMILIES,
+    Checkpointing,
+    Execution,
     load_checkpoint,
     save_checkpoint,
     train_supernet,
 )
 from nas.supernets.training._schemes import TrainingScheme
+from nas.supernets.training._state import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +158,20 @@ def train_and_save(
     progress: bool = True,
     command: str | None = None,
     overwrite: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    accumulate: int = 1,
+    workers: int = 0,
+    save_every: int | None = None,
 ) -> dict[str, Any]:
     """Train zoo entry ``name`` from scratch and write its checkpoint into ``out``.
 
     Options left ``None`` take the shipped recipe's values, so ``train_and_save("hat")``
     reproduces ``supernets/zoo/hat-g2p`` (on the same torch version and thread count).
+    Run under ``torchrun`` it trains on every rank (:class:`~nas.supernets.training.
+    _distributed.Ranks`) and rank 0 writes. The training state is saved every
+    ``save_every`` steps into the run folder ``<out>.run/`` (:func:`run_folder_of`), from
+    which :func:`resume_training` continues a killed run.
 
     Args:
         name: the zoo entry (``nas.supernets.ZOO_RECIPES``).
@@ -168,39 +181,148 @@ def train_and_save(
             write ``<folder>/<recipe stem>.*`` into; the zoo folder when omitted.
         progress: show a progress bar.
         command: the command line to record; the current ``sys.argv`` when omitted.
-        overwrite: replace an existing checkpoint at ``out`` (checked before training).
+        overwrite: replace an existing checkpoint and run folder at ``out`` (checked
+            before training).
+        device, precision, accumulate, workers: how it runs (:class:`Execution`).
+        save_every: steps between saved training states; a tenth of the steps when
+            omitted.
 
     Returns:
-        The checkpoint's JSON document plus ``"paths"`` (the two files written).
+        The checkpoint's JSON document plus ``"paths"`` (the two files written); on
+        ranks other than 0, the recipe trained (nothing is written).
 
     Raises:
         ValueError: an unknown name or invalid training options.
-        FileExistsError: a checkpoint file exists at ``out`` and ``overwrite`` is false.
+        FileExistsError: a checkpoint file or run folder exists at ``out`` and
+            ``overwrite`` is false.
     """
     recipe = zoo_recipe(name)
-    stem = _stem(out, recipe)
-    files = _checkpoint_files(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    check_outputs(files, force=overwrite)  # before the training, not after it
+    ranks = Ranks.from_env()
+    settings = _settings(recipe, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                         device=device, precision=precision, accumulate=accumulate,
+                         world_size=ranks.world, save_every=save_every)
+    Execution(device=device, precision=precision, accumulate=accumulate, workers=workers,
+              ranks=ranks).check(settings["batch_size"])
+    stem = check_training_outputs(name, out, force=overwrite)  # before the training
+    ranks = ranks.join(device)
+    try:
+        ranks.barrier()  # every rank checked the outputs before rank 0 writes any
+        command = command if command is not None else _argv_command()
+        if ranks.leader:
+            run = RunFolder.create(run_folder_of(stem), settings=settings, out=str(stem),
+                                   command=command, force=overwrite)
+        else:
+            run = RunFolder(run_folder_of(stem), {"settings": settings})
+        return _train(recipe, run, ranks, workers=workers, progress=progress,
+                      overwrite=overwrite, resume=False)
+    finally:
+        ranks.leave()
+
+
+def resume_training(
+    run_dir: str | Path, *, workers: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Continue the run saved in ``run_dir`` from its newest good state, with the
+    settings it started with, and write its checkpoint: the weights are those of an
+    uninterrupted run.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder.
+        ValueError: the run's recipe is not this version's, it ran on another number of
+            ranks, it saved no readable state, or it finished already.
+    """
+    run = RunFolder.open(run_dir)
+    settings = run.settings
+    recipe = zoo_recipe(settings["supernet"])
+    current = _settings(recipe, **{k: settings[k] for k in _CHOSEN})
+    changed = sorted(k for k in set(settings) | set(current) if settings.get(k) != current.get(k))
+    if changed:
+        key = changed[0]
+        raise ValueError(
+            f"run '{run.path}' was started with {key}={settings.get(key)!r}, this version's "
+            f"{recipe.name} recipe gives {current.get(key)!r}; resume it with the version "
+            "that started it, or start over")
+    ranks = Ranks.from_env()
+    if ranks.world != settings["world_size"]:
+        raise ValueError(f"run '{run.path}' trains on {settings['world_size']} rank(s), this "
+                         f"process is one of {ranks.world}; resume it with --nproc "
+                         f"{settings['world_size']}")
+    stem = Path(run.document["out"])
+    existing = [path for path in _checkpoint_files(stem) if path.exists()]
+    if existing:
+        raise ValueError(f"run '{run.path}' finished already: its checkpoint is "
+                         f"'{existing[0]}'")
+    ranks = ranks.join(settings["device"])
+    try:
+        return _train(recipe, run, ranks, workers=workers, progress=progress, overwrite=False,
+                      resume=True)
+    finally:
+        ranks.leave()
+
+
+_CHOSEN = ("steps", "batch_size", "lr", "seed", "device", "precision",
+           "accumulate", "world_size", "save_every")
+"""The settings a user chooses; the others follow from the recipe."""
+
+
+def _settings(recipe: ZooRecipe, *, steps: int | None, batch_size: int | None,
+              lr: float | None, seed: int | None, device: str, precision: str,
+              accumulate: int, world_size: int, save_every: int | None) -> dict[str, Any]:
+    """Everything that decides what a run computes, the recipe's values filled in."""
+    steps = recipe.steps if steps is None else steps
+    if save_every is not None and (isinstance(save_every, bool) or save_every < 1):
+        raise ValueError(f"save_every must be a positive number of steps, got {save_every!r}")
+    scheme = recipe.scheme() if recipe.scheme is not None else None
+    return {
+        "supernet": recipe.name,
+        "task": recipe.task,
+        "steps": steps,
+        "batch_size": recipe.batch_size if batch_size is None else batch_size,
+        "lr": recipe.lr if lr is None else lr,
+        "seed": recipe.seed if seed is None else seed,
+        "random_subnets": recipe.random_subnets,
+        "warmup": recipe.warmup,
+        "weight_decay": recipe.weight_decay,
+        "eval_limit": recipe.eval_limit,
+        "scheme": scheme.describe() if scheme is not None else None,
+        "device": device,
+        "precision": precision,
+        "accumulate": accumulate,
+        "world_size": world_size,
+        "save_every": max(1, steps // 10) if save_every is None else save_every,
+    }
+
+
+def _train(recipe: ZooRecipe, run: RunFolder, ranks: Ranks, *, workers: int, progress: bool,
+           overwrite: bool, resume: bool) -> dict[str, Any]:
+    """Build, train (resuming from ``run`` if ``resume``) and, on rank 0, save."""
+    settings = run.settings
     task = get_task(recipe.task)
-    seed = recipe.seed if seed is None else seed
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
-        torch.manual_seed(seed)
+        torch.manual_seed(settings["seed"])
         supernet = recipe.build(task)
+    execution = Execution(device=settings["device"], precision=settings["precision"],
+                          accumulate=settings["accumulate"], workers=workers, ranks=ranks)
     trained = train_supernet(
         supernet,
         task,
-        steps=recipe.steps if steps is None else steps,
-        batch_size=recipe.batch_size if batch_size is None else batch_size,
-        lr=recipe.lr if lr is None else lr,
-        seed=seed,
+        steps=settings["steps"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        seed=settings["seed"],
         random_subnets=recipe.random_subnets,
         warmup=recipe.warmup,
         weight_decay=recipe.weight_decay,
         scheme=recipe.scheme() if recipe.scheme is not None else None,
         progress=progress,
         eval_limit=recipe.eval_limit,
+        execution=execution,
+        checkpointing=Checkpointing(run, settings["save_every"], resume=resume),
     )
+    if not ranks.leader:
+        return trained
+    stem = Path(run.document["out"])
+    files = _checkpoint_files(stem)
     check_outputs(files, force=overwrite)  # one may have appeared while it trained
     document = save_checkpoint(
         supernet,
@@ -208,9 +330,25 @@ def train_and_save(
         trained,
         task=task,
         eval_limit=recipe.eval_limit,
-        command=command if command is not None else _argv_command(),
+        command=run.document.get("command"),
     )
-    return document | {"paths": [str(path) for path in files]}
+    return document | {"paths": [str(path) for path in files], "run": str(run.path)}
+
+
+def check_training_outputs(name: str, out: Path | None, *, force: bool) -> Path:
+    """The checkpoint stem a training of zoo entry ``name`` writes to (see
+    :func:`train_and_save`), its folder created, after checking that neither its files
+    nor its run folder exist (unless ``force``)."""
+    stem = _stem(out, zoo_recipe(name))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs(_checkpoint_files(stem), force=force)
+    check_output(run_folder_of(stem), kind="dir", force=force)
+    return stem
+
+
+def run_folder_of(stem: Path) -> Path:
+    """The run folder of the checkpoint ``stem``: ``<stem>.run`` beside it."""
+    return stem.with_name(stem.name + ".run")
 
 
 def _checkpoint_files(stem: Path) -> tuple[Path, Path]:
