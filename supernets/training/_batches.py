@@ -76,7 +76,7 @@ class StepBatches:
         if self._loaded is None:
             self._loaded = iter(DataLoader(
                 _Loader(self._task), sampler=_PartKeys(self._keys, self._mine),
-                batch_size=None, num_workers=self.workers, persistent_workers=True))
+                batch_size=None, num_workers=self.workers))
         return [next(self._loaded) for _ in self._mine]
 
 
