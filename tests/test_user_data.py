@@ -199,6 +199,8 @@ def test_bad_cmudict_files_name_the_line(tmp_path):
     assert error(b"ABC  AH0 B\nD\xe9F  D\n").startswith("FILE:2: byte 0xe9 at column 2 is "
                                                        "not UTF-8")
     assert error(b"AB(C  AH0\n").startswith("FILE:1: unbalanced parenthesis")
+    assert error(b"ABC  AH0\n" + b"X" * 70 + b"  AH0 B\n") == (
+        "FILE:2: 70 letters and 2 phonemes; the model reads at most 63 of each")
     assert error(b";;; nothing\n") == "FILE: no dictionary entries found"
     assert error(b"ABC  AH0 B\n").startswith("FILE: lexicon of 1 words leaves the train or "
                                             "validation split empty")

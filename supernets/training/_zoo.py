@@ -97,7 +97,7 @@ ZOO_RECIPES: dict[str, ZooRecipe] = {
         seed=0,
         random_subnets=2,
         warmup=200,
-        user_task=G2PTask.from_file,
+        user_task=lambda path: G2PTask.from_file(path, max_length=64),  # max_positions
     ),
 }
 """Zoo entries by supernet name; the figures are the shipped checkpoint's recipe.
