@@ -96,8 +96,10 @@ def test_image_batches_are_standardised_and_decoded_lazily(grey_root, monkeypatc
     assert len(decoded) == 3  # only the batch's images
     keys = task.train_keys(batch_size=3, generator=torch.Generator().manual_seed(0))()
     assert torch.equal(task.load_batch(keys)[0], inputs[keys])
+    assert task.load_batch([])[0].shape == (0, 1, 20, 20)
     vector = sortednet_images(grey_root)
     assert vector.in_features == 64 and _train_batch(vector)[0].shape == (4, 64)
+    assert vector.load_batch([])[0].shape == (0, 64)
 
 
 def test_rgb_images_give_three_channels(tmp_path):
@@ -132,6 +134,7 @@ def test_bad_image_folders_fail_in_one_line(tmp_path):
     empty = _images(tmp_path / "empty", {"a": 6, "b": 6})
     (empty / "c").mkdir()
     (empty / "c" / "notes.txt").write_text("no images here")
+    (empty / "c" / "._img0.png").write_bytes(b"macOS resource fork")  # hidden: skipped
     assert error(empty).startswith(f"{empty / 'c'}: class folder holds no images")
     few = _images(tmp_path / "few", {"a": 3, "b": 3})
     assert "leave the validation split empty; give at least 6 images per class" in error(few)

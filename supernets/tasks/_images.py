@@ -5,7 +5,8 @@ read with Pillow, following the digits' conventions (:mod:`nas.supernets.tasks._
 
 - classes are the sub-folders of ``ROOT`` (hidden ones skipped), sorted by name; the
   label is a class's index. Images are the files of a class folder whose suffix is in
-  :data:`IMAGE_SUFFIXES` (any case); other files are ignored;
+  :data:`IMAGE_SUFFIXES` (any case); other files and hidden ones (macOS's ``._*``) are
+  ignored;
 - the split is the digits' (:func:`stratified_split`): seeded (seed 0), stratified by
   class, 70/15/15 train/validation/test, over the files sorted by class and name, so it
   is the same on every machine whatever order the file system lists them in. Within a
@@ -151,7 +152,10 @@ class ImageFolderTask(ClassificationTask):
 
     def _inputs(self, files: list[Path]) -> torch.Tensor:
         """Standardised inputs of ``files`` in this task's layout."""
-        pixels = torch.from_numpy(np.stack([self._decode(path) for path in files]))
+        if files:
+            pixels = torch.from_numpy(np.stack([self._decode(path) for path in files]))
+        else:  # an empty share of a batch
+            pixels = torch.empty((0, self.channels, self.resolution, self.resolution))
         images = (pixels - self._mean) / self._std  # (N, C, R, R)
         return images.flatten(1) if self.layout == "vector" else images
 
@@ -199,8 +203,8 @@ def _scan(root: Path) -> tuple[tuple[str, ...], list[Path], list[int]]:
     files: list[Path] = []
     labels: list[int] = []
     for label, folder in enumerate(folders):
-        images = sorted(p for p in folder.iterdir()
-                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in folder.iterdir() if p.is_file()
+                        and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not images:
             raise ValueError(f"{folder}: class folder holds no images (suffixes "
                              f"{', '.join(IMAGE_SUFFIXES)})")

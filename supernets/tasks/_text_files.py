@@ -1,7 +1,8 @@
 """A user's UTF-8 text as byte-level language modelling (``nas train --supernet
 matformer --data PATH``).
 
-``PATH`` is a ``.txt`` file or a folder of ``.txt`` files (sub-folders included). Tokens
+``PATH`` is a ``.txt`` file or a folder of ``.txt`` files (sub-folders included, hidden
+files and folders skipped). Tokens
 are the UTF-8 bytes, as in ``pydoc-lm`` (:class:`~nas.supernets.tasks._lm.ByteLMTask`).
 
 The split follows ``pydoc_data``'s (:mod:`nas.supernets.tasks._pydoc_text`): about
@@ -83,7 +84,8 @@ def text_splits(path: Path) -> dict[str, str]:
         ValueError: no ``.txt`` file, or bytes that are not UTF-8 (naming file and line).
     """
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
             raise ValueError(f"{path}: the folder holds no .txt files")
     elif path.is_file():
