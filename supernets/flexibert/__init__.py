@@ -9,10 +9,13 @@ Architectures too Homogeneous and Rigid?", JAIR 2022): registrations.
   whose weights are copied from the installed MiniLM at load time (no shipped weights),
   so its MiniLM-architecture subnet *is* MiniLM; task ``minilm-distill-pydoc-wordpiece``;
 - the family ``flexibert`` (checkpoints rebuild from their architecture), the dense
-  subnet builder ``flexibert`` and the zoo recipe.
+  subnet builder ``flexibert`` and the zoo recipe, which also trains on a user's CSV of
+  sentences (``--data``, :func:`sentence_task`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -35,6 +38,7 @@ from nas.supernets.tasks._sentence import (
     WORDPIECE_TASK_NAME,
     SentenceDistillTask,
 )
+from nas.supernets.tasks._sentence_files import SentenceFileTask
 from nas.supernets.training._loop import SUPERNET_FAMILIES
 from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
@@ -49,8 +53,10 @@ __all__ = [
     "FlexiBERTSubnet",
     "FlexiBERTSupernet",
     "SentenceDistillTask",
+    "SentenceFileTask",
     "from_minilm",
     "minilm_config",
+    "sentence_task",
 ]
 
 NAME = "flexibert"
@@ -159,14 +165,22 @@ def from_minilm(spec: FlexiBERTSpec = MINILM_SPEC) -> FlexiBERTSupernet:
 
 
 
+def sentence_task(path: Path) -> SentenceFileTask:
+    """The distillation task on a user's CSV of sentences (``--data``): the built-in
+    task's teacher and tokens, split by a hash of the sentence
+    (:mod:`nas.supernets.tasks._sentence_files`)."""
+    return SentenceFileTask(path, max_tokens=MAX_TOKENS)
+
+
 def _build_tiny(task: Task) -> Supernet:
-    """An untrained supernet over :data:`TINY_SPEC` sized for the distillation task."""
+    """An untrained supernet over :data:`TINY_SPEC` sized for the distillation task
+    (pydoc's paragraphs or a user's sentences): its vocabulary, tokens and teacher."""
     if not isinstance(task, SentenceDistillTask):
         raise TypeError(
             f"the flexibert zoo entry needs a SentenceDistillTask, got {type(task).__name__}"
         )
     return FlexiBERTSupernet(
-        TINY_SPEC, vocab_size=task.vocab_size, max_positions=MAX_TOKENS,
+        TINY_SPEC, vocab_size=task.vocab_size, max_positions=task.max_tokens,
         out_dim=task.teacher_dim,
     )
 
@@ -183,4 +197,5 @@ add_recipe(ZooRecipe(
     warmup=50,
     scheme=FlexiBERTSandwich,
     eval_limit=None,
+    user_task=sentence_task,
 ))

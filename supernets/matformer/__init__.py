@@ -5,10 +5,14 @@ MatFormer (Devvrit, Kudugunta et al., 2023) nests the FFN of every decoder block
 granularities (S, M, L, XL = 1/8, 1/4, 1/2, 1 of ``d_ff``), trains them jointly (the sum
 of their losses on each batch, :class:`MatFormerJoint`) and serves budgets in between by
 Mix'n'Match, a granularity per layer. The shipped checkpoint is a 4-layer byte-level
-decoder (d_model 128, d_ff 512, context 64) trained on Python's own documentation.
+decoder (d_model 128, d_ff 512, context 64) trained on Python's own documentation;
+``nas train --supernet matformer --data PATH`` trains it on a user's text instead
+(:func:`text_task`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from nas._supernet import SUPERNET_FAMILIES, SUPERNETS, Supernet
 from nas._task import Task
@@ -20,7 +24,8 @@ from nas.supernets.matformer._model import (
     NestedFeedForward,
     matformer_space,
 )
-from nas.supernets.tasks._lm import LM_TASK_NAME, VOCAB_SIZE, PydocLMTask
+from nas.supernets.tasks._lm import LM_TASK_NAME, VOCAB_SIZE, ByteLMTask, PydocLMTask
+from nas.supernets.tasks._text_files import TextLMTask
 from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
 __all__ = [
@@ -32,8 +37,10 @@ __all__ = [
     "MatFormerSupernet",
     "NestedFeedForward",
     "PydocLMTask",
+    "TextLMTask",
     "matformer_space",
     "matformer_supernet",
+    "text_task",
 ]
 
 NAME = "matformer"
@@ -56,10 +63,18 @@ def matformer_supernet() -> Supernet:
     return load_zoo_checkpoint(NAME)
 
 
+def text_task(path: Path) -> TextLMTask:
+    """The task on a user's ``.txt`` file or folder of them (``--data``), byte level with
+    the shipped context (:mod:`nas.supernets.tasks._text_files` gives the split rule)."""
+    return TextLMTask(path, context=ARCHITECTURE["context"])
+
+
 def _build(task: Task) -> Supernet:
-    """An untrained supernet of the shipped size, its context that of ``task``."""
-    if not isinstance(task, PydocLMTask):
-        raise TypeError(f"the {NAME} zoo entry needs a PydocLMTask, got {type(task).__name__}")
+    """An untrained supernet of the shipped size, its context that of ``task`` (pydoc's
+    or a user's text, both bytes)."""
+    if not isinstance(task, ByteLMTask):
+        raise TypeError(f"the {NAME} zoo entry needs a byte-level LM task (PydocLMTask, "
+                        f"TextLMTask), got {type(task).__name__}")
     return MatFormerSupernet(**(ARCHITECTURE | {"context": task.context}))
 
 
@@ -75,4 +90,5 @@ add_recipe(ZooRecipe(
     warmup=35,
     scheme=MatFormerJoint,
     eval_limit=None,
+    user_task=text_task,
 ))

@@ -1,5 +1,9 @@
 """OFA's MobileNetV3 supernet, its digits task and its shipped checkpoint ``ofa``.
 
+The zoo recipe also trains on a user's image folder (``nas train --supernet ofa --data
+ROOT``, :func:`image_folder_task`): the supernet then takes the folder's channels and
+classes.
+
 Cai et al., "Once-for-All: Train One Network and Specialize it for Efficient
 Deployment", ICLR 2020 (https://arxiv.org/abs/1908.09791). One network holds the largest
 kernel (7x7), expand ratio (6) and depth (4 blocks per stage); a subnet runs the first
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,11 +55,14 @@ from nas.supernets.ofa._dense import (
 from nas.supernets.ofa._layers import BlockSpec, ElasticMBConv
 from nas.supernets.ofa._scheme import ProgressiveShrinking
 from nas.supernets.ofa._space import DIGITS_SPACE, MOBILENETV3_SPACE, OFADesignSpace
+from nas.supernets.tasks._digits import CLASSES as DIGITS_CLASSES
 from nas.supernets.tasks._digits import DigitsTask
+from nas.supernets.tasks._images import ImageFolderTask
 from nas.supernets.training._loop import SUPERNET_FAMILIES
 from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
-__all__ = ["FAMILY", "NAME", "TASK_NAME", "OFAMobileNetV3", "digits_task", "ofa"]
+__all__ = ["FAMILY", "NAME", "TASK_NAME", "OFAMobileNetV3", "digits_task", "image_folder_task",
+           "ofa"]
 
 FAMILY = "ofa"
 NAME = "ofa"
@@ -308,16 +316,29 @@ def digits_task() -> Task:
     return DigitsTask(TASK_NAME, layout="image", resolution=max(DIGITS_SPACE.resolutions))
 
 
+def image_folder_task(root: Path) -> ImageFolderTask:
+    """The task on a user's image folder ``ROOT/<class name>/<images>`` (``--data``), at
+    the digits space's largest resolution; grey or RGB as the images are."""
+    return ImageFolderTask(root, layout="image", resolution=max(DIGITS_SPACE.resolutions))
+
+
 def calibration_images(task: Task, count: int = CALIBRATION_IMAGES) -> Tensor:
     """The first ``count`` training images of an image task (the BN calibration set)."""
+    if isinstance(task, ImageFolderTask) and task.layout == "image":
+        return task.train_inputs(count)
     if not isinstance(task, DigitsTask) or task.layout != "image":
-        raise TypeError(f"OFA calibrates on an image DigitsTask, got {task!r}")
+        raise TypeError(f"OFA calibrates on an image DigitsTask or ImageFolderTask, "
+                        f"got {task!r}")
     return task.split("train")[0][:count]
 
 
 def _build_digits(task: Task) -> OFAMobileNetV3:
-    """An untrained digits supernet holding the task's calibration images."""
-    return OFAMobileNetV3(DIGITS_SPACE).set_calibration(calibration_images(task))
+    """An untrained supernet over the digits space holding the task's calibration
+    images, its input channels and classes those of the task (digits: 1 and 10)."""
+    images = calibration_images(task)
+    classes = task.num_classes if isinstance(task, ImageFolderTask) else DIGITS_CLASSES
+    return OFAMobileNetV3(DIGITS_SPACE, in_channels=int(images.shape[1]),
+                          num_classes=classes).set_calibration(images)
 
 
 SUPERNET_FAMILIES.register(FAMILY, description="OFA MobileNetV3 supernet")(
@@ -348,5 +369,5 @@ def ofa_mbv3_space() -> SpaceModel:
 add_recipe(ZooRecipe(
     name=NAME, stem="ofa-digits", task=TASK_NAME, build=_build_digits, steps=1000,
     batch_size=32, lr=3e-3, seed=0, warmup=30, scheme=ProgressiveShrinking,
-    eval_limit=None,
+    eval_limit=None, user_task=image_folder_task,
 ))

@@ -8,11 +8,14 @@ Valipour et al., "SortedNet, a Place for Every Network and Every Network in its 
   (:class:`SortedTransformer`), which rebuild checkpoints, and their dense sub-models;
 - the tasks ``digits-vector`` (64 pixels) and ``digits-rows`` (8 rows of 8 pixels, a
   sequence for the transformer);
-- the zoo entry ``sortednet`` (``nas train --supernet sortednet``).
+- the zoo entry ``sortednet`` (``nas train --supernet sortednet``); with ``--data ROOT``
+  it trains on a user's image folder read as the digits vectors are (grey, 8x8, 64
+  inputs: :func:`image_folder_task`), the MLP's inputs and classes taken from the task.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,9 @@ from nas._supernet import SUPERNET_FAMILIES, SUPERNETS, Supernet
 from nas._task import TASKS, Task
 from nas.supernets.sortednet._dense import DenseSortedMLP, DenseSortedTransformer
 from nas.supernets.sortednet._models import SortedMLP, SortedTransformer
+from nas.supernets.tasks._digits import CLASSES as DIGITS_CLASSES
 from nas.supernets.tasks._digits import NATIVE_RESOLUTION, DigitsTask
+from nas.supernets.tasks._images import ImageFolderTask
 from nas.supernets.training._schemes import TrainingScheme, WeightedConfigs
 from nas.supernets.training._zoo import ZooRecipe, add_recipe, load_zoo_checkpoint
 
@@ -141,11 +146,24 @@ def sortednet() -> Supernet:
     return load_zoo_checkpoint(NAME)
 
 
+def image_folder_task(root: Path) -> ImageFolderTask:
+    """The task on a user's image folder ``ROOT/<class name>/<images>`` (``--data``), as
+    the digits vectors are: grey 8x8 images flattened to 64 standardised pixels."""
+    return ImageFolderTask(root, layout="vector", resolution=NATIVE_RESOLUTION, channels=1,
+                           label_smoothing=LABEL_SMOOTHING)
+
+
 def _build_digits_mlp(task: Task) -> Supernet:
-    """An untrained sorted MLP sized for the 64-pixel digits."""
-    if not isinstance(task, DigitsTask) or task.layout != "vector":
-        raise TypeError(f"the {NAME} zoo entry needs the digits-vector task, got {task!r}")
-    return SortedMLP(in_features=64, hidden_dim=256, max_depth=3, num_classes=10,
+    """An untrained sorted MLP sized for the task's vectors: the 64-pixel digits (10
+    classes) or a user's image folder (its inputs and classes)."""
+    if isinstance(task, ImageFolderTask) and task.layout == "vector":
+        features, classes = task.in_features, task.num_classes
+    elif isinstance(task, DigitsTask) and task.layout == "vector":
+        features, classes = NATIVE_RESOLUTION * NATIVE_RESOLUTION, DIGITS_CLASSES
+    else:
+        raise TypeError(f"the {NAME} zoo entry needs the digits-vector task or an image "
+                        f"folder in the vector layout, got {task!r}")
+    return SortedMLP(in_features=features, hidden_dim=256, max_depth=3, num_classes=classes,
                      widths=ZOO_WIDTHS)
 
 
@@ -162,6 +180,7 @@ add_recipe(
         warmup=75,
         scheme=SortedTraining,
         eval_limit=None,
+        user_task=image_folder_task,
     )
 )
 

@@ -18,21 +18,23 @@ Data conventions:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from nas._task import BatchKeys, Task, Workload, forward_probe, shuffled_epochs
+from nas.supernets.tasks._classify import (
+    SPLIT_SEED,
+    SPLITS,
+    ClassificationTask,
+    stratified_split,
+)
 
-SPLITS = ("train", "validation", "test")
-SPLIT_SEED = 0
+__all__ = ["CLASSES", "LAYOUTS", "NATIVE_RESOLUTION", "DigitsTask", "digits_split"]
+
 NATIVE_RESOLUTION = 8
 CLASSES = 10
 LAYOUTS = ("image", "vector")
-_EVAL_BATCH = 512
 
 
 @functools.cache
@@ -40,16 +42,7 @@ def _split_indices() -> dict[str, np.ndarray]:
     """Stratified 70/15/15 indices into scikit-learn's digits, the same everywhere."""
     from sklearn.datasets import load_digits
 
-    labels = load_digits().target
-    rng = np.random.default_rng(SPLIT_SEED)
-    parts: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
-    for label in range(CLASSES):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_train, n_val = round(0.70 * len(members)), round(0.15 * len(members))
-        parts["train"].append(members[:n_train])
-        parts["validation"].append(members[n_train:n_train + n_val])
-        parts["test"].append(members[n_train + n_val:])
-    return {split: np.sort(np.concatenate(chunks)) for split, chunks in parts.items()}
+    return stratified_split(load_digits().target, CLASSES, seed=SPLIT_SEED)
 
 
 @functools.cache
@@ -86,7 +79,7 @@ def digits_split(split: str, layout: str = "image", resolution: int = 32) -> tup
     return images.contiguous(), labels
 
 
-class DigitsTask(Task):
+class DigitsTask(ClassificationTask):
     """Classify a digit; ``accuracy`` is top-1 on the split, ``loss`` its cross-entropy.
 
     Args:
@@ -115,49 +108,3 @@ class DigitsTask(Task):
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return digits_split(split, self.layout, self.resolution)
-
-    def evaluate(
-        self, model: nn.Module, *, split: str = "validation", limit: int | None = None
-    ) -> dict[str, float]:
-        """``accuracy`` and mean cross-entropy ``loss`` on ``split`` (first ``limit``)."""
-        inputs, labels = self.split(split)
-        if limit is not None:
-            if limit < 1:
-                raise ValueError(f"limit must be a positive integer, got {limit!r}")
-            inputs, labels = inputs[:limit], labels[:limit]
-        model.eval()
-        correct, total_loss = 0, 0.0
-        with torch.inference_mode():
-            for start in range(0, len(labels), _EVAL_BATCH):
-                logits = model(inputs[start:start + _EVAL_BATCH])
-                target = labels[start:start + _EVAL_BATCH]
-                correct += int((logits.argmax(-1) == target).sum())
-                total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        return {"accuracy": correct / len(labels), "loss": total_loss / len(labels)}
-
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        inputs, labels = batch
-        return F.cross_entropy(model(inputs), labels, label_smoothing=self.label_smoothing)
-
-    def train_keys(
-        self, *, batch_size: int, generator: torch.Generator
-    ) -> Callable[[], list[int]]:
-        """Shuffled epochs over the training split, ``batch_size`` examples at a time."""
-        return shuffled_epochs(len(self.split("train")[1]), batch_size=batch_size,
-                               generator=generator)
-
-    def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
-        inputs, labels = self.split("train")
-        return inputs[keys], labels[keys]
-
-    def workload(self) -> Workload:
-        """One digit in, one prediction out, batch 1 (the seq2seq lengths read as 1)."""
-        return Workload(src_len=1.0, tgt_len=1.0, batch=1, beam=1)
-
-    def latency_probe(self, model: nn.Module) -> Callable[[], None]:
-        """Classify :meth:`example_inputs`'s digit, on the model's device and dtype."""
-        return forward_probe(model, self.example_inputs())
-
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """The first validation digit, batch 1."""
-        return (self.split("validation")[0][:1].clone(),)

