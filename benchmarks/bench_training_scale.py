@@ -1,25 +1,30 @@
 """Training at scale on this machine: ranks, the gradient all-reduce, resuming.
 
 For the HAT and OFA zoo supernets (their recipes' models, tasks and batch sizes), the
-training loop runs ``STEPS`` timed steps (after ``WARMUP`` untimed ones) in each of:
+training loop runs ``STEPS`` timed steps (after ``WARMUP`` untimed ones) in each of
+these, ``REPEATS`` times round robin (the median counts):
 
 - ``1 rank x 1 thread, half batch``: what each of two ranks computes alone;
 - ``1 rank x 1 thread`` and ``1 rank x 2 threads``: one process on the whole batch;
 - ``2 ranks x 1 thread (DDP)``: ``torchrun`` with Gloo, DistributedDataParallel with
   ``find_unused_parameters`` (what ``nas train --nproc 2`` runs);
 - ``2 ranks x 1 thread (flat all-reduce)``: the alternative to DDP, no wrapper and one
-  all-reduce of every gradient, flattened, after the step's backward passes.
+  all-reduce of every gradient, flattened, after the step's backward passes;
+- ``2 ranks x 1 thread (no gradient all-reduce)``: the same two ranks computing alone
+  (wrong weights, right timing): what the all-reduce is measured against.
 
-The overhead of the all-reduce per step is the 2-rank step time less the half-batch
-one-rank step time (the same computation per rank); ``allreduce_ms`` times a bare Gloo
-all-reduce of the supernet's parameter count. Resuming: the time to read the newest
+The overhead of the all-reduce per step is the DDP step time less the no-all-reduce
+one (the same computation, the same contention for the cores); ``allreduce_ms`` times a
+bare Gloo all-reduce of the supernet's parameter count. On two cores, two ranks also
+compete for memory bandwidth and caches: the half-batch one-rank time shows how fast
+each would be alone. Resuming: the time to read the newest
 state of a HAT run and the time to replay the batch keys of the steps already done,
 per 1,000 steps, at 1,000 and 10,000 steps (the cost per step must not grow).
 
 The GPU part (the same steps on a lent GPU) writes "not run: no GPU" without one.
 Writes ``benchmarks/results/training_scale.json``.
 
-Run: ``python benchmarks/bench_training_scale.py`` (about 5 minutes on 2 cores).
+Run: ``python benchmarks/bench_training_scale.py`` (about 20 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,11 +53,12 @@ from nas.supernets.training._zoo import zoo_recipe
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "training_scale.json"
 SUPERNETS = ("hat", "ofa")
-WARMUP, STEPS = 3, 12
+WARMUP, STEPS, REPEATS = 3, 20, 3
 
 
-class _FlatAllReduce(Ranks):
-    """Ranks without DDP: gradients stay local until :func:`_flat_all_reduce`."""
+class _LocalGradients(Ranks):
+    """Ranks without DDP: gradients stay local (until :func:`_flat_all_reduce`, if
+    installed)."""
 
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         return module
@@ -83,8 +90,9 @@ def worker(supernet: str, batch_size: int, sync: str, result: Path) -> None:
     torch.manual_seed(recipe.seed)
     net = recipe.build(task)
     ranks = Ranks.from_env()
+    if sync != "ddp" and ranks.world > 1:
+        ranks = _LocalGradients(ranks.world, ranks.rank, ranks.local)
     if sync == "flat" and ranks.world > 1:
-        ranks = _FlatAllReduce(ranks.world, ranks.rank, ranks.local)
         torch.nn.utils.clip_grad_norm_ = _flat_all_reduce(torch.nn.utils.clip_grad_norm_,
                                                           ranks.world)
     ranks = ranks.join("cpu")
@@ -122,7 +130,7 @@ def _timed(supernet: str, *, ranks: int, threads: int, batch_size: int,
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), TORCH_CPP_LOG_LEVEL="ERROR")
         subprocess.run(command, env=env, check=True, capture_output=True)
         figures = json.loads(result.read_text())
-    sync = sync if ranks > 1 else "none"
+    sync = sync if ranks > 1 else "one rank"
     print(f"{supernet} {ranks} rank(s) x {threads} thread(s), batch {batch_size}, {sync}: "
           f"{figures['steps_per_s']:.2f} steps/s")
     return {"ranks": ranks, "threads_per_rank": threads, "batch_size": batch_size,
@@ -130,28 +138,41 @@ def _timed(supernet: str, *, ranks: int, threads: int, batch_size: int,
 
 
 def ranks_and_threads(supernet: str) -> dict[str, Any]:
+    """Every configuration ``REPEATS`` times, round robin (the machine's load drifts);
+    the median step time of each."""
     batch = zoo_recipe(supernet).batch_size
-    runs = {
-        "1 rank x 1 thread, half batch": _timed(supernet, ranks=1, threads=1,
-                                                batch_size=batch // 2),
-        "1 rank x 1 thread": _timed(supernet, ranks=1, threads=1, batch_size=batch),
-        "1 rank x 2 threads": _timed(supernet, ranks=1, threads=2, batch_size=batch),
-        "2 ranks x 1 thread (DDP)": _timed(supernet, ranks=2, threads=1, batch_size=batch),
-        "2 ranks x 1 thread (flat all-reduce)": _timed(supernet, ranks=2, threads=1,
-                                                       batch_size=batch, sync="flat"),
+    configs = {
+        "1 rank x 1 thread, half batch": dict(ranks=1, threads=1, batch_size=batch // 2),
+        "1 rank x 1 thread": dict(ranks=1, threads=1, batch_size=batch),
+        "1 rank x 2 threads": dict(ranks=1, threads=2, batch_size=batch),
+        "2 ranks x 1 thread (DDP)": dict(ranks=2, threads=1, batch_size=batch),
+        "2 ranks x 1 thread (flat all-reduce)": dict(ranks=2, threads=1, batch_size=batch,
+                                                     sync="flat"),
+        "2 ranks x 1 thread (no gradient all-reduce)": dict(ranks=2, threads=1,
+                                                            batch_size=batch, sync="none"),
     }
-    half = runs["1 rank x 1 thread, half batch"]["step_s"]
-    ddp = runs["2 ranks x 1 thread (DDP)"]
+    repeats: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    for _ in range(REPEATS):
+        for name, options in configs.items():
+            repeats[name].append(_timed(supernet, **options))
+    runs = {}
+    for name, timed in repeats.items():
+        median = statistics.median(t["step_s"] for t in timed)
+        runs[name] = timed[0] | {"step_s": median, "steps_per_s": 1 / median,
+                                 "samples_per_s": timed[0]["batch_size"] / median,
+                                 "step_s_repeats": [t["step_s"] for t in timed]}
+    step = {name: run["step_s"] for name, run in runs.items()}
+    alone = step["2 ranks x 1 thread (no gradient all-reduce)"]
+    ddp = step["2 ranks x 1 thread (DDP)"]
     return {
         "runs": runs,
-        "speedup_2_ranks_vs_1_rank_2_threads":
-            runs["1 rank x 2 threads"]["step_s"] / ddp["step_s"],
-        "speedup_2_ranks_vs_1_rank_1_thread":
-            runs["1 rank x 1 thread"]["step_s"] / ddp["step_s"],
-        "ddp_overhead_ms_per_step": (ddp["step_s"] - half) * 1e3,
+        "speedup_2_ranks_vs_1_rank_2_threads": step["1 rank x 2 threads"] / ddp,
+        "speedup_2_ranks_vs_1_rank_1_thread": step["1 rank x 1 thread"] / ddp,
+        "ddp_overhead_ms_per_step": (ddp - alone) * 1e3,
         "flat_overhead_ms_per_step":
-            (runs["2 ranks x 1 thread (flat all-reduce)"]["step_s"] - half) * 1e3,
-        "allreduce_ms": ddp["allreduce_ms"],
+            (step["2 ranks x 1 thread (flat all-reduce)"] - alone) * 1e3,
+        "contention_ms_per_step": (alone - step["1 rank x 1 thread, half batch"]) * 1e3,
+        "allreduce_ms": runs["2 ranks x 1 thread (DDP)"]["allreduce_ms"],
     }
 
 

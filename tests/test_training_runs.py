@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from nas.supernets import train_and_save
@@ -192,3 +194,45 @@ def test_executions_this_machine_cannot_run(
 def test_plain_models_refuse_the_options_of_supernets() -> None:
     one_line_error(nas("train", "--model", "moe-pydoc", "--nproc", "2"),
                    "plain models train in one fp32 process on the CPU; drop --nproc")
+
+
+def _image_folder(root: Path) -> Path:
+    """Two classes of six 10x10 grey images, dark and bright."""
+    for c, name in enumerate(("dark", "bright")):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.random.default_rng([c, i]).normal(60 + 120 * c, 20, (10, 10))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(
+                root / name / f"{i}.png")
+    return root
+
+
+def test_nas_train_reads_the_users_data_and_resumes_on_it(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "shapes")
+    out = tmp_path / "mine"
+    result = nas("train", "--supernet", "sortednet", "--data", str(data), "--steps", "4",
+                 "--batch-size", "8", "--save-every", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".json").read_text())["task"] == "images:shapes"
+    settings = json.loads((tmp_path / "mine.run" / "run.json").read_text())["settings"]
+    assert settings["data"] == str(data.resolve())
+    whole = _weights(out)
+    for path in (out.with_suffix(".safetensors"), out.with_suffix(".json")):
+        path.unlink()
+    shutil.rmtree(tmp_path / "mine.run" / "step-0000004")
+    result = nas("train", "--resume", str(tmp_path / "mine.run"))
+    assert result.exit_code == 0, result.output
+    resumed = _weights(out)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_bad_user_data_fails_in_one_line_before_writing(tmp_path: Path) -> None:
+    out = str(tmp_path / "x")
+    one_line_error(nas("train", "--supernet", "sortednet", "--data", str(tmp_path / "nope"),
+                       "--out", out), "--data", "does not exist")
+    (tmp_path / "notes.txt").write_text("not images")
+    one_line_error(nas("train", "--supernet", "sortednet", "--data",
+                       str(tmp_path / "notes.txt"), "--out", out), "notes.txt")
+    one_line_error(nas("train", "--model", "moe-pydoc", "--data", str(tmp_path)),
+                   "drop --data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -54,6 +54,10 @@ def train(
     save_every: int | None = typer.Option(
         None, "--save-every", min=1, help="Steps between saved training states in "
         "<out>.run/ (a tenth of the steps by default)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Train on your own data, split like the built-in data: a "
+        "CMUdict-format file (hat), a folder of class folders of images (ofa, sortednet), a "
+        ".txt file or folder of them (matformer), a CSV of sentences (flexibert)."),
     resume: Path | None = typer.Option(
         None, "--resume", help="Continue the killed run in this folder (<out>.run) with its "
         "own settings."),
@@ -61,7 +65,7 @@ def train(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train SUPERNET (or MODEL) from scratch on its built-in task and save it.
+    """Train SUPERNET (or MODEL) from scratch on its built-in task (or --data) and save it.
 
     Options left out take the values of the recipe that produced the shipped checkpoint
     (recorded in its JSON), so the bare command reproduces it. The training state is
@@ -73,6 +77,7 @@ def train(
     if model is not None:
         given = [name for name, value in (
             ("--nproc", nproc), ("--resume", resume), ("--save-every", save_every),
+            ("--data", data),
             ("--device", None if device == "cpu" else device),
             ("--precision", None if precision == "fp32" else precision),
             ("--accumulate", None if accumulate == 1 else accumulate),
@@ -84,7 +89,8 @@ def train(
         return
     if resume is not None:
         chosen = {"--supernet": supernet, "--steps": steps, "--batch-size": batch_size,
-                  "--lr": lr, "--seed": seed, "--out": out, "--save-every": save_every}
+                  "--lr": lr, "--seed": seed, "--out": out, "--save-every": save_every,
+                  "--data": data}
         chosen |= {"--device": None if device == "cpu" else device,
                    "--precision": None if precision == "fp32" else precision,
                    "--accumulate": None if accumulate == 1 else accumulate}
@@ -93,13 +99,15 @@ def train(
             raise ValueError(f"--resume continues a run with its own settings; drop "
                              f"{(given or ['--force'])[0]}")
     from nas.supernets import resume_training, train_and_save
-    from nas.supernets.training._zoo import check_training_outputs, zoo_recipe
+    from nas.supernets.training._zoo import check_data, check_training_outputs, zoo_recipe
 
     supernet = DEFAULT_SUPERNET if supernet is None else supernet
     if resume is None and out is None:
         out = Path("checkpoints") / zoo_recipe(supernet).stem
-    if resume is None:
-        check_training_outputs(supernet, out, force=force)  # before launching ranks
+    if resume is None:  # before launching ranks
+        check_training_outputs(supernet, out, force=force)
+        if data is not None:
+            check_data(zoo_recipe(supernet), data)
     if _launch(nproc, device, resume):
         return
     if resume is not None:
@@ -108,7 +116,7 @@ def train(
         summary = train_and_save(
             supernet, steps=steps, batch_size=batch_size, lr=lr, seed=seed, out=out,
             progress=True, overwrite=force, device=device, precision=precision,
-            accumulate=accumulate, workers=workers, save_every=save_every,
+            accumulate=accumulate, workers=workers, save_every=save_every, data=data,
         )
     if "paths" not in summary:
         return  # a rank other than 0: it wrote nothing

@@ -167,6 +167,7 @@ def train_and_save(
     accumulate: int = 1,
     workers: int = 0,
     save_every: int | None = None,
+    data: Path | None = None,
 ) -> dict[str, Any]:
     """Train zoo entry ``name`` from scratch and write its checkpoint into ``out``.
 
@@ -190,6 +191,9 @@ def train_and_save(
         device, precision, accumulate, workers: how it runs (:class:`Execution`).
         save_every: steps between saved training states; a tenth of the steps when
             omitted.
+        data: the user's training data, read by the recipe's ``user_task`` with the
+            built-in data's split rules (:func:`recipe_task`); the built-in task when
+            omitted.
 
     Returns:
         The checkpoint's JSON document plus ``"paths"`` (the two files written); on
@@ -204,7 +208,9 @@ def train_and_save(
     ranks = Ranks.from_env()
     settings = _settings(recipe, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                          device=device, precision=precision, accumulate=accumulate,
-                         world_size=ranks.world, save_every=save_every)
+                         world_size=ranks.world, save_every=save_every,
+                         data=None if data is None else str(Path(data).resolve()))
+    task = recipe_task(recipe, data)  # bad data fails before anything is written
     Execution(device=device, precision=precision, accumulate=accumulate, workers=workers,
               ranks=ranks).check(settings["batch_size"])
     stem = check_training_outputs(name, out, force=overwrite)  # before the training
@@ -217,7 +223,7 @@ def train_and_save(
                                    command=command, force=overwrite)
         else:
             run = RunFolder(run_folder_of(stem), {"settings": settings})
-        return _train(recipe, run, ranks, workers=workers, progress=progress,
+        return _train(recipe, task, run, ranks, workers=workers, progress=progress,
                       overwrite=overwrite, resume=False)
     finally:
         ranks.leave()
@@ -256,22 +262,24 @@ def resume_training(
     if existing:
         raise ValueError(f"run '{run.path}' finished already: its checkpoint is "
                          f"'{existing[0]}'")
+    task = recipe_task(recipe, None if settings["data"] is None else Path(settings["data"]))
     ranks = ranks.join(settings["device"])
     try:
-        return _train(recipe, run, ranks, workers=workers, progress=progress, overwrite=False,
-                      resume=True)
+        return _train(recipe, task, run, ranks, workers=workers, progress=progress,
+                      overwrite=False, resume=True)
     finally:
         ranks.leave()
 
 
 _CHOSEN = ("steps", "batch_size", "lr", "seed", "device", "precision",
-           "accumulate", "world_size", "save_every")
+           "accumulate", "world_size", "save_every", "data")
 """The settings a user chooses; the others follow from the recipe."""
 
 
 def _settings(recipe: ZooRecipe, *, steps: int | None, batch_size: int | None,
               lr: float | None, seed: int | None, device: str, precision: str,
-              accumulate: int, world_size: int, save_every: int | None) -> dict[str, Any]:
+              accumulate: int, world_size: int, save_every: int | None,
+              data: str | None) -> dict[str, Any]:
     """Everything that decides what a run computes, the recipe's values filled in."""
     steps = recipe.steps if steps is None else steps
     if save_every is not None and (isinstance(save_every, bool) or save_every < 1):
@@ -280,6 +288,7 @@ def _settings(recipe: ZooRecipe, *, steps: int | None, batch_size: int | None,
     return {
         "supernet": recipe.name,
         "task": recipe.task,
+        "data": data,
         "steps": steps,
         "batch_size": recipe.batch_size if batch_size is None else batch_size,
         "lr": recipe.lr if lr is None else lr,
@@ -297,11 +306,10 @@ def _settings(recipe: ZooRecipe, *, steps: int | None, batch_size: int | None,
     }
 
 
-def _train(recipe: ZooRecipe, run: RunFolder, ranks: Ranks, *, workers: int, progress: bool,
-           overwrite: bool, resume: bool) -> dict[str, Any]:
+def _train(recipe: ZooRecipe, task: Task, run: RunFolder, ranks: Ranks, *, workers: int,
+           progress: bool, overwrite: bool, resume: bool) -> dict[str, Any]:
     """Build, train (resuming from ``run`` if ``resume``) and, on rank 0, save."""
     settings = run.settings
-    task = get_task(recipe.task)
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
         torch.manual_seed(settings["seed"])
         supernet = recipe.build(task)
@@ -383,15 +391,21 @@ def recipe_task(recipe: ZooRecipe, data: Path | None) -> Task:
     """The task ``recipe`` trains on: its built-in task, or the user's ``data``.
 
     Raises:
-        ValueError: ``data`` does not exist, or the recipe cannot read a user's data.
+        ValueError: ``data`` does not exist, or the recipe cannot read a user's data
+            (:func:`check_data`), or the data is not in the recipe's format.
     """
     if data is None:
         return get_task(recipe.task)
+    check_data(recipe, data)
+    assert recipe.user_task is not None
+    return recipe.user_task(Path(data))
+
+
+def check_data(recipe: ZooRecipe, data: Path) -> None:
+    """Raise ValueError unless ``recipe`` reads users' data and ``data`` exists."""
     if recipe.user_task is None:
         raise ValueError(f"supernet {recipe.name!r} trains only on its built-in task "
                          f"{recipe.task!r}; leave out --data")
-    data = Path(data)
-    if not data.exists():
+    if not Path(data).exists():
         raise ValueError(f"--data {str(data)!r} does not exist; give a file or folder of "
                          f"training data for {recipe.name!r}")
-    return recipe.user_task(data)
