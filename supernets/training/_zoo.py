@@ -222,7 +222,7 @@ def train_and_save(
             run = RunFolder.create(run_folder_of(stem), settings=settings, out=str(stem),
                                    command=command, force=overwrite)
         else:
-            run = RunFolder(run_folder_of(stem), {"settings": settings})
+            run = RunFolder(run_folder_of(stem), {"settings": settings, "out": str(stem)})
         return _train(recipe, task, run, ranks, workers=workers, progress=progress,
                       overwrite=overwrite, resume=False)
     finally:
