@@ -50,8 +50,8 @@ def _kill_after(args: list[str], run: Path, step: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("supernet", "steps", "kill_steps"), [
-    ("sortednet", 30, range(8, 28, 4)),
-    ("ofa", 40, range(16, 36, 4)),  # after progressive shrinking built its teacher
+    ("sortednet", 20, range(8, 20, 4)),
+    ("ofa", 32, range(12, 32, 4)),  # after progressive shrinking built its teacher (step 11)
 ])
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path: Path, supernet: str, steps: int, kill_steps: range
