@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from nas.supernets import train_and_save
-from nas.supernets.training import _state
+from nas.supernets.training import _distributed, _state
 from nas.supernets.training._state import RunFolder
 from tests.cli_helpers import nas, one_line_error
 
@@ -236,3 +236,23 @@ def test_bad_user_data_fails_in_one_line_before_writing(tmp_path: Path) -> None:
     one_line_error(nas("train", "--model", "moe-pydoc", "--data", str(tmp_path)),
                    "drop --data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_the_ranks_get_the_command_without_nproc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--nproc`` relaunches the parsed command (not ``sys.argv``, which is pytest's
+    here) under torchrun, without ``--nproc``: the ranks must not launch again."""
+    launched = []
+
+    def launch_command(nproc: int, args: list[str]) -> tuple[list[str], dict[str, str]]:
+        launched.append((nproc, args))
+        return [sys.executable, "-c", "pass"], dict(os.environ)
+
+    monkeypatch.setattr(_distributed, "launch_command", launch_command)
+    out = str(tmp_path / "x")
+    result = nas("train", "--supernet", "sortednet", "--nproc", "2", "--steps", "3",
+                 "--out", out, "--precision", "bf16", "--force")
+    assert result.exit_code == 0, result.output
+    assert launched == [(2, ["train", "--supernet", "sortednet", "--steps", "3", "--out", out,
+                             "--precision", "bf16", "--force"])]

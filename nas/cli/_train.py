@@ -20,6 +20,7 @@ DEFAULT_SUPERNET = "hat"
 
 @user_errors
 def train(
+    context: typer.Context,
     supernet: str | None = typer.Option(
         None, "--supernet", help=f"Zoo supernet to train ({DEFAULT_SUPERNET} by default)."
     ),
@@ -108,7 +109,7 @@ def train(
         check_training_outputs(supernet, out, force=force)
         if data is not None:
             check_data(zoo_recipe(supernet), data)
-    if _launch(nproc, device, resume):
+    if _launch(context, nproc, device, resume):
         return
     if resume is not None:
         summary = resume_training(resume, workers=workers, progress=True)
@@ -126,14 +127,14 @@ def train(
         console.print(f"saved {' and '.join(summary['paths'])}", highlight=False)
 
 
-def _launch(nproc: int | None, device: str, resume: Path | None) -> bool:
+def _launch(context: typer.Context, nproc: int | None, device: str,
+            resume: Path | None) -> bool:
     """Run this command on ``nproc`` ranks under torchrun (a resumed run on as many
     ranks as it had), unless that is one rank or this process is a rank already.
     Returns whether it launched (the ranks did the work)."""
     import json
     import os
     import subprocess
-    import sys
 
     from nas.supernets.training._distributed import check_nproc, launch_command
 
@@ -154,20 +155,27 @@ def _launch(nproc: int | None, device: str, resume: Path | None) -> bool:
         nproc = world
     if nproc is None or check_nproc(nproc, device) == 1:
         return False
-    args = sys.argv[1:]
-    for i, arg in enumerate(args):  # the ranks must not launch again
-        if arg == "--nproc":
-            args = args[:i] + args[i + 2:]
-            break
-        if arg.startswith("--nproc="):
-            args = args[:i] + args[i + 1:]
-            break
-    command, env = launch_command(nproc, args)
+    command, env = launch_command(nproc, _command_without_nproc(context))
     console.print(f"launching {nproc} ranks: {json.dumps(command[3:])}", highlight=False)
     result = subprocess.run(command, env=env, check=False)
     if result.returncode != 0:
         raise SystemExit(result.returncode)
     return True
+
+
+def _command_without_nproc(context: typer.Context) -> list[str]:
+    """``train`` and the options given to it, ``--nproc`` left out (the ranks must not
+    launch again), rebuilt from what was parsed: right however the command was called."""
+    args = [context.info_name or "train"]
+    for param in context.command.params:
+        value = context.params[param.name]
+        if param.name == "nproc" or value == param.default or not param.opts:
+            continue
+        if getattr(param, "is_flag", False):
+            args.append(param.opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return args
 
 
 def _train_model(name: str, *, steps: int | None, batch_size: int | None, lr: float | None,
