@@ -76,29 +76,18 @@ def train(
         raise ValueError("--model and --supernet are mutually exclusive; give one of them")
     configure_logging(verbose)
     if model is not None:
-        given = [name for name, value in (
-            ("--nproc", nproc), ("--resume", resume), ("--save-every", save_every),
-            ("--data", data),
-            ("--device", None if device == "cpu" else device),
-            ("--precision", None if precision == "fp32" else precision),
-            ("--accumulate", None if accumulate == 1 else accumulate),
-            ("--workers", workers or None)) if value is not None]
+        given = _given(context, "nproc", "resume", "save_every", "data", "device",
+                       "precision", "accumulate", "workers")
         if given:
             raise ValueError(f"plain models train in one fp32 process on the CPU; drop {given[0]}")
         _train_model(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, out=out,
                      force=force, json_output=json_output)
         return
     if resume is not None:
-        chosen = {"--supernet": supernet, "--steps": steps, "--batch-size": batch_size,
-                  "--lr": lr, "--seed": seed, "--out": out, "--save-every": save_every,
-                  "--data": data}
-        chosen |= {"--device": None if device == "cpu" else device,
-                   "--precision": None if precision == "fp32" else precision,
-                   "--accumulate": None if accumulate == 1 else accumulate}
-        given = [name for name, value in chosen.items() if value is not None]
-        if given or force:
-            raise ValueError(f"--resume continues a run with its own settings; drop "
-                             f"{(given or ['--force'])[0]}")
+        given = _given(context, "supernet", "steps", "batch_size", "lr", "seed", "out",
+                       "save_every", "data", "device", "precision", "accumulate", "force")
+        if given:
+            raise ValueError(f"--resume continues a run with its own settings; drop {given[0]}")
     from nas.supernets import resume_training, train_and_save
     from nas.supernets.training._zoo import check_data, check_training_outputs, zoo_recipe
 
@@ -161,6 +150,14 @@ def _launch(context: typer.Context, nproc: int | None, device: str,
     if result.returncode != 0:
         raise SystemExit(result.returncode)
     return True
+
+
+def _given(context: typer.Context, *names: str) -> list[str]:
+    """The options among the parameters ``names`` given a value other than their
+    default, as spelled on the command line (in the command's order)."""
+    return [param.opts[0] for param in context.command.params
+            if param.name in names and param.opts
+            and context.params[param.name] != param.default]
 
 
 def _command_without_nproc(context: typer.Context) -> list[str]:
