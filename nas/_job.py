@@ -11,6 +11,8 @@ import inspect
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from nas._driver import QueueDriver
 from nas._evaluator import MEMORY_METRIC, BaseEvaluator, Evaluator, PredictedEvaluator
 from nas._hardware import HardwareTarget, get_hardware, no_quantized_latency
@@ -20,7 +22,7 @@ from nas._space import Config, SearchSpace
 from nas._supernet import SpaceModel, Supernet, get_space, get_supernet
 from nas._task import Task, get_task
 from nas._units import format_mb
-from nas.algorithms import ALGORITHMS, canonical_algorithm, get_algorithm
+from nas.algorithms import ALGORITHMS, canonical_algorithm, get_algorithm, require_algorithm
 from nas.quant import BITS_PREFIX, check_mode, joint_space, size_bytes
 from nas.quant._evaluator import QuantizedEvaluator
 from nas.quant._subnet import BYTES_PER_MB
@@ -49,7 +51,9 @@ class SearchRequest:
 
     supernet: str
     hardware: str
-    budget_ms: float
+    budget_ms: float | None
+    """The latency budget; None: the study's own, or for a new study none: the whole
+    front, its hypervolume normalised by ``latency_reference_ms``."""
     evals: int
     seed: int | None = None
     algorithm: str | None = None
@@ -81,6 +85,9 @@ class SearchRequest:
     (:func:`worker_batch`), unless the study has its own batch."""
     batch: int | None = None
     """Filled from the study or :func:`worker_batch`; what the algorithm's batch_size is."""
+    latency_reference_ms: float | None = None
+    """Without a budget, what the hypervolume divides latency by: filled from the study,
+    else by :func:`prepare_search` (:func:`slowest_latency`)."""
 
     @property
     def memory(self) -> bool:
@@ -107,8 +114,9 @@ class PreparedSearch:
     study: Study
     storage: str
     min_latency_ms: float
-    max_latency_ms: float
-    """The largest subnet's latency: a budget at or above it constrains nothing."""
+    max_latency_ms: float | None
+    """The largest subnet's latency: a budget at or above it constrains nothing; None
+    where some genes are unordered, so that the largest is not known."""
     evaluator: BaseEvaluator
     min_memory_mb: float | None = None
     """The least memory a subnet needs, when memory is searched."""
@@ -138,14 +146,9 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
     evaluator = _evaluator(request, supernet, task, target)
     space = evaluator.space
     min_latency = min(_latency(evaluator, c) for c in _smallest(evaluator))
-    largest = space.largest()
-    if min_latency > request.budget_ms:
-        raise InfeasibleBudgetError(
-            f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
-            f"subnet of {request.supernet} takes {min_latency:.1f} ms"
-        )
+    max_latency = _largest_latency(evaluator)
+    request = _with_budget(request, evaluator, min_latency, subject=request.supernet)
     min_memory = _check_memory(request, evaluator)
-    max_latency = _latency(evaluator, largest)
     problem = _problem(request, evaluator)
     meta = StudyMeta.for_problem(
         problem,
@@ -164,6 +167,30 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
                        change_budget=request.change_budget)
     return PreparedSearch(request, supernet, task, target, problem, study, storage, min_latency,
                           max_latency, evaluator, min_memory_mb=min_memory)
+
+
+def _with_budget(request: SearchRequest, evaluator: BaseEvaluator, min_latency: float, *,
+                 subject: str) -> SearchRequest:
+    """``request`` with its latency budget checked; without one, with the hypervolume's
+    latency reference (the study's, else :func:`slowest_latency`: the space's own range).
+
+    Raises:
+        InfeasibleBudgetError: even the smallest subnet exceeds the budget.
+    """
+    if request.budget_ms is None:
+        if request.latency_reference_ms is not None:
+            return request
+        max_latency = slowest_latency(evaluator)
+        if max_latency <= 0:
+            raise ValueError(f"{subject}'s slowest subnet takes {max_latency:g} ms on "
+                             f"{request.hardware}: nothing to normalise by; give --budget")
+        return dataclasses.replace(request, latency_reference_ms=max_latency)
+    if min_latency > request.budget_ms:
+        raise InfeasibleBudgetError(
+            f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
+            f"subnet of {subject} takes {min_latency:.1f} ms"
+        )
+    return request
 
 
 def _check_memory(request: SearchRequest, evaluator: Evaluator) -> float | None:
@@ -236,13 +263,10 @@ def _prepare_predicted(request: SearchRequest, name: str, storage: str,
     predictor = load_accuracy_predictor(request.accuracy_predictor, model.space)
     evaluator = PredictedEvaluator(model, predictor, target)
     min_latency = _latency(evaluator, model.space.smallest())
-    if min_latency > request.budget_ms:
-        raise InfeasibleBudgetError(
-            f"budget {request.budget_ms:g} ms is infeasible on {request.hardware}: the smallest "
-            f"subnet of {model.space.name} takes {min_latency:.1f} ms"
-        )
-    max_latency = _latency(evaluator, model.space.largest())
-    problem = accuracy_latency_problem(model.space, budget_ms=request.budget_ms)
+    max_latency = _largest_latency(evaluator)
+    request = _with_budget(request, evaluator, min_latency, subject=model.space.name)
+    problem = accuracy_latency_problem(model.space, budget_ms=request.budget_ms,
+                                       reference_ms=request.latency_reference_ms)
     meta = StudyMeta.for_problem(
         problem, supernet="", checkpoint_hash=model.checkpoint_hash, hardware=target.name,
         hardware_fingerprint=target.fingerprint, seed=request.seed,
@@ -340,6 +364,31 @@ def _smallest(evaluator: Evaluator) -> list[Config]:
             for b in evaluator.target.quant_bits]
 
 
+SLOWEST_SAMPLE = 64
+"""Random subnets :func:`slowest_latency` prices where the space has unordered genes."""
+
+
+def slowest_latency(evaluator: BaseEvaluator) -> float:
+    """The largest subnet's latency; where some genes are unordered (NAS-Bench-201's
+    operations), ``largest()`` need not be the slowest, so the slowest of it and
+    :data:`SLOWEST_SAMPLE` seeded random subnets."""
+    largest = _largest_latency(evaluator)
+    if largest is not None:
+        return largest
+    rng = np.random.default_rng(0)
+    configs = [evaluator.space.largest(), *(evaluator.space.sample(rng)
+                                            for _ in range(SLOWEST_SAMPLE))]
+    return max(_latency(evaluator, config) for config in configs)
+
+
+def _largest_latency(evaluator: BaseEvaluator) -> float | None:
+    """The largest subnet's latency, where every gene is ordered (else None)."""
+    space = evaluator.space
+    if not all(gene.is_numeric for gene in space.genes):
+        return None
+    return _latency(evaluator, space.largest())
+
+
 def _latency(evaluator: BaseEvaluator, config: Config) -> float:
     if isinstance(evaluator, QuantizedEvaluator):
         return evaluator.latency_of(evaluator.quantized(config))
@@ -350,7 +399,8 @@ def _problem(request: SearchRequest, evaluator: Evaluator) -> Problem:
     """Accuracy and latency under the budget; size too when asked (bounded by
     ``--size-budget``, else by the largest fp32 subnet's size, which constrains nothing
     but gives the hypervolume its reference); memory likewise."""
-    problem = accuracy_latency_problem(evaluator.space, budget_ms=request.budget_ms)
+    problem = accuracy_latency_problem(evaluator.space, budget_ms=request.budget_ms,
+                                       reference_ms=request.latency_reference_ms)
     if request.memory:
         bound = request.memory_budget_mb
         if bound is None:
@@ -391,12 +441,27 @@ def _with_study_settings(request: SearchRequest, stored: StudyMeta | None) -> Se
     predictor = request.accuracy_predictor
     if predictor is None and request.space is not None and stored is not None:
         predictor = stored.accuracy_predictor or None
+    budget_ms, reference = request.budget_ms, request.latency_reference_ms
+    if stored is not None:  # a whole-front study keeps its reference under a new budget
+        reference = next((o.get("reference") for o in stored.objectives
+                          if o["name"] == "latency_ms"), reference)
+        if budget_ms is None:
+            budget_ms = stored_budget(stored, "latency_ms")
+    if budget_ms is None and request.change_budget:
+        raise ValueError("--change-budget needs the new --budget")
     algorithm = canonical_algorithm(algorithm)
+    require_algorithm(algorithm)
     batch = (stored.batch if stored is not None
              else request.batch or worker_batch(algorithm, request.workers))
     return dataclasses.replace(request, seed=seed, algorithm=algorithm,
                                quantize=check_mode(quantize), accuracy_predictor=predictor,
-                               batch=batch)
+                               batch=batch, budget_ms=budget_ms,
+                               latency_reference_ms=reference)
+
+
+def stored_budget(meta: StudyMeta, metric: str) -> float | None:
+    """The study's budget on ``metric``, if it has one."""
+    return next((float(c["upper"]) for c in meta.constraints if c["metric"] == metric), None)
 
 
 def worker_batch(algorithm: str, workers: int | None) -> int | None:

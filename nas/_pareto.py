@@ -7,6 +7,8 @@ The search reports the hypervolume in a normalised space so that figures compare
 budgets and targets: for the main job, error ``1 - accuracy`` and ``latency / budget``,
 with the reference point ``(1, 1)`` (error 1, latency at the budget). A subnet at 0 %
 error and zero latency would score 1.0; subnets at the budget or at 0 % accuracy score 0.
+Without a budget, latency is divided by the objective's own reference instead (the
+space's range: the largest subnet's latency), and slower subnets add nothing.
 See :func:`nas.studies.search_hypervolume`.
 """
 
@@ -216,9 +218,9 @@ def _hypervolume_2d(front: np.ndarray, ref: np.ndarray) -> float:
 
 def hypervolume_defined(problem: Problem) -> bool:
     """Whether :func:`search_hypervolume` has a reference point for ``problem``: every
-    minimised objective needs a budget."""
+    minimised objective needs a budget or a reference (:meth:`Problem.reference`)."""
     return all(
-        o.direction == "maximize" or problem.upper_bound(o.name) is not None
+        o.direction == "maximize" or problem.reference(o.name) is not None
         for o in problem.objectives
     )
 
@@ -249,11 +251,11 @@ def normaliser(problem: Problem) -> Callable[[Mapping[str, float]], list[float]]
         if objective.direction == "maximize":
             scales.append((objective.name, None))
             continue
-        bound = problem.upper_bound(objective.name)
+        bound = problem.reference(objective.name)
         if bound is None or bound <= 0:
             raise ValueError(
                 f"the normalised hypervolume needs a positive budget on minimised objective "
-                f"{objective.name!r}; add a constraint on it"
+                f"{objective.name!r} (or a reference on it); add a constraint on it"
             )
         scales.append((objective.name, bound))
 

@@ -28,6 +28,9 @@ class Objective:
 
     name: str
     direction: Direction
+    reference: float | None = None
+    """What the hypervolume divides a minimised objective by when no budget bounds it
+    (the space's own range, e.g. the largest subnet's latency); None: its budget."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -37,14 +40,24 @@ class Objective:
                 f"objective {self.name!r}: direction must be one of {list(_DIRECTIONS)}, "
                 f"got {self.direction!r}"
             )
+        reference = self.reference
+        if reference is not None and (
+                self.direction != "minimize" or isinstance(reference, bool)
+                or not isinstance(reference, int | float) or not math.isfinite(reference)
+                or reference <= 0):
+            raise ValueError(f"objective {self.name!r}: reference must be a positive number "
+                             f"on a minimised objective, got {reference!r}")
 
     @property
     def sign(self) -> float:
         """+1 for a minimised metric, -1 for a maximised one (minimisation form)."""
         return 1.0 if self.direction == "minimize" else -1.0
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "direction": self.direction}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "direction": self.direction}
+        if self.reference is not None:  # absent otherwise: older studies compare equal
+            data["reference"] = float(self.reference)
+        return data
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,14 @@ class Problem:
         bounds = [c.upper for c in self.constraints if c.metric == metric]
         return min(bounds) if bounds else None
 
+    def reference(self, metric: str) -> float | None:
+        """What the hypervolume divides minimised objective ``metric`` by: its budget,
+        else the objective's own reference, else None."""
+        bound = self.upper_bound(metric)
+        if bound is not None:
+            return bound
+        return next((o.reference for o in self.objectives if o.name == metric), None)
+
     def constraint_values(self, metrics: Mapping[str, float]) -> np.ndarray:
         """Relative excess per constraint (``<= 0`` is satisfied): pymoo's ``G``."""
         return np.array(
@@ -149,26 +170,32 @@ class Problem:
 
     # -- (de)serialisation -----------------------------------------------------------
 
-    def objectives_dicts(self) -> tuple[dict[str, str], ...]:
+    def objectives_dicts(self) -> tuple[dict[str, Any], ...]:
         return tuple(o.to_dict() for o in self.objectives)
 
     def constraints_dicts(self) -> tuple[dict[str, Any], ...]:
         return tuple(c.to_dict() for c in self.constraints)
 
 
-def accuracy_latency_problem(space: SearchSpace, *, budget_ms: float) -> Problem:
-    """The main job: maximise ``accuracy``, minimise ``latency_ms``, ``latency_ms <= budget``.
+def accuracy_latency_problem(space: SearchSpace, *, budget_ms: float | None,
+                             reference_ms: float | None = None) -> Problem:
+    """The main job: maximise ``accuracy``, minimise ``latency_ms``, ``latency_ms <= budget``;
+    without a budget, the whole front, its hypervolume normalised by ``reference_ms``.
 
     Raises:
-        ValueError: ``budget_ms`` is not a positive finite number.
+        ValueError: ``budget_ms`` is not a positive finite number, or neither it nor a
+            positive ``reference_ms`` is given.
     """
+    objectives = (Objective("accuracy", "maximize"),
+                  Objective("latency_ms", "minimize", reference_ms))
+    if budget_ms is None:
+        if reference_ms is None:
+            raise ValueError("without budget_ms, give reference_ms (the largest subnet's "
+                             "latency) to normalise the hypervolume by")
+        return Problem(space, objectives)
     if not isinstance(budget_ms, int | float) or not math.isfinite(budget_ms) or budget_ms <= 0:
         raise ValueError(f"budget_ms must be a positive number of milliseconds, got {budget_ms!r}")
-    return Problem(
-        space=space,
-        objectives=(Objective("accuracy", "maximize"), Objective("latency_ms", "minimize")),
-        constraints=(Constraint("latency_ms", float(budget_ms)),),
-    )
+    return Problem(space, objectives, (Constraint("latency_ms", float(budget_ms)),))
 
 
 def objectives_from_dicts(items: Sequence[Mapping[str, Any]]) -> tuple[Objective, ...]:
@@ -183,7 +210,8 @@ def _as_objective(item: Objective | Mapping[str, Any]) -> Objective:
     if isinstance(item, Objective):
         return item
     if isinstance(item, Mapping):
-        return Objective(str(item.get("name", "")), item.get("direction"))  # type: ignore[arg-type]
+        return Objective(str(item.get("name", "")), item.get("direction"),  # type: ignore[arg-type]
+                         item.get("reference"))
     raise TypeError(f"objectives must be Objective instances, got {type(item).__name__}")
 
 

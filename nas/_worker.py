@@ -63,16 +63,13 @@ def prepare_worker(storage: str, study: str) -> PreparedSearch:
     if meta is None:
         raise StudyNotFoundError(f"no study {study!r} in {storage_label(storage)!r} to work on")
     budgets = {c["metric"]: float(c["upper"]) for c in meta.constraints}
-    if "latency_ms" not in budgets:
-        raise ValueError(f"study {study!r} has no latency budget: it was not made by "
-                         f"`nas search`, so a worker cannot rebuild its evaluator")
     objectives = {o["name"] for o in meta.objectives}
     request = SearchRequest(
         supernet=meta.supernet,
         space=meta.space.split("@", 1)[0] if not meta.supernet else None,
         accuracy_predictor=meta.accuracy_predictor or None,
         hardware=meta.hardware,
-        budget_ms=budgets["latency_ms"],
+        budget_ms=budgets.get("latency_ms"),  # None: the study's whole front
         evals=1,
         seed=meta.seed,
         algorithm=meta.algorithm or None,

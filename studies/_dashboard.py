@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from nas._extras import require
 from nas._messages import one_line
 from nas.studies._export import available_formats
 from nas.studies._html_report import (
@@ -140,7 +141,9 @@ def make_server(
         ValueError: the storage cannot be opened, an allowed host is not a host name,
             or the address cannot be bound (the port is taken, the host is not an
             address of this machine).
+        MissingExtraError: plotly (the ``report`` extra) is not installed.
     """
+    require("report", purpose="the dashboard's plots")
     url = storage or default_storage()
     list_studies(url)  # fail now, on one line, rather than on every page
     guard = RequestGuard(host, allowed_hosts, read_only=READ_ONLY)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from nas._extras import require
 from nas._messages import one_line
 from nas._pareto import ParetoArchive, hypervolume_defined, normaliser
 from nas._problem import Problem
@@ -64,7 +65,9 @@ def build_report(
 
     Raises:
         ValueError: no study, or two studies with the same name.
+        MissingExtraError: plotly (the ``report`` extra) is not installed.
     """
+    require("report", purpose="the HTML report")
     _check_studies(studies)
     data = [StudyData.of(study) for study in studies]
     counter = _SubnetCounter(supernets or {})

@@ -21,6 +21,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from nas._extras import require
 from nas.studies._http_guard import IDLE_TIMEOUT_S, RequestGuard, refusal_headers
 from nas.studies._storage import open_storage
 
@@ -76,14 +77,12 @@ def start_optuna_dashboard(storage: str, host: str, port: int, *, allow_writes: 
     name ``allowed_hosts``; ``shutdown()`` the returned server to stop it.
 
     Raises:
-        ValueError: optuna-dashboard is not installed, an allowed host is not a host
-            name, or the port cannot be bound.
+        ValueError: an allowed host is not a host name, or the port cannot be bound.
+        MissingExtraError: the ``optuna-dashboard`` extra is not installed.
     """
-    try:
-        from optuna_dashboard import wsgi
-    except ImportError:
-        raise ValueError("optuna-dashboard is not installed (pip install optuna-dashboard); "
-                         "or pass --no-optuna") from None
+    require("optuna-dashboard", purpose="optuna-dashboard's per-study views")
+    from optuna_dashboard import wsgi
+
     guard = RequestGuard(host, allowed_hosts, allow_writes=allow_writes, read_only=READ_ONLY)
     app = wsgi(open_storage(storage))  # our driver and pool (PostgreSQL), one-line errors
     try:

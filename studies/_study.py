@@ -810,7 +810,7 @@ def _record_budget_change(study: optuna.Study, stored: StudyMeta, meta: StudyMet
 def constraints_text(constraints: Sequence[Mapping[str, Any]]) -> str:
     """Budgets for messages: ``latency_ms <= 50``, or ``none``."""
     parts = [f"{c['metric']} <= {c['upper']:g}" for c in constraints]
-    return ", ".join(parts) or "none"
+    return ", ".join(parts) or "none (the whole front)"
 
 
 def _objectives_text(meta: StudyMeta) -> str:

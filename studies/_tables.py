@@ -16,7 +16,8 @@ for ``nas studies export``. Columns, in order:
 label and the stored :class:`~nas.studies.StudyMeta` fields (supernet, space, hardware,
 objectives, ``constraints`` (the budgets), seed, algorithm, task, ...).
 
-pandas is imported lazily: ``import nas.studies`` stays fast for the search itself.
+pandas is imported lazily, and is an extra (``tables``; ``parquet`` adds pyarrow): the
+search itself needs neither.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._extras import require
 from nas._files import atomic_write, check_output
 from nas._space import Gene
 from nas.studies._pareto import front_of
@@ -52,6 +54,7 @@ def study_dataframe(study: str | Study, storage: str | None = None) -> pd.DataFr
         StudyNotFoundError: no such study (the message lists the studies there).
         ValueError: a gene and a metric share a column name.
     """
+    require("tables", purpose="a study as a table")
     import pandas as pd
 
     opened = study if isinstance(study, Study) else load_study(study, storage or default_storage())
@@ -102,11 +105,22 @@ def write_study_table(
         FileExistsError: ``path`` exists and ``overwrite`` is false.
         FileNotFoundError: the directory of ``path`` does not exist.
     """
-    if fmt not in _WRITERS:
-        raise ValueError(f"format must be one of {', '.join(_WRITERS)}, got {fmt!r}")
+    check_table_format(fmt)
     target = check_output(path, kind="file", force=overwrite)
     atomic_write(target, lambda temporary: _WRITERS[fmt](df, temporary))
     return target
+
+
+def check_table_format(fmt: str) -> None:
+    """Refuse an unknown format, or one whose extra is missing (parquet needs pyarrow).
+
+    Raises:
+        ValueError: an unknown format.
+        MissingExtraError: the format's extra is not installed.
+    """
+    if fmt not in _WRITERS:
+        raise ValueError(f"format must be one of {', '.join(_WRITERS)}, got {fmt!r}")
+    require(_EXTRA_OF[fmt], purpose=f"{fmt} export")
 
 
 # -- columns ------------------------------------------------------------------------------
@@ -181,3 +195,5 @@ _WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
     "csv": _write_csv,
     "parquet": _write_parquet,
 }
+_EXTRA_OF = {"csv": "tables", "parquet": "parquet"}
+"""The extra (``pyproject.toml``) each format needs."""

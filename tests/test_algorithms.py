@@ -73,8 +73,6 @@ def options(name: str) -> dict[str, Any]:
 
 
 def make(name: str, problem: Problem | None = None, *, seed: int = 0, **extra: Any) -> Algorithm:
-    if name == "agemoea":
-        pytest.importorskip("numba")
     return get_algorithm(name, problem or problem_(), seed=seed, **{**options(name), **extra})
 
 
@@ -355,8 +353,6 @@ def table():
 def test_nb201_gap_after_200_evaluations(table: Any, name: str) -> None:
     from nas.supernets.nb201 import NB201_SPACE, hv_gap
 
-    if name == "agemoea":
-        pytest.importorskip("numba")
     problem = Problem(NB201_SPACE, (Objective("accuracy", "maximize"),
                                     Objective("latency_ms", "minimize")))
     evaluator = table.evaluator("raspi4")

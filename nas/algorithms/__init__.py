@@ -7,6 +7,7 @@ from nas.algorithms._base import (
     canonical_algorithm,
     get_algorithm,
     list_algorithms,
+    require_algorithm,
 )
 from nas.algorithms.agemoea import AGEMOEASearch
 from nas.algorithms.ehvi import EHVISearch
@@ -45,6 +46,7 @@ __all__ = [
     "TPESearch",
     "algorithm_options",
     "canonical_algorithm",
+    "require_algorithm",
     "get_algorithm",
     "list_algorithms",
 ]

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nas._extras import require
 from nas._problem import Problem
 from nas._registry import Registry
 from nas._space import Config
@@ -35,6 +36,8 @@ class Algorithm(abc.ABC):
     """
 
     name: str = ""
+    extra: str | None = None
+    """The extra (``pyproject.toml``) the algorithm needs, if any."""
 
     def __init__(self, problem: Problem, *, seed: int, **options: Any) -> None:
         if not isinstance(problem, Problem):
@@ -115,6 +118,17 @@ def canonical_algorithm(name: str) -> str:
     """
     own = getattr(ALGORITHMS.entry(name).factory, "name", "")
     return own if own and own in ALGORITHMS else name
+
+
+def require_algorithm(name: str) -> None:
+    """Check, before any study is opened, that algorithm ``name``'s extra is installed.
+
+    Raises:
+        MissingExtraError: it is not (the message names the extra).
+    """
+    extra = getattr(ALGORITHMS.entry(name).factory, "extra", None)
+    if extra is not None:
+        require(extra, purpose=f"the {name!r} algorithm")
 
 
 def algorithm_options(name: str) -> list[str]:

@@ -15,8 +15,10 @@ def dashboard(
         help="Address to listen on; the default serves this machine only.",
     ),
     port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
-    optuna: bool = typer.Option(True, "--optuna/--no-optuna",
-                                help="Also serve optuna-dashboard's per-study views."),
+    optuna: bool | None = typer.Option(
+        None, "--optuna/--no-optuna",
+        help="Also serve optuna-dashboard's per-study views (default: where the "
+             "'optuna-dashboard' extra is installed)."),
     optuna_port: int = typer.Option(8081, "--optuna-port",
                                     help="Port of optuna-dashboard (0: any free port)."),
     allow_writes: bool = typer.Option(
@@ -41,11 +43,17 @@ def dashboard(
     the --allow-writes flag) and answer only requests addressed to an IP address,
     localhost, this machine's name or an --allowed-host name (against DNS rebinding).
     """
+    from nas._extras import installed
     from nas.studies._dashboard import make_server
     from nas.studies._optuna_dashboard import optuna_dashboard_url, start_optuna_dashboard
 
     server = make_server(storage, host, port, allowed_hosts=allowed_host)
     optuna_server = None
+    if optuna is None:
+        optuna = installed("optuna-dashboard")
+        if not optuna:
+            console.print("(optuna-dashboard's per-study views need: pip install "
+                          "'nas-platform[optuna-dashboard]')", highlight=False)
     try:
         if optuna:
             optuna_server = start_optuna_dashboard(server.storage, host, optuna_port,

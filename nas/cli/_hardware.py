@@ -6,12 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from nas._hardware import HARDWARE, get_hardware
 from nas.cli._common import (
     JSON_HELP,
     STORAGE_HELP,
@@ -35,6 +33,7 @@ app = typer.Typer(help="Hardware targets.", no_args_is_help=True)
 def list_targets(json_output: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the hardware targets: measured or predicted, and the predicted ones' error on
     held-out measurements (``nas hw show NAME`` says where each figure comes from)."""
+    from nas._hardware import HARDWARE
     from nas.hardware._user_targets import user_target_names
 
     rows = [_summary(name) for name in [*HARDWARE.names(), *user_target_names()]]
@@ -55,6 +54,8 @@ def _summary(name: str) -> dict[str, Any]:
     calibrated on this machine) is listed with the reason instead of failing the list."""
     row: dict[str, Any] = {"name": name, "description": "", "kind": None,
                            "heldout_mape": None, "unavailable": None}
+    from nas._hardware import get_hardware
+
     try:
         target = get_hardware(name)
         row["description"] = target.description
@@ -74,6 +75,8 @@ def show(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """How NAME gets its latency figures, their measured error and where they extrapolate."""
+    from nas._hardware import get_hardware
+
     target = get_hardware(name)
     provenance = target.provenance()
     memory = target.memory_provenance()
@@ -156,6 +159,8 @@ def add(
         raise ValueError(f"supernet {supernet!r} records no task to take a latency probe from")
     task = get_task(net.task_name)
     progress = None if json_output else (lambda line: console.print(line, highlight=False))
+    import numpy as np
+
     probe = net.space.sample(np.random.default_rng(0))
     if reference is None:
         references = default_references(net, probe, task)
@@ -187,6 +192,7 @@ def add(
 def _measure_spread(measure: str, out: Path, *, supernet: str, net: Any, task: Any,
                     samples: int, seed: int, threads: int, progress: bool) -> Path:
     """Measure ``samples`` spread subnets on ``measure`` into ``out`` (a rerun extends)."""
+    from nas._hardware import get_hardware
     from nas.hardware._latency_dataset import ProfileSettings, plan_dataset, run_plan
 
     target = get_hardware(measure)

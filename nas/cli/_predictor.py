@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from nas._files import check_output, file_sha256, write_text_atomic
@@ -120,6 +119,8 @@ def evaluate(
         same_data = record["data"]["sha256"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{record_path} is not a readable predictor record: {err!r}") from None
+    import numpy as np
+
     predictor = Predictor.load(path)
     table = read_csv(data)
     table.target_columns(target)  # fail early on a missing column

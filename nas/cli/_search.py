@@ -7,12 +7,7 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from nas._evaluator import MEMORY_METRIC
-from nas._hardware import get_hardware
-from nas._supernet import SPACES, SUPERNETS
-from nas._units import format_mb, parse_latency_ms, parse_size_mb
 from nas.cli._common import (
     JSON_HELP,
     STORAGE_HELP,
@@ -22,8 +17,6 @@ from nas.cli._common import (
     study_name,
     user_errors,
 )
-from nas.quant import BITS_PREFIX, CALIBRATION_SAMPLES, check_mode
-from nas.quant._evaluator import QuantizedEvaluator
 
 DEFAULT_EVALS = 120
 """Evaluations of a supernet search left without ``--evals``."""
@@ -53,7 +46,11 @@ def search(
              "`nas predictor fit` wrote (default: the study's).",
     ),
     hw: str = typer.Option(..., "--hw", help="Hardware target (see `nas hw list`)."),
-    budget: str = typer.Option(..., "--budget", help="Latency budget: '50ms', '50 ms', '0.05s'."),
+    budget: str | None = typer.Option(
+        None, "--budget",
+        help="Latency budget: '50ms', '50 ms', '0.05s' (default: the study's; for a new "
+             "study none: the whole front, hypervolume normalised by the largest subnet's "
+             "latency)."),
     evals: int | None = typer.Option(
         None, "--evals", min=1,
         help=f"Evaluations the study should hold in total (resumes count; default "
@@ -111,10 +108,15 @@ def search(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     """Search subnets of SUPERNET for HW under a latency budget; print the Pareto front."""
+    from nas._evaluator import MEMORY_METRIC
+    from nas._hardware import get_hardware
     from nas._job import SearchRequest, prepare_search, run_prepared
+    from nas._supernet import SPACES, SUPERNETS
+    from nas._units import format_mb, parse_latency_ms, parse_size_mb
+    from nas.quant import check_mode
 
     configure_logging(verbose)
-    budget_ms = parse_latency_ms(budget)
+    budget_ms = parse_latency_ms(budget) if budget is not None else None
     size_budget_mb = parse_size_mb(size_budget) if size_budget is not None else None
     memory_budget_mb = (parse_size_mb(memory_budget, what="memory budget")
                         if memory_budget is not None else None)
@@ -165,11 +167,14 @@ def search(
     )
     prepared = prepare_search(request)
     request = prepared.request
+    bound = (f"latency <= {request.budget_ms:g} ms (smallest subnet: "
+             f"{prepared.min_latency_ms:.1f} ms)" if request.budget_ms is not None else
+             f"no latency budget: the whole front (hypervolume normalised by the space's "
+             f"range, latency up to {request.latency_reference_ms:.1f} ms)")
     console.print(
         f"study [bold]{escape(str(request.study))}[/] in {escape(prepared.storage)}: "
-        f"{escape(prepared.problem.space.name)} on {escape(hw)}, latency <= {budget_ms:g} ms "
-        f"(smallest subnet: "
-        f"{prepared.min_latency_ms:.1f} ms), {request.algorithm}, seed {request.seed}",
+        f"{escape(prepared.problem.space.name)} on {escape(hw)}, {bound}, "
+        f"{request.algorithm}, seed {request.seed}",
         highlight=False,
     )
     if prepared.min_memory_mb is not None:
@@ -177,10 +182,11 @@ def search(
         console.print(f"memory <= {format_mb(bound)} on {escape(hw)} (least a subnet "
                       f"needs: {format_mb(prepared.min_memory_mb)}, "
                       f"{prepared.target.memory_provenance().method})", highlight=False)
-    if budget_ms >= prepared.max_latency_ms:
+    largest = prepared.max_latency_ms
+    if request.budget_ms is not None and largest is not None and request.budget_ms >= largest:
         console.print(
             f"[bold yellow]warning:[/] the budget constrains nothing: the largest subnet "
-            f"takes {prepared.max_latency_ms:.1f} ms on {hw}", highlight=False)
+            f"takes {largest:.1f} ms on {hw}", highlight=False)
     for note in prepared.notes:
         console.print(escape(note), highlight=False)
     if prepared.study.meta.predicted_accuracy:
@@ -224,6 +230,8 @@ def _run_with_workers(prepared: Any, count: int, *, progress: bool) -> Any:
 
 
 def _policy_words(prepared: Any) -> str:
+    from nas.quant import CALIBRATION_SAMPLES
+
     bits = prepared.target.quant_bits if prepared.request.quantize == "mixed" else (8,)
     units = len(prepared.supernet.quant_units())
     return (f"{units} units of {prepared.request.supernet} at {'/'.join(map(str, bits))} bits, "
@@ -239,6 +247,7 @@ def result_document(result: Any, request: Any, evaluator: Any = None) -> dict[st
         "supernet": request.supernet,
         "hardware": request.hardware,
         "budget_ms": request.budget_ms,
+        "latency_reference_ms": request.latency_reference_ms,
         "algorithm": request.algorithm,
         "seed": request.seed,
         "evaluations": result.evaluations,
@@ -251,6 +260,9 @@ def result_document(result: Any, request: Any, evaluator: Any = None) -> dict[st
 
 
 def _point(point: Any, evaluator: Any) -> dict[str, Any]:
+    from nas._evaluator import MEMORY_METRIC
+    from nas.quant._evaluator import QuantizedEvaluator
+
     entry = {
         "trial": point.trial,
         "accuracy": point.metrics["accuracy"],
@@ -267,9 +279,15 @@ def _point(point: Any, evaluator: Any) -> dict[str, Any]:
 
 def print_front(document: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.table import Table
 
+    from nas._evaluator import MEMORY_METRIC
+    from nas.quant import BITS_PREFIX
+
+    bound = ("whole front" if document["budget_ms"] is None
+             else f"latency <= {document['budget_ms']:g} ms")
     table = Table(title=f"Pareto front of study {document['study']} "
-                        f"(latency <= {document['budget_ms']:g} ms on {document['hardware']})")
+                        f"({bound} on {document['hardware']})")
     table.add_column("trial", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("latency ms", justify="right")
@@ -308,9 +326,11 @@ def print_front(document: dict[str, Any]) -> None:
         out.print("no evaluated subnet meets the budget yet; raise --evals or the budget")
     elif document.get("accuracy_note"):
         best = max(document["pareto"], key=lambda p: p["accuracy"])
+        budget = document["budget_ms"]
+        within = "" if budget is None else f" (<= {budget:g} ms)"
         out.print(
-            f"best predicted accuracy {best['accuracy']:.4f} at {best['latency_ms']:.2f} ms "
-            f"(<= {document['budget_ms']:g} ms), trial {best['trial']} of "
+            f"best predicted accuracy {best['accuracy']:.4f} at {best['latency_ms']:.2f} ms"
+            f"{within}, trial {best['trial']} of "
             f"{document['evaluations']} evaluations, {document.get('seconds', 0):.1f} s "
             f"of search ({document['algorithm']}); "
             f"{document['accuracy_note']}", highlight=False)

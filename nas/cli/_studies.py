@@ -49,6 +49,7 @@ def show(
 ) -> None:
     """A study's settings, trial count and Pareto front."""
     from nas.studies import StudyMeta, default_storage, describe_study
+    from nas.studies._study import constraints_text
 
     document = describe_study(name, storage or default_storage())
     if json_output:
@@ -59,7 +60,8 @@ def show(
     subject = (f"supernet {meta['supernet']}" if meta.get("supernet")
                else f"space {meta.get('space')}")
     out.print(f"[bold]{name}[/]: {document['trials']} trials; {subject} "
-              f"on {meta['hardware']}; constraints {meta['constraints']}", highlight=False)
+              f"on {meta['hardware']}; budgets: {constraints_text(meta['constraints'])}",
+              highlight=False)
     note = StudyMeta.from_dict(meta).accuracy_note()
     if note:
         out.print(note, highlight=False)
@@ -116,7 +118,9 @@ def export(
     """Write a study as a table: one row per trial, one column per gene and metric."""
     from nas._files import check_output
     from nas.studies import default_storage, study_dataframe, write_study_table
+    from nas.studies._tables import check_table_format
 
+    check_table_format(fmt)
     path = check_output(out or Path(f"{name}.{fmt}"), kind="file", force=force)
     table = study_dataframe(name, storage or default_storage())
     write_study_table(table, path, fmt, overwrite=force)

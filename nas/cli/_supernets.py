@@ -7,7 +7,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nas._supernet import SUPERNETS
 from nas.cli._common import JSON_HELP, print_json, user_errors
 
 app = typer.Typer(help="Shipped supernets.", no_args_is_help=True)
@@ -17,6 +16,8 @@ app = typer.Typer(help="Shipped supernets.", no_args_is_help=True)
 @user_errors
 def list_supernets(json_output: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the supernets `nas search --supernet` accepts."""
+    from nas._supernet import SUPERNETS
+
     rows = [{"name": n, "description": SUPERNETS.entry(n).description} for n in SUPERNETS.names()]
     if json_output:
         print_json(rows)
