@@ -42,7 +42,9 @@ Each page is one ``slow`` test case (``-k getting-started`` runs one).
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -84,6 +86,45 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr[-6000:]}"
     assert (tmp_path / "site" / "benchmarks" / "index.html").is_file()
+    for page, folder in REFERENCE_PAGES.items():
+        html = (tmp_path / "site" / "reference" / page / "index.html").read_text()
+        shown = {anchor.rsplit(".", 1)[1] for anchor in re.findall(r'<h2 id="([^"]+)"', html)}
+        missing = sorted(_documentable(REPO / folder / "__init__.py") - shown)
+        assert not missing, f"reference/{page}.md does not show {missing} of __all__"
+
+
+REFERENCE_PAGES = {name: name for name in (
+    "nas", "supernets", "hardware", "predictors", "compress", "studies", "quant")}
+"""Reference page -> the folder of the package it documents (``nas.hardware``: hardware/)."""
+
+
+def _documentable(init: Path) -> set[str]:
+    """The names of ``__all__`` that the source binds at module level: imported (under
+    ``if TYPE_CHECKING:`` too), assigned or defined, sub-packages left out. A name that
+    only a module ``__getattr__`` resolves is invisible to a static reader until it is
+    also imported under ``TYPE_CHECKING``."""
+    exported: list[str] = []
+    bound: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        nonlocal exported
+        for node in body:
+            if isinstance(node, ast.If | ast.Try):
+                visit(node.body + node.orelse)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                bound.update(alias.asname or alias.name for alias in node.names)
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+                bound.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.id for t in targets if isinstance(t, ast.Name)}
+                if "__all__" in names:
+                    exported = [element.value for element in node.value.elts]
+                bound.update(names)
+
+    visit(ast.parse(init.read_text()).body)
+    packages = {entry.name for entry in init.parent.iterdir() if (entry / "__init__.py").exists()}
+    return {name for name in exported if name in bound and name not in packages}
 
 
 @pytest.mark.parametrize("page", _page_params())
