@@ -15,7 +15,10 @@ implements them):
 - All blocks of a page run in order as ONE bash script under ``set -euo pipefail``, so
   ``cd``, variables and files carry over from block to block. A ``python`` block is
   written to a file and run with the test's own interpreter (the working directory is on
-  its path); ``nas`` on ``PATH`` is that interpreter's.
+  its path); ``nas`` on ``PATH`` is that interpreter's. Each python block is a process
+  of its own: share values through files (or a module a bash block writes), not
+  variables. Under ``pipefail``, ``cmd | head`` fails when ``head`` closes the pipe
+  early: show whole outputs instead.
 - Inside a block, a line ``--8<-- "path"`` (pymdownx.snippets; the path relative to the
   repo root) is replaced by that file's text, as the built site shows it.
 - ``<!-- docs: serve PORT -->`` on the line before a block: the block runs in the
