@@ -297,3 +297,66 @@ def test_setup_blocks_are_checked_not_run(tmp_path: Path) -> None:
     message = _fail_message(bad, tmp_path)
     assert "extra 'no-such-extra'" in message and "torch==0.0.1" in message
     assert "'rm -rf /' is not allowed in a setup block" in message
+
+
+# --- the benchmarks hook ---------------------------------------------------------------
+
+
+def _benchmarks_hook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_benchmarks_hook",
+                                                  DOCS / "hooks" / "benchmarks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmarks_hook_renders_every_result_file() -> None:
+    hook = _benchmarks_hook()
+    results = sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    text = hook.render_all(results)
+    for path in results:
+        assert f"benchmarks/results/{path.name}" in text
+    assert "python benchmarks/bench_moe_merge.py" in text
+
+
+def test_benchmarks_hook_refuses_what_it_cannot_render(tmp_path: Path) -> None:
+    from mkdocs.exceptions import PluginError
+
+    hook = _benchmarks_hook()
+    unknown = tmp_path / "brand_new_benchmark.json"
+    unknown.write_text('{"figure": 1}')
+    with pytest.raises(PluginError, match="brand_new_benchmark.json: no renderer"):
+        hook.render_all([unknown])
+    changed = tmp_path / "memory_model.json"
+    changed.write_text('{"samples": 20, "families": {"hat": {"renamed": {}}}}')
+    with pytest.raises(PluginError, match=r"memory_model.json: its renderer .* KeyError"):
+        hook.render_all([changed])
+
+
+def test_postgres_pages_skip_or_fail_without_a_server(tmp_path: Path, monkeypatch) -> None:
+    page = _fake_page(tmp_path, """\
+        ```bash
+        nas studies list --storage "$NAS_POSTGRES_URL"
+        ```
+        """)
+    for name in (pg_server.URL_VAR, "CI", "NAS_REQUIRE_POSTGRES"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server"):
+        assert_page_runs(page, tmp_path / "skipped")
+    monkeypatch.setenv("NAS_REQUIRE_POSTGRES", "1")
+    with pytest.raises(pytest.fail.Exception, match="must run here"):
+        assert_page_runs(page, tmp_path / "failed")
+
+
+@pytest.mark.postgres
+def test_postgres_pages_get_a_fresh_database(tmp_path: Path) -> None:
+    page = _fake_page(tmp_path, """\
+        ```bash
+        test "$NAS_POSTGRES_URL" != "${NAS_TEST_POSTGRES_URL:-}"
+        nas studies list --storage "$NAS_POSTGRES_URL"
+        ```
+        """)
+    assert_page_runs(page, tmp_path / "run")
