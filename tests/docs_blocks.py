@@ -148,6 +148,14 @@ def check_setup(block: Block, *, pyproject: Path) -> list[str]:
     return problems
 
 
+def unmarked_installs(block: Block) -> list[str]:
+    """The commands of a block that would install software but are not in a setup block
+    (run, they would change the test's own environment)."""
+    if block.language != "bash" or block.directive == "setup":
+        return []
+    return [c for c in _commands(block.code) if _PIP.match(c) or _SETUP_ALLOWED[0].match(c)]
+
+
 def _commands(code: str) -> list[str]:
     joined = re.sub(r"\\\n", " ", code)
     commands: list[str] = []
@@ -299,8 +307,8 @@ def run_page(page: Path, *, repo: Path, workdir: Path, env: dict[str, str] | Non
     wait.write_text(_WAIT_PORT)
     run_env.update(DOCS_STATE=str(state), DOCS_SERVE_PIDS=str(serve_pids), DOCS_WAIT=str(wait))
     process = subprocess.Popen(["bash", str(script)], cwd=home, env=run_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     message = ""
     try:
         output, _ = process.communicate(timeout=timeout)

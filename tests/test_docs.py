@@ -31,7 +31,9 @@ implements them):
   ``-e '.[a,b]'`` and ``'nas-platform[a,b]'`` must name extras that pyproject.toml
   defines and whose packages are installed; any other requirement must be installed (and
   match its version). Other lines may only be ``python3 -m venv ...``,
-  ``. .venv/bin/activate``, ``git clone ...`` and ``cd ...``; anything else fails.
+  ``. .venv/bin/activate``, ``git clone ...`` and ``cd ...``; anything else fails. A
+  ``pip install`` or ``python3 -m venv`` in a block NOT marked setup fails the page (run,
+  it would change the test's own environment).
 - A page that mentions ``$NAS_POSTGRES_URL`` gets a fresh, empty database on the server
   of ``NAS_TEST_POSTGRES_URL`` (``source .ci/postgres.sh``) in that variable, dropped
   afterwards. Without a server the page is skipped, saying how to start one, or fails
@@ -56,7 +58,7 @@ from pathlib import Path
 import pytest
 
 from tests import pg_server
-from tests.docs_blocks import check_setup, extract_blocks, run_page
+from tests.docs_blocks import check_setup, extract_blocks, run_page, unmarked_installs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -146,6 +148,10 @@ def assert_page_runs(page: Path, tmp_path: Path, *, repo: Path = REPO) -> None:
         f"setup block at line {block.line}: {problem}"
         for block in blocks if block.directive == "setup"
         for problem in check_setup(block, pyproject=repo / "pyproject.toml")
+    ] + [
+        f"block at line {block.line}: {command!r} installs software; put it in a block "
+        "marked <!-- docs: setup --> (checked, not run)"
+        for block in blocks for command in unmarked_installs(block)
     ]
     if problems:
         pytest.fail(f"{page}:\n" + "\n".join(problems), pytrace=False)
@@ -297,6 +303,12 @@ def test_setup_blocks_are_checked_not_run(tmp_path: Path) -> None:
     message = _fail_message(bad, tmp_path)
     assert "extra 'no-such-extra'" in message and "torch==0.0.1" in message
     assert "'rm -rf /' is not allowed in a setup block" in message
+    unmarked = _fake_page(tmp_path, """\
+        ```bash
+        echo fine && pip install -q 'nas-platform[postgres]'
+        ```
+        """)
+    assert "put it in a block marked <!-- docs: setup -->" in _fail_message(unmarked, tmp_path)
 
 
 # --- the benchmarks hook ---------------------------------------------------------------
