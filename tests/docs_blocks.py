@@ -309,17 +309,22 @@ def run_page(page: Path, *, repo: Path, workdir: Path, env: dict[str, str] | Non
     process = subprocess.Popen(["bash", str(script)], cwd=home, env=run_env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop() -> None:
+        # The script's group, then each serve block's (they hold the output pipe open).
+        _kill_group(process.pid)
+        for pid in serve_pids.read_text().split() if serve_pids.exists() else ():
+            _kill_group(int(pid))
+
     message = ""
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
+        stop()
         output, _ = process.communicate()
         message = f"timed out after {timeout:.0f} s"
     finally:
-        _kill_group(process.pid)
-        for pid in serve_pids.read_text().split() if serve_pids.exists() else ():
-            _kill_group(int(pid))
+        stop()
     text = output.decode(errors="replace")
     last = state.read_text().strip() if state.exists() else ""
     if process.returncode == 0 and last == "done" and not message:

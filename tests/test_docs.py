@@ -50,6 +50,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -372,3 +373,21 @@ def test_postgres_pages_get_a_fresh_database(tmp_path: Path) -> None:
         ```
         """)
     assert_page_runs(page, tmp_path / "run")
+
+
+def test_runner_times_out_and_kills_everything(tmp_path: Path) -> None:
+    page = _fake_page(tmp_path, """\
+        <!-- docs: serve 18767 -->
+        ```bash
+        exec python -m http.server 18767 --bind 127.0.0.1
+        ```
+
+        ```bash
+        sleep 60
+        ```
+        """)
+    result = run_page(page, repo=REPO, workdir=tmp_path / "run", timeout=5)
+    assert not result.ok and result.message == "timed out after 5 s"
+    assert result.failed is not None and result.failed.first_line == "sleep 60"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 18767), timeout=1).close()
