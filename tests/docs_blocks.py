@@ -312,7 +312,7 @@ def run_page(page: Path, *, repo: Path, workdir: Path, env: dict[str, str] | Non
 
     def stop() -> None:
         # The script's group, then each serve block's (they hold the output pipe open).
-        _kill_group(process.pid)
+        _kill_group(process.pid, leader=process)
         for pid in serve_pids.read_text().split() if serve_pids.exists() else ():
             _kill_group(int(pid))
 
@@ -344,14 +344,17 @@ def page_env(home: Path, *, repo: Path, extra: dict[str, str] | None) -> dict[st
     return env
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGTERM a process group, then SIGKILL what is left of it after 5 s."""
+def _kill_group(pgid: int, *, leader: subprocess.Popen | None = None) -> None:
+    """SIGTERM a process group, then SIGKILL what is left of it after 5 s (``leader``:
+    our own child leading the group, reaped so that its zombie does not count)."""
     try:
         os.killpg(pgid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
+        if leader is not None:
+            leader.poll()
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
