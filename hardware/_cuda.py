@@ -29,7 +29,7 @@ class CUDATarget(HardwareTarget):
     Args:
         device: the CUDA device index.
         warmup: untimed runs first.
-        min_repeats: timed runs at least (the stopping rule).
+        min_repeats: the fewest timed runs before the rule may stop.
         max_repeats: timed runs at most.
         rel_ci: stop once the median's 95% interval is within this fraction of it.
     """

@@ -30,6 +30,7 @@ DISTRIBUTION = "nas-platform"
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*docs:\s*(?P<what>[a-z]+)(?:\s+(?P<arg>\S+))?\s*-->\s*$")
+_SNIPPET_LINES = re.compile(r"^(?P<name>.+?):(?P<start>\d*)(?::(?P<end>\d*))?$")
 _SNIPPET = re.compile(r"^(?P<indent>\s*)--8<--\s+[\"'](?P<path>[^\"']+)[\"']\s*$")
 
 
@@ -113,10 +114,16 @@ def _expand_snippets(body: list[str], *, repo: Path, line: int) -> list[str]:
         if match is None:
             out.append(text)
             continue
-        path = repo / match["path"]
+        name, start, end = match["path"], None, None
+        lines = _SNIPPET_LINES.match(name)
+        if lines and not (repo / name).is_file():  # pymdownx's "file:start:end" (1-based)
+            name = lines["name"]
+            start = int(lines["start"]) - 1 if lines["start"] else None
+            end = int(lines["end"]) if lines["end"] else None
+        path = repo / name
         if not path.is_file():
             raise ValueError(f"block at line {line}: snippet {match['path']!r} does not exist")
-        out.extend(match["indent"] + part for part in path.read_text().splitlines())
+        out.extend(match["indent"] + part for part in path.read_text().splitlines()[start:end])
     return out
 
 

@@ -20,7 +20,8 @@ implements them):
   variables. Under ``pipefail``, ``cmd | head`` fails when ``head`` closes the pipe
   early: show whole outputs instead.
 - Inside a block, a line ``--8<-- "path"`` (pymdownx.snippets; the path relative to the
-  repo root) is replaced by that file's text, as the built site shows it.
+  repo root; ``"path:START:END"`` selects lines, 1-based) is replaced by that file's
+  text, as the built site shows it.
 - ``<!-- docs: serve PORT -->`` on the line before a block: the block runs in the
   background; the next block starts once 127.0.0.1:PORT accepts a TCP connection (the
   page fails after 60 s, or at once if the block ends first), and the block's process
@@ -249,6 +250,9 @@ def test_runner_expands_snippets(tmp_path: Path) -> None:
         """)
     blocks = extract_blocks(page.read_text(), repo=tmp_path)
     assert blocks[0].code == "print('from the snippet')\n"
+    (tmp_path / "three.py").write_text("one = 1\ntwo = 2\nthree = 3\n")
+    page.write_text('```python\n    --8<-- "three.py:2:3"\n```\n')
+    assert extract_blocks(page.read_text(), repo=tmp_path)[0].code == "    two = 2\n    three = 3\n"
 
 
 def test_runner_serves_in_the_background_and_kills(tmp_path: Path) -> None:
