@@ -9,9 +9,10 @@ implements them):
 - Per page: a fresh temporary directory is the working directory and ``HOME``;
   ``NAS_STORAGE`` (and ``NAS_CONFIG``) are unset, so the default study database is
   ``nas-studies.db`` in the working directory, and user targets (``~/.config/nas``) and
-  calibrations (``~/.cache/nas``) start empty; the repo's ``examples/`` folder is copied into it (``python
-  examples/foo.py`` works); ``OMP_NUM_THREADS=1``; ``NAS_DOCS_REPO`` names the checkout
-  (for data files such as ``$NAS_DOCS_REPO/supernets/data/...``).
+  calibrations (``~/.cache/nas``) start empty; the repo's ``examples/`` folder is
+  copied into it (``python examples/foo.py`` works); ``OMP_NUM_THREADS=1``;
+  ``NAS_DOCS_REPO`` names the checkout (for data files such as
+  ``$NAS_DOCS_REPO/supernets/data/...``).
 - All blocks of a page run in order as ONE bash script under ``set -euo pipefail``, so
   ``cd``, variables and files carry over from block to block. A ``python`` block is
   written to a file and run with the test's own interpreter (the working directory is on
