@@ -39,8 +39,10 @@ class Cost:
 
 
 PARAMS = Cost("params", "params", param_count)
+"""Every parameter of the model, embeddings and head included."""
 ENCODER_PARAMS = Cost("encoder params", "params",
                       lambda config: param_count(config, which="encoder"))
+"""The parameters of the transformer blocks only (what pruning the encoder changes)."""
 
 
 def macs_cost(tokens: int) -> Cost:

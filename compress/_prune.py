@@ -327,9 +327,10 @@ def prune(
             near zero at a trained model (on the MatFormer LM, head-saliency Spearman
             0.73-0.75 with 1,024 windows in batches of 4, 0.29-0.44 in batches of 64).
         min_keep: units each layer keeps of each kind at least.
-        latency, eta: NViT's latency-aware term, ``score - eta * saved``, where ``saved``
-            is what removing the structure saves by ``latency`` (:func:`savings`, ms for a
-            latency model); off when ``eta`` is 0.
+        latency: the cost of NViT's latency-aware term, ``score - eta * saved``, where
+            ``saved`` is what removing the structure saves by ``latency``
+            (:func:`savings`, ms for a latency model).
+        eta: the weight of that term; off when ``eta`` is 0.
         on_step: called with a :class:`PruneStep` after each step.
         progress: show a tqdm bar over the steps.
         per_layer_l2: divide scores by their L2 norm within each layer (one kind in one

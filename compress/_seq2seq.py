@@ -153,16 +153,19 @@ class DenseSeq2Seq(nn.Module):
     """An encoder-decoder transformer with per-block head counts and widths.
 
     Args:
-        src_vocab, tgt_vocab: token table sizes; ``pad_index`` the padding token.
+        src_vocab: the source token table's size.
+        tgt_vocab: the target token table's size (``pad_index`` is the padding token).
         max_positions: the longest source or target sequence.
-        encoder_dim, decoder_dim: the two residual widths.
+        encoder_dim: the encoder's residual width.
+        decoder_dim: the decoder's residual width.
         encoder_layers: per block ``{"heads", "qk_dim", "v_dim", "ffn_dim"}`` (widths per
             head) and optionally ``"temperature"``.
         decoder_layers: the same for self-attention, plus ``"cross_heads"``,
             ``"cross_qk_dim"``, ``"cross_v_dim"``, optionally ``"cross_temperature"``,
             and ``"ende_layers"`` (how many of the last encoder outputs it attends to).
-        encoder_scale, decoder_scale: what token embeddings are multiplied by (default
-            ``sqrt`` of the width).
+        encoder_scale: what source token embeddings are multiplied by (default ``sqrt``
+            of the width).
+        decoder_scale: the same for target token embeddings.
         layer_norm_eps: epsilon of every LayerNorm.
 
     ``forward(src (B, S), prev (B, T))`` returns teacher-forced logits ``(B, T, tgt_vocab)``;

@@ -68,6 +68,7 @@ __all__ = ["RANKINGS", "Importance", "drop_blocks", "measure_importance", "subcl
 logger = logging.getLogger(__name__)
 
 RANKINGS = ("activation", "random")
+"""How subcloning ranks the units it keeps (``subclone(ranking=)``)."""
 Batch = tuple[Tensor, Tensor]
 
 

@@ -102,18 +102,24 @@ class DenseTransformer(nn.Module):
     """A dense transformer with per-block head counts and widths.
 
     Args:
-        vocab_size, max_positions: embedding table sizes.
+        vocab_size: the token embedding table's size.
+        max_positions: the position embedding table's size.
         embed_dim: the hidden width shared by all blocks.
         layers: per block ``{"heads", "qk_dim", "v_dim", "ffn_dim"}`` (widths per head
             for ``qk_dim`` and ``v_dim``) and optionally ``"temperature"`` (see
             :class:`TransformerBlock`).
         type_vocab_size: rows of the token-type table (0: none).
         layer_norm_eps: epsilon of every LayerNorm.
-        embed_norm, pre_norm, causal, out_dim: the pieces around the blocks (module doc).
-        output_dim, output_index: set once the embedding width of a model without a head
-            is pruned, so it still returns hidden states of the original width
-            ``output_dim``: the kept dims go to ``output_index`` (one position per
-            embedding dim), the pruned ones read the learned constant ``out_fill``.
+        embed_norm: a LayerNorm after the embeddings (BERT; module doc).
+        pre_norm: blocks normalise each sublayer's input and a final LayerNorm follows
+            them (GPT); otherwise each sublayer's sum (BERT; module doc).
+        causal: each position attends to itself and earlier ones only.
+        out_dim: the width of a final linear head; without one the model returns the
+            last hidden states.
+        output_dim: set once the embedding width of a model without a head is pruned, so
+            it still returns hidden states of the original width ``output_dim``.
+        output_index: where the kept dims go in those hidden states (one position per
+            embedding dim); the pruned ones read the learned constant ``out_fill``.
 
     ``forward(input_ids (B, T), attention_mask (B, T) or None)`` returns the last hidden
     states ``(B, T, C)``, or the head's outputs ``(B, T, out_dim)``.

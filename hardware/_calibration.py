@@ -349,7 +349,8 @@ def calibrate_implementation(
         supernet: a HAT-family supernet (untrained weights time the same).
         task: the task whose example input and latency probe are timed.
         threads: intra-op threads while timing (``local-cpu`` uses 1 by default).
-        warmup, repeats: untimed runs, then timed rounds per point (the fit uses the minimum).
+        warmup: untimed runs per point first.
+        repeats: timed rounds per point (the fit uses the minimum).
         seed: seeds the random subnets.
     """
     load = _load_average()

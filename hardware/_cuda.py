@@ -28,7 +28,10 @@ class CUDATarget(HardwareTarget):
 
     Args:
         device: the CUDA device index.
-        warmup, min_repeats, max_repeats, rel_ci: the stopping rule.
+        warmup: untimed runs first.
+        min_repeats: the fewest timed runs before the rule may stop.
+        max_repeats: timed runs at most.
+        rel_ci: stop once the median's 95% interval is within this fraction of it.
     """
 
     measures = True

@@ -62,6 +62,7 @@ HAT_DEVICES: dict[str, HATDevice] = {
     "xeon": HATDevice("xeon", "Intel Xeon E5-2640 CPU", "wmt14ende_cpu_xeon_all.csv"),
     "titanxp": HATDevice("titanxp", "Nvidia TITAN Xp GPU", "wmt14ende_gpu_titanxp_all.csv"),
 }
+"""HAT's three measured devices: target name -> description and measurement file."""
 
 _FEATURES = (
     "encoder_embed_dim", "encoder_layer_num", "encoder_ffn_embed_dim_avg",

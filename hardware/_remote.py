@@ -61,14 +61,16 @@ class RemoteTarget(HardwareTarget):
     far as the agent is: it measures one request at a time.
 
     Args:
-        host, port: where ``nas agent`` listens.
+        host: where ``nas agent`` listens.
+        port: the agent's port.
         token: the agent's token; ``$NAS_AGENT_TOKEN`` when omitted.
         threads: intra-op threads on the device; ``None`` takes the agent's ``--threads``.
             The agent refuses more than its usable cores (this machine's do not matter).
         warmup: untimed runs first (0 to :data:`nas._limits.MAX_REPEATS`).
         repeats: timed runs; the median is the latency (1 to ``MAX_REPEATS``).
-        connect_timeout, read_timeout: seconds to wait for the connection, and for each
-            read of the answer (a measurement of a big subnet on a slow device takes long).
+        connect_timeout: seconds to wait for the connection.
+        read_timeout: seconds to wait for each read of the answer (a measurement of a
+            big subnet on a slow device takes long).
 
     Raises:
         ValueError: no token, or an invalid option.

@@ -188,6 +188,7 @@ def no_quantized_latency(target: str) -> ValueError:
 
 
 HARDWARE: Registry[HardwareTarget] = Registry("hardware target", plugins=("nas.hardware",))
+"""Named hardware targets: ``name -> () -> HardwareTarget`` (``nas hw list``)."""
 
 
 HARDWARE_SCHEMES: Registry[HardwareTarget] = Registry(
@@ -216,5 +217,6 @@ def get_hardware(name: str) -> HardwareTarget:
 
 
 def list_hardware() -> list[str]:
+    """The names of the registered hardware targets."""
     return HARDWARE.names()
 

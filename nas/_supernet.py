@@ -193,4 +193,5 @@ def get_supernet(name: str) -> Supernet:
 
 
 def list_supernets() -> list[str]:
+    """The names of the shipped supernets (``nas.get_supernet(name)`` loads one)."""
     return SUPERNETS.names()

@@ -146,7 +146,9 @@ def shuffled_epochs(
 
 
 TASKS: Registry[Task] = Registry("task", plugins=("nas.supernets",))
+"""Built-in tasks: ``name -> () -> Task`` (data, loss, metric, latency probe)."""
 
 
 def get_task(name: str) -> Task:
+    """The registered task ``name``; an unknown name lists the known ones."""
     return TASKS.create(name)

@@ -17,7 +17,10 @@ class XGBPredictor(Predictor):
     """Boosted regression trees; strong with many samples, weak with a handful.
 
     Args:
-        n_estimators, max_depth, learning_rate, subsample: XGBoost's parameters.
+        n_estimators: XGBoost's number of trees.
+        max_depth: XGBoost's tree depth.
+        learning_rate: XGBoost's shrinkage.
+        subsample: XGBoost's row subsampling fraction.
         n_jobs: threads (1 by default: the data are small and results stay reproducible).
         log_target: see :class:`~nas.predictors.Predictor`.
         seed: XGBoost's ``random_state`` (row subsampling).

@@ -28,6 +28,7 @@ QUANTIZE_MODES: tuple[str, ...] = ("none", "int8", "mixed")
 
 
 def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`QUANTIZE_MODES`, else a ``ValueError`` naming them."""
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
     return mode

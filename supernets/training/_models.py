@@ -201,8 +201,11 @@ def train_model(
 
     Args:
         name: the zoo model (:func:`list_zoo_models`).
-        steps, batch_size, lr, seed: override the recipe (``steps`` those of the model's
-            own stage; a warm start keeps its recipe's steps).
+        steps: override the recipe's steps (those of the model's own stage; a warm start
+            keeps its recipe's steps).
+        batch_size: override the recipe's batch size.
+        lr: override the recipe's learning rate.
+        seed: override the recipe's seed.
         out: the export folder; ``zoo_dir()/<stem>`` when omitted.
         progress: show a progress bar.
         command: the command line to record; the current ``sys.argv`` when omitted.

@@ -180,7 +180,10 @@ def train_and_save(
 
     Args:
         name: the zoo entry (``nas.supernets.ZOO_RECIPES``).
-        steps, batch_size, lr, seed: override the recipe.
+        steps: override the recipe's steps.
+        batch_size: override the recipe's batch size.
+        lr: override the recipe's learning rate.
+        seed: override the recipe's seed.
         out: the checkpoint's path stem (``checkpoints/hat-g2p`` writes
             ``checkpoints/hat-g2p.safetensors`` and ``.json``), or an existing folder to
             write ``<folder>/<recipe stem>.*`` into; the zoo folder when omitted.
@@ -188,7 +191,10 @@ def train_and_save(
         command: the command line to record; the current ``sys.argv`` when omitted.
         overwrite: replace an existing checkpoint and run folder at ``out`` (checked
             before training).
-        device, precision, accumulate, workers: how it runs (:class:`Execution`).
+        device: where it runs (:class:`Execution`).
+        precision: its precision (:class:`Execution`).
+        accumulate: batches accumulated per step (:class:`Execution`).
+        workers: data-loading workers (:class:`Execution`).
         save_every: steps between saved training states; a tenth of the steps when
             omitted.
         data: the user's training data, read by the recipe's ``user_task`` with the
