@@ -633,3 +633,25 @@ def _quant_gemm(match: re.Match[str], doc: Doc) -> tuple[str, str]:
             ["max relative error (interpreter)", None, f"{check['int8_max_rel_error']:.2g}",
              f"{check['int4_max_rel_error']:.2g}"]]
     return py("bench_quant_gemm.py"), intro + table(["", "fp16", "int8", "int4"], rows)
+
+
+# --- install and start-up -----------------------------------------------------------------
+
+
+@renders(r"install", "The default install and the command line's start-up",
+         "Two clean venvs side by side: the default install against the install as it was "
+         "before numba, pandas, pyarrow, plotly and optuna-dashboard became extras; then the "
+         "CPU seconds of `nas --help` against the same help with the library imported up "
+         "front, as every command paid before its imports were made lazy.")
+def _install(match: re.Match[str], doc: Doc) -> tuple[str, str]:
+    rows = [[name, doc[key]["package_seconds"], doc[key]["torch_seconds"],
+             doc[key]["venv_mb"], doc[key]["distributions"]]
+            for name, key in (("default", "default"),
+                              (f"before (`[{doc['before']['extras']}]`)", "before"))]
+    cpu = doc["cli_cpu_seconds"]
+    startup = table(["command", "CPU seconds"], [
+        ["`nas --help`", cpu["help_seconds"]],
+        ["`nas search --help`", cpu["search_help_seconds"]],
+        ["`nas --help`, library imported up front", cpu["eager_help_seconds"]]])
+    return py("bench_install.py"), table(
+        ["install", "package s", "torch s", "venv MB", "distributions"], rows) + "\n" + startup
