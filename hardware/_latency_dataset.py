@@ -486,7 +486,8 @@ def run_plan(
                             row["latency_ms"], row["ci_low_ms"], row["ci_high_ms"],
                             row["n_runs"], row["outliers"])
                 done.append(row)
-                bar.set_postfix_str(f"{row['latency_ms']:.2f} ms, {row['n_runs']} runs")
+                bar.set_postfix_str(f"{row['latency_ms']:.2f} ms"
+                                    + (f", {row['n_runs']} runs" if row["n_runs"] else ""))
                 bar.update()
 
         append_rows(plan, rows())

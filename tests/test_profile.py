@@ -262,6 +262,9 @@ def test_profile_of_a_predicted_target_says_so(tmp_path: Path) -> None:
         assert row["n_runs"] == "0" and row["converged"] == "n/a"
         assert row["ci_low_ms"] == row["latency_ms"] == row["ci_high_ms"]
         assert float(row["latency_ms"]) > 0
+    words = " ".join(result.output.split())
+    assert "2 figures given by the target, not timed here" in words
+    assert "runs" not in words and "CI" not in words  # no timing statistics of ours
 
 
 def test_profile_bad_input_is_one_line(tmp_path: Path) -> None:

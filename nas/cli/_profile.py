@@ -95,8 +95,9 @@ def summary(path: Path, existing: int, rows: list[dict[str, Any]], identity: Any
             env: dict[str, Any]) -> dict[str, Any]:
     """The JSON document of a run: counts, and the spread of the new figures."""
     latencies = [r["latency_ms"] for r in rows]
+    measured = [r for r in rows if r["n_runs"] > 0]  # timed here, not given by the target
     widths = [max(r["ci_high_ms"] - r["latency_ms"], r["latency_ms"] - r["ci_low_ms"])
-              / r["latency_ms"] for r in rows if r["latency_ms"] > 0]
+              / r["latency_ms"] for r in measured if r["latency_ms"] > 0]
     return {
         "out": str(path),
         **dict(identity),
@@ -105,7 +106,8 @@ def summary(path: Path, existing: int, rows: list[dict[str, Any]], identity: Any
         "rows": existing + len(rows),
         "median_latency_ms": statistics.median(latencies) if latencies else None,
         "median_rel_ci_half_width": statistics.median(widths) if widths else None,
-        "median_runs": statistics.median(r["n_runs"] for r in rows) if rows else None,
+        "median_runs": statistics.median(r["n_runs"] for r in measured) if measured else None,
+        "given_rows": len(rows) - len(measured),
         "not_converged": sum(r["converged"] == "false" for r in rows),
         "outlier_runs": sum(r["outliers"] for r in rows),
         "environment": env,
@@ -117,9 +119,13 @@ def print_summary(document: dict[str, Any]) -> None:
             f"{document['existing_rows']} already there) for {document['supernet']} on "
             f"{document['hardware']}")
     if document["new_rows"]:
-        line += (f"; new rows: median {document['median_latency_ms']:.3g} ms, "
-                 f"median CI ±{document['median_rel_ci_half_width']:.1%}, "
+        line += f"; new rows: median {document['median_latency_ms']:.3g} ms"
+    if document["median_rel_ci_half_width"] is not None:
+        line += (f", median CI ±{document['median_rel_ci_half_width']:.1%}, "
                  f"median {document['median_runs']:g} runs, "
                  f"{document['not_converged']} not converged, "
                  f"{document['outlier_runs']} outlier runs")
+    if document["given_rows"]:
+        line += (f", {document['given_rows']} figures given by the target, not timed "
+                 f"here (see `nas hw show {document['hardware']}`)")
     console.print(line, highlight=False, soft_wrap=True)
