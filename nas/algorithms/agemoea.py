@@ -3,10 +3,10 @@
 Panichella, "An Adaptive Evolutionary Algorithm based on Non-Euclidean Geometry for
 Many-objective Optimization", GECCO 2019: NSGA-II's selection with the crowding distance
 replaced by a survival score computed on an estimate of the front's geometry (its
-Minkowski ``p``). The implementation is pymoo's ``AGEMOEA`` (which needs ``numba``: the
-``agemoea`` extra),
-used through its ask/tell interface on the same encoding, canonical repair, duplicate
-elimination and constraint handling as ``nsga2`` (:mod:`nas.algorithms._pymoo`).
+Minkowski ``p``). The implementation is pymoo's ``AGEMOEA`` (which needs ``numba``, the
+``agemoea`` extra), used through its ask/tell interface on the same encoding, canonical
+repair, duplicate elimination and constraint handling as ``nsga2``
+(:mod:`nas.algorithms._pymoo`).
 """
 
 from __future__ import annotations
