@@ -147,7 +147,8 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
     space = evaluator.space
     min_latency = min(_latency(evaluator, c) for c in _smallest(evaluator))
     max_latency = _largest_latency(evaluator)
-    request = _with_budget(request, evaluator, min_latency, subject=request.supernet)
+    request = _with_budget(request, evaluator, min_latency, max_latency,
+                           subject=request.supernet)
     min_memory = _check_memory(request, evaluator)
     problem = _problem(request, evaluator)
     meta = StudyMeta.for_problem(
@@ -169,10 +170,11 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
                           max_latency, evaluator, min_memory_mb=min_memory)
 
 
-def _with_budget(request: SearchRequest, evaluator: BaseEvaluator, min_latency: float, *,
-                 subject: str) -> SearchRequest:
+def _with_budget(request: SearchRequest, evaluator: BaseEvaluator, min_latency: float,
+                 max_latency: float | None, *, subject: str) -> SearchRequest:
     """``request`` with its latency budget checked; without one, with the hypervolume's
-    latency reference (the study's, else :func:`slowest_latency`: the space's own range).
+    latency reference (the study's, else the space's own range: ``max_latency``, the
+    largest subnet's, where it is known, else :func:`slowest_latency`).
 
     Raises:
         InfeasibleBudgetError: even the smallest subnet exceeds the budget.
@@ -180,7 +182,8 @@ def _with_budget(request: SearchRequest, evaluator: BaseEvaluator, min_latency: 
     if request.budget_ms is None:
         if request.latency_reference_ms is not None:
             return request
-        max_latency = slowest_latency(evaluator)
+        if max_latency is None:
+            max_latency = slowest_latency(evaluator)
         if max_latency <= 0:
             raise ValueError(f"{subject}'s slowest subnet takes {max_latency:g} ms on "
                              f"{request.hardware}: nothing to normalise by; give --budget")
@@ -264,7 +267,8 @@ def _prepare_predicted(request: SearchRequest, name: str, storage: str,
     evaluator = PredictedEvaluator(model, predictor, target)
     min_latency = _latency(evaluator, model.space.smallest())
     max_latency = _largest_latency(evaluator)
-    request = _with_budget(request, evaluator, min_latency, subject=model.space.name)
+    request = _with_budget(request, evaluator, min_latency, max_latency,
+                           subject=model.space.name)
     problem = accuracy_latency_problem(model.space, budget_ms=request.budget_ms,
                                        reference_ms=request.latency_reference_ms)
     meta = StudyMeta.for_problem(
